@@ -1,0 +1,55 @@
+"""One JSON error shape for every failure: ``{code, status, message, errors}``."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from flask import Flask, jsonify
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException
+
+from atom.errors import AtomError, Conflict, DefinitionError
+
+
+def error_body(code: int, message: str, errors: Any = None, **extra: Any) -> dict[str, Any]:
+    """The error document flask-smorest uses, always with a sentence a person can act on."""
+    body: dict[str, Any] = {"code": code, "status": HTTPStatus(code).phrase, "message": message}
+    if errors is not None:
+        body["errors"] = errors
+    body.update(extra)
+    return body
+
+
+class AtomApi(Api):
+    """flask-smorest's Api, with a ``message`` in every HTTP error it renders."""
+
+    def handle_http_exception(self, error: HTTPException):  # type: ignore[override]
+        """Render werkzeug and webargs errors in the one shape."""
+        code = error.code or 500
+        data = getattr(error, "data", None) or {}
+        errors = data.get("messages")
+        message = data.get("message") or error.description or HTTPStatus(code).phrase
+        if code == 422 and errors:
+            message = "The request is invalid; see errors for each field."
+        response = jsonify(error_body(code, message, errors))
+        response.status_code = code
+        for name, value in (data.get("headers") or {}).items():
+            response.headers[name] = value
+        return response
+
+
+def register(app: Flask) -> None:
+    """Map the AtomError tree to HTTP answers."""
+
+    @app.errorhandler(AtomError)
+    def atom_error(error: AtomError):
+        extra: dict[str, Any] = {}
+        errors = None
+        if isinstance(error, DefinitionError):
+            errors = {"definition": [p.to_dict() for p in error.problems]}
+        if isinstance(error, Conflict):
+            extra = {"current_status": error.status, "allowed_actions": error.allowed}
+        response = jsonify(error_body(error.http_status, str(error), errors, **extra))
+        response.status_code = error.http_status
+        return response

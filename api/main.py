@@ -1,0 +1,46 @@
+"""``atom api``: gunicorn serving the Flask app (the Flask dev server with ``--dev``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from gunicorn.app.base import BaseApplication
+
+from api.app import create_app
+from atom.config import Settings
+
+
+class _Gunicorn(BaseApplication):
+    """gunicorn configured from code instead of a config file."""
+
+    def __init__(self, app, options: dict):
+        self.application, self.options = app, options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        return self.application
+
+
+def main(settings: Settings, argv: list[str] | None = None) -> None:
+    """Serve the API on ``PYTHON_API_PORT`` until stopped."""
+    parser = argparse.ArgumentParser(prog="atom api")
+    parser.add_argument("--dev", action="store_true", help="Flask's dev server, one process")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=settings.api_port)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    if args.dev:
+        app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
+        return
+    _Gunicorn(app, {"bind": f"{args.host}:{args.port}", "workers": args.workers,
+                    "threads": args.threads, "accesslog": "-", "timeout": 60,
+                    "graceful_timeout": 10}).run()

@@ -1,0 +1,75 @@
+"""A small HTTP client for the ATOM API (used by ``atom submit`` and the benchmarks)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+class ApiError(Exception):
+    """The API answered with an error document."""
+
+    def __init__(self, status: int, body: Any):
+        self.status, self.body = status, body
+        message = body.get("message") if isinstance(body, dict) else str(body)
+        super().__init__(f"HTTP {status}: {message}")
+
+
+class Client:
+    """Calls the API with one key."""
+
+    def __init__(self, base_url: str, api_key: str, timeout: float = 30.0):
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers["X-API-Key"] = api_key
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request; return the JSON body or raise ApiError."""
+        response = self.session.request(method, self.base_url + path, timeout=self.timeout,
+                                        **kwargs)
+        body = response.json() if response.content else None
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, body)
+        return body
+
+    def create_workflow(self, definition: dict[str, Any]) -> dict[str, Any]:
+        """POST /api/workflows."""
+        return self.request("POST", "/api/workflows", json=definition)
+
+    def execute(self, workflow_id: str, input_: Any = None) -> dict[str, Any]:
+        """POST /api/workflows/{id}/execute."""
+        return self.request("POST", f"/api/workflows/{workflow_id}/execute",
+                            json={"input": input_ or {}})
+
+    def execution(self, execution_id: str) -> dict[str, Any]:
+        """GET /api/executions/{id}."""
+        return self.request("GET", f"/api/executions/{execution_id}")
+
+    def follow(self, execution_id: str, interval: float = 0.25,
+               timeout: float = 3600) -> Iterator[dict[str, Any]]:
+        """Yield the execution each time it changes, until it ends (or ``timeout``)."""
+        deadline, last = time.monotonic() + timeout, None
+        while True:
+            current = self.execution(execution_id)
+            seen = (current["status"], [(s["status"], s["attempts"]) for s in current["steps"]])
+            if seen != last:
+                last = seen
+                yield current
+            if current["status"] in TERMINAL:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"execution {execution_id} still {current['status']}")
+            time.sleep(interval)
+
+    def wait(self, execution_id: str, timeout: float = 120) -> dict[str, Any]:
+        """The execution once it has ended."""
+        final: dict[str, Any] = {}
+        for final in self.follow(execution_id, interval=0.1, timeout=timeout):
+            pass
+        return final

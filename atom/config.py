@@ -1,0 +1,124 @@
+"""One Settings object, built once per process from the environment and passed in."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (value or "").split(",") if item.strip())
+
+
+def _with_db(url: str, db: int) -> str:
+    """The same Redis server with another logical database number."""
+    base, _, tail = url.partition("?")
+    scheme, sep, rest = base.partition("://")
+    host, slash, _path = rest.partition("/")
+    out = f"{scheme}{sep}{host}/{db}"
+    return f"{out}?{tail}" if tail else out
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process needs to know about its environment; see README 'Configuration'."""
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    broker_url: str | None = None
+    result_backend: str | None = None
+    api_port: int = 5058
+    secret_key: str | None = None
+    http_allowlist: tuple[str, ...] = ()
+    data_dir: Path = field(default_factory=lambda: Path(".atom"))
+    dev: bool = False
+    worker_concurrency: int = 8
+    max_request_bytes: int = 1024 * 1024
+    monitoring_enabled: bool = True
+    auto_recovery_enabled: bool = True
+    max_parallel_executions: int = 0
+    flower_port: int = 5555
+    flower_basic_auth: str | None = None
+    function_modules: tuple[str, ...] = ()
+    visibility_timeout: int = 3600
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from ``environ`` (default: the process environment)."""
+        env = os.environ if environ is None else environ
+        return cls(
+            database_url=env.get("DATABASE_URL") or None,
+            redis_url=env.get("REDIS_URL") or None,
+            broker_url=env.get("CELERY_BROKER_URL") or None,
+            result_backend=env.get("CELERY_RESULT_BACKEND") or None,
+            api_port=int(env.get("PYTHON_API_PORT") or 5058),
+            secret_key=env.get("ATOM_SECRET_KEY") or None,
+            http_allowlist=_split(env.get("ATOM_HTTP_ALLOWLIST")),
+            data_dir=Path(env.get("ATOM_DATA_DIR") or ".atom").absolute(),
+            dev=_flag(env.get("ATOM_DEV"), False),
+            worker_concurrency=int(env.get("ATOM_WORKER_CONCURRENCY") or 8),
+            max_request_bytes=int(env.get("ATOM_MAX_REQUEST_BYTES") or 1024 * 1024),
+            monitoring_enabled=_flag(env.get("WORKFLOW_MONITORING_ENABLED"), True),
+            auto_recovery_enabled=_flag(env.get("WORKFLOW_AUTO_RECOVERY_ENABLED"), True),
+            max_parallel_executions=int(env.get("MAX_PARALLEL_EXECUTIONS") or 0),
+            flower_port=int(env.get("FLOWER_PORT") or 5555),
+            flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
+            function_modules=_split(env.get("ATOM_FUNCTION_MODULES")),
+            visibility_timeout=int(env.get("ATOM_VISIBILITY_TIMEOUT") or 3600),
+            log_level=(env.get("ATOM_LOG_LEVEL") or "INFO").upper(),
+        )
+
+    def with_services(self, database_url: str, redis_url: str) -> Settings:
+        """A copy with the service URLs filled in (used after starting embedded servers)."""
+        return replace(self, database_url=self.database_url or database_url,
+                       redis_url=self.redis_url or redis_url)
+
+    @property
+    def celery_broker(self) -> str:
+        """Broker URL: CELERY_BROKER_URL, else REDIS_URL."""
+        url = self.broker_url or self.redis_url
+        if not url:
+            raise RuntimeError("No broker configured: set CELERY_BROKER_URL or REDIS_URL")
+        return url
+
+    @property
+    def celery_backend(self) -> str:
+        """Result backend URL: CELERY_RESULT_BACKEND, else database 1 of REDIS_URL."""
+        if self.result_backend:
+            return self.result_backend
+        if not self.redis_url:
+            raise RuntimeError("No result backend configured: set CELERY_RESULT_BACKEND or REDIS_URL")
+        return _with_db(self.redis_url, 1)
+
+    @property
+    def events_redis(self) -> str:
+        """Redis used for pub/sub events and locks: REDIS_URL, else the broker."""
+        return self.redis_url or self.celery_broker
+
+    def as_env(self) -> dict[str, str]:
+        """The environment variables that rebuild these settings in a child process."""
+        env = {
+            "PYTHON_API_PORT": str(self.api_port),
+            "ATOM_DATA_DIR": str(self.data_dir),
+            "ATOM_DEV": "1" if self.dev else "0",
+            "ATOM_HTTP_ALLOWLIST": ",".join(self.http_allowlist),
+        }
+        optional = {
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "CELERY_BROKER_URL": self.broker_url,
+            "CELERY_RESULT_BACKEND": self.result_backend,
+            "ATOM_SECRET_KEY": self.secret_key,
+            "FLOWER_BASIC_AUTH": self.flower_basic_auth,
+        }
+        env.update({k: v for k, v in optional.items() if v})
+        return env

@@ -1,0 +1,106 @@
+"""The one exception tree of ATOM.
+
+    AtomError
+    ├── DefinitionError        a workflow definition is invalid (422); carries every problem
+    ├── NotFound               no such resource for this tenant (404)
+    ├── Conflict               an illegal state change (409); carries the current status
+    ├── Unauthorized           no or unknown API key (401)
+    ├── Forbidden              the key's role is too low (403)
+    └── ExecutionError         a step failed while running
+        ├── RetryableError     transient: connection errors, timeouts, HTTP 429 and 5xx
+        └── PermanentError     will fail the same way again: bad input, HTTP 4xx, template errors
+
+The API maps the tree to one JSON error shape in ``api/errors.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class AtomError(Exception):
+    """Base of every error ATOM raises on purpose."""
+
+    http_status = 500
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a definition: where it is and what is wrong."""
+
+    location: str
+    message: str
+    node: str | None = None
+
+    def to_dict(self) -> dict:
+        """JSON form, as listed in a 422 answer."""
+        data = {"location": self.location, "message": self.message}
+        if self.node is not None:
+            data["node"] = self.node
+        return data
+
+
+class DefinitionError(AtomError):
+    """A workflow definition has one or more problems; all of them are listed."""
+
+    http_status = 422
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        count = len(self.problems)
+        super().__init__(
+            f"The workflow definition has {count} problem{'s' if count != 1 else ''}: "
+            + "; ".join(f"{p.location}: {p.message}" for p in self.problems[:5])
+            + (" ..." if count > 5 else "")
+        )
+
+
+class NotFound(AtomError):
+    """The resource does not exist for this tenant (existence never leaks across tenants)."""
+
+    http_status = 404
+
+
+class Conflict(AtomError):
+    """A state change that the resource's current state does not allow."""
+
+    http_status = 409
+
+    def __init__(self, message: str, *, status: str | None = None, allowed: list[str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.allowed = allowed or []
+
+
+class Unauthorized(AtomError):
+    """The request carries no API key, or one that is unknown or revoked."""
+
+    http_status = 401
+
+
+class Forbidden(AtomError):
+    """The API key is valid but its role is too low for this endpoint."""
+
+    http_status = 403
+
+
+class ExecutionError(AtomError):
+    """A step's action failed; ``error_type`` names the kind for the step's error record."""
+
+    error_type = "ExecutionError"
+
+    def __init__(self, message: str, output: object = None):
+        super().__init__(message)
+        self.output = output
+
+
+class RetryableError(ExecutionError):
+    """A failure that may go away if the step runs again (network, timeout, 429, 5xx)."""
+
+    error_type = "RetryableError"
+
+
+class PermanentError(ExecutionError):
+    """A failure that would repeat: bad configuration, a 4xx answer, a template error."""
+
+    error_type = "PermanentError"

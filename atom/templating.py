@@ -1,0 +1,109 @@
+"""Templates and expressions, rendered in a sandboxed Jinja2 environment.
+
+Step inputs are JSON holding templates (``{{ steps.fetch.output.body.id }}``); conditions are
+bare expressions (``input.amount > 100``). Both see ``input`` (the execution's input) and
+``steps.<id>.output`` / ``steps.<id>.status``. A string that is exactly one ``{{ expression }}``
+keeps the value's type, so ``"{{ input.count }}"`` renders to the number, not its text.
+Nothing is ever ``eval``-ed: the sandbox refuses attribute access to Python internals.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, Undefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from atom.errors import PermanentError
+
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
+
+_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+@lru_cache(maxsize=4096)
+def _template(source: str):
+    return _ENV.from_string(source)
+
+
+@lru_cache(maxsize=4096)
+def _expression(source: str):
+    return _ENV.compile_expression(source, undefined_to_none=False)
+
+
+def _is_template(value: str) -> bool:
+    return "{{" in value or "{%" in value
+
+
+def _evaluate_compiled(source: str, context: dict, where: str) -> Any:
+    try:
+        value = _expression(source)(**context)
+    except TemplateError as e:
+        raise PermanentError(f"{where}: {e}") from e
+    except (TypeError, ValueError, ArithmeticError, LookupError) as e:
+        raise PermanentError(f"{where}: {type(e).__name__}: {e}") from e
+    if isinstance(value, Undefined):
+        # StrictUndefined raises only when used; a bare missing value must fail too.
+        try:
+            str(value)
+        except TemplateError as e:
+            raise PermanentError(f"{where}: {e}") from e
+    return value
+
+
+def render(value: Any, context: dict, where: str = "config") -> Any:
+    """Render every template inside ``value`` (any JSON) against ``context``."""
+    if isinstance(value, str):
+        if not _is_template(value):
+            return value
+        single = _SINGLE_EXPRESSION.match(value)
+        if single:
+            return _evaluate_compiled(single.group("expr"), context, where)
+        try:
+            return _template(value).render(**context)
+        except TemplateError as e:
+            raise PermanentError(f"{where}: {e}") from e
+        except (TypeError, ValueError, ArithmeticError, LookupError) as e:
+            raise PermanentError(f"{where}: {type(e).__name__}: {e}") from e
+    if isinstance(value, dict):
+        return {k: render(v, context, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, context, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def evaluate(expression: str, context: dict, where: str = "expression") -> Any:
+    """Evaluate a bare expression (a condition), e.g. ``input.amount > 100``."""
+    return _evaluate_compiled(expression, context, where)
+
+
+def syntax_errors(value: Any, where: str) -> list[tuple[str, str]]:
+    """(location, message) for every template inside ``value`` that does not parse."""
+    found: list[tuple[str, str]] = []
+    if isinstance(value, str) and _is_template(value):
+        single = _SINGLE_EXPRESSION.match(value)
+        try:
+            if single:
+                _expression(single.group("expr"))
+            else:
+                _template(value)
+        except TemplateError as e:
+            found.append((where, f"template does not parse: {e}"))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            found.extend(syntax_errors(v, f"{where}.{k}"))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found.extend(syntax_errors(v, f"{where}[{i}]"))
+    return found
+
+
+def expression_error(expression: str) -> str | None:
+    """Why ``expression`` does not parse, or None when it does."""
+    try:
+        _expression(expression)
+    except TemplateError as e:
+        return f"expression does not parse: {e}"
+    return None
