@@ -6,6 +6,7 @@ The API sends work by task *name* through this app; ``workers/`` registers the b
 from __future__ import annotations
 
 from celery import Celery
+from celery.backends.redis import RedisBackend
 
 from atom.config import Settings
 
@@ -15,10 +16,34 @@ STEPS_QUEUE = "atom.steps"
 MAINTENANCE_QUEUE = "atom.maintenance"
 
 
+class NoWaitRedisBackend(RedisBackend):
+    """The Redis result backend, minus the per-task result subscription.
+
+    Celery's Redis backend subscribes to every sent task's result channel so that a later
+    ``.get()`` is fast. ATOM never waits on a task result (PostgreSQL holds the truth), so
+    that is one wasted Redis round trip per task sent, and subscriptions left behind.
+    Chord counting, which ATOM does rely on, is unchanged.
+    """
+
+    def on_task_call(self, producer, task_id):
+        """Do not subscribe to the task's result channel."""
+        return None
+
+    def on_result_fulfilled(self, result):
+        """Nothing was subscribed, so nothing to unsubscribe (runs from AsyncResult.__del__)."""
+        return None
+
+
+def _backend_url(url: str) -> str:
+    if url.split("://", 1)[0] in {"redis", "rediss"}:
+        return f"atom.celery_app:NoWaitRedisBackend+{url}"
+    return url
+
+
 def make_celery(settings: Settings) -> Celery:
     """A Celery app configured for reliability: JSON only, late acks, prefetch 1."""
-    app = Celery("atom", broker=settings.celery_broker, backend=settings.celery_backend,
-                 set_as_current=False)
+    app = Celery("atom", broker=settings.celery_broker,
+                 backend=_backend_url(settings.celery_backend), set_as_current=False)
     app.conf.update(
         task_serializer="json",
         result_serializer="json",

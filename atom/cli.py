@@ -107,6 +107,13 @@ def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
         pass
 
 
+def _port_in_use(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """Run API, worker, beat and Flower on embedded services until Ctrl-C; stop them all."""
     from atom import embedded
@@ -115,6 +122,13 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     settings = Settings(**{**settings.__dict__, "dev": True}) if not settings.dev else settings
     started_pg = not settings.database_url
     started_redis = not settings.redis_url and not settings.broker_url
+    busy = [f"{name} port {port}" for name, port in
+            (("API", settings.api_port), ("Flower", settings.flower_port))
+            if not (name == "Flower" and args.no_flower) and _port_in_use(port)]
+    if busy:
+        print(f"atom up: {', '.join(busy)} already in use (another `atom up`?); set "
+              "PYTHON_API_PORT / FLOWER_PORT or stop it", file=sys.stderr)
+        return 2
     settings = resolve_services(settings)
     upgrade(settings.database_url or "")
     key = _dev_key(settings)

@@ -1,0 +1,194 @@
+"""Session-wide real services for the integration tests: PostgreSQL, Redis, a Celery worker
+process and the API on a loopback port. Embedded servers unless ATOM_TEST_DATABASE_URL /
+ATOM_TEST_REDIS_URL point at others."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from werkzeug.serving import make_server
+
+from atom.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_DATA = ROOT / ".atom" / "test"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh, migrated database for this test session."""
+    from atom import embedded
+    from atom.migrations import upgrade
+
+    given = os.environ.get("ATOM_TEST_DATABASE_URL")
+    name = f"atom_test_{os.getpid()}"
+    if given:
+        admin = create_engine(given, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        url = given.rsplit("/", 1)[0] + "/" + name
+        drop = lambda: _drop_given(given, name)  # noqa: E731
+    else:
+        server = embedded.start_postgres(TEST_DATA / "postgres")
+        url = server.create_database(name)
+        drop = lambda: server.drop_database(name)  # noqa: E731
+    upgrade(url)
+    yield url
+    drop()
+
+
+def _drop_given(admin_url: str, name: str) -> None:
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis for this test session (its own server when none is given)."""
+    from atom import embedded
+
+    given = os.environ.get("ATOM_TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    server = embedded.start_redis(tmp_path_factory.mktemp("redis"))
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+             ) -> Settings:
+    """Settings of the platform under test; loopback is allowlisted for the http action."""
+    return Settings(database_url=database_url, redis_url=redis_url,
+                    http_allowlist=("127.0.0.0/8", "localhost"),
+                    data_dir=tmp_path_factory.mktemp("atom-data"), dev=True)
+
+
+class Processes:
+    """Platform processes started by tests, stopped (whole process groups) at the end."""
+
+    def __init__(self, settings: Settings, log_dir: Path):
+        self.settings, self.log_dir = settings, log_dir
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, *args: str, env: dict[str, str] | None = None,
+              name: str | None = None) -> subprocess.Popen:
+        """Run ``atom ARGS`` in its own process group, logging to a file."""
+        log = open(self.log_dir / f"{name or args[0]}-{len(self.procs)}.log", "w")  # noqa: SIM115
+        full_env = {**os.environ, **self.settings.as_env(), **(env or {})}
+        proc = subprocess.Popen([sys.executable, "-m", "atom.cli", *args], env=full_env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd=ROOT)
+        proc.log_path = log.name  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, wait: float = 15) -> None:
+        """Signal a process group and wait for it to end (SIGKILL after ``wait``)."""
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            except ProcessLookupError:
+                pass
+
+    def stop_all(self) -> None:
+        """Stop every process started here."""
+        for proc in self.procs:
+            self.stop(proc)
+
+
+def wait_for_worker(settings: Settings, proc: subprocess.Popen, timeout: float = 60) -> str:
+    """Wait until a worker answers a ping; returns its hostname."""
+    from atom.celery_app import make_celery
+
+    app = make_celery(settings)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError("worker exited:\n" + Path(proc.log_path).read_text()[-4000:])
+            replies = app.control.ping(timeout=0.5) or []
+            if replies:
+                return next(iter(replies[0]))
+        raise RuntimeError("worker did not answer:\n" + Path(proc.log_path).read_text()[-4000:])
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="session")
+def processes(settings: Settings, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[Processes]:
+    """The session's process manager."""
+    procs = Processes(settings, tmp_path_factory.mktemp("logs"))
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings, processes: Processes) -> subprocess.Popen:
+    """A real Celery worker process (prefork, 4 children) on the step queue."""
+    proc = processes.start("worker", "--concurrency=4", "--loglevel=INFO", name="worker")
+    wait_for_worker(settings, proc)
+    return proc
+
+
+@pytest.fixture(scope="session")
+def api_url(settings: Settings) -> Iterator[str]:
+    """The API served over HTTP on a loopback port, in a thread of the test process."""
+    from api.app import create_app
+
+    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def make_key(settings: Settings) -> Callable[..., str]:
+    """Create an API key: make_key(role, tenant=None) (a new tenant unless one is named)."""
+    from atom.auth import Role, create_key, get_or_create_tenant
+    from atom.db import make_engine, make_sessionmaker, transaction
+
+    factory = make_sessionmaker(make_engine(settings.database_url or ""))
+
+    def make(role: str = "admin", tenant: str | None = None) -> str:
+        with transaction(factory) as session:
+            owner = get_or_create_tenant(session, tenant or f"t-{uuid.uuid4().hex[:12]}")
+            return create_key(session, owner, Role(role))
+
+    return make
+
+
+@pytest.fixture
+def client(api_url: str, make_key: Callable[..., str], worker: subprocess.Popen):
+    """An admin client of a tenant of its own, with a worker running."""
+    from atom.client import Client
+
+    return Client(api_url, make_key("admin"))
+
+
+@pytest.fixture
+def settings_with(settings: Settings) -> Callable[..., Settings]:
+    """A copy of the settings with some fields changed."""
+    return lambda **changes: replace(settings, **changes)
