@@ -202,14 +202,25 @@ def step_error(node_id: str, error_type: str, message: str) -> dict[str, Any]:
 
 def fail_fast(session: Session, execution: Execution, definition: Definition,
               error: dict[str, Any]) -> None:
-    """Under fail_fast, the first failed step fails the execution so later steps cancel."""
+    """Under fail_fast, the first failed step records the execution's error, so steps that
+    have not started are cancelled; the status turns ``failed`` in ``finalize``, once the
+    steps already running have finished (a status never claims an end that has not come)."""
     if definition.on_failure is not FailurePolicy.FAIL_FAST:
         return
     session.execute(update(Execution)
-                    .where(Execution.id == execution.id,
+                    .where(Execution.id == execution.id, Execution.error.is_(None),
                            Execution.status.in_([ExecutionStatus.QUEUED.value,
                                                  ExecutionStatus.RUNNING.value]))
-                    .values(status=ExecutionStatus.FAILED.value, error=error, updated_at=now()))
+                    .values(error=error, updated_at=now()))
+
+
+def stop_reason(execution: Execution, definition: Definition) -> str | None:
+    """Why a step that has not started must not start (None: it may)."""
+    if execution.status in (ExecutionStatus.CANCELLED.value, ExecutionStatus.FAILED.value):
+        return f"execution is {execution.status}"
+    if execution.error and definition.on_failure is FailurePolicy.FAIL_FAST:
+        return f"fail_fast: step {execution.error.get('node_id')!r} failed"
+    return None
 
 
 def finalize(session: Session, execution: Execution) -> None:

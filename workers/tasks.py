@@ -114,9 +114,9 @@ class StepRunner:
             step = steps[self.node_id]
             if step.status in engine.TERMINAL_STEP:
                 return None
-            if execution.status in (ExecutionStatus.CANCELLED.value, ExecutionStatus.FAILED.value):
-                engine.end_step(s, step, StepStatus.CANCELLED.value, error=engine.step_error(
-                    self.node_id, "Cancelled", f"execution is {execution.status}"))
+            if reason := engine.stop_reason(execution, definition):
+                engine.end_step(s, step, StepStatus.CANCELLED.value,
+                                error=engine.step_error(self.node_id, "Cancelled", reason))
                 return None
             if execution.status == ExecutionStatus.PAUSED.value:
                 return None

@@ -235,6 +235,17 @@ def test_bridge_with_a_crossing_rung_needs_a_barrier():
     assert order["t"] == {"s", "a", "b", "c", "d"}
 
 
+def test_barrier_names_the_sinks_and_sources_it_joins():
+    # a -> b, a -> e, c -> d -> e: e joins a and d, while the branch a -> b ends on its own.
+    plan = compile_edges("abcde", ["ab", "ae", "cd", "de"])
+    assert plan["series_parallel"] is False
+    assert plan["barriers_added"] == [
+        {"after": ["b", "d"], "before": ["e"], "orderings_added": [["b", "e"]]}]
+    assert plan["canvas"] == chain(
+        chord([chain(step("a"), step("b")), chain(step("c"), step("d"))],
+              chain(step("e"), FINALIZE)))
+
+
 def test_two_n_shapes_in_parallel_each_get_a_barrier():
     plan = compile_edges("abcdwxyz", ["ac", "bc", "bd", "wy", "xy", "xz"])
     assert plan["series_parallel"] is False
@@ -398,6 +409,9 @@ def test_every_dag_compiles_to_a_correct_plan(graph):
         assert (a, b) not in implied and (b, a) not in implied
     for barrier in plan["barriers_added"]:
         assert barrier["orderings_added"], "a barrier that adds nothing"
+        for side in (barrier["after"], barrier["before"]):  # sinks / sources: antichains
+            assert side
+            assert not any((x, y) in implied for x in side for y in side)
         for a in barrier["after"]:
             for b in barrier["before"]:
                 assert a in before[b]

@@ -54,6 +54,8 @@ def test_allowlisted_targets_pass(url, allowlist):
     ("http://169.254.169.254/", ("127.0.0.0/8", "localhost")),
     ("http://[::1]/", ("127.0.0.0/8",)),
     ("http://127.0.0.1/", ("localhost",)),  # a name admits only that name
+    ("http://localhost/", ("local",)),
+    ("http://localhost/", ("localhost.example.test",)),
 ])
 def test_the_allowlist_admits_only_what_it_names(url, allowlist):
     with pytest.raises(PermanentError, match="ATOM_HTTP_ALLOWLIST"):
