@@ -18,7 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from atom.errors import PermanentError
 
-_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
 _ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
@@ -35,6 +35,18 @@ def _expression(source: str):
 
 def _is_template(value: str) -> bool:
     return "{{" in value or "{%" in value
+
+
+def _single_expression(value: str) -> str | None:
+    """The expression of a string that is exactly one ``{{ expression }}``, else None."""
+    match = _SINGLE_EXPRESSION.match(value)
+    if match is None:
+        return None
+    try:  # "{{ a }} and {{ b }}" also matches the pattern but is no single expression
+        _expression(match.group("expr"))
+    except TemplateError:
+        return None
+    return match.group("expr")
 
 
 def _evaluate_compiled(source: str, context: dict, where: str) -> Any:
@@ -58,9 +70,9 @@ def render(value: Any, context: dict, where: str = "config") -> Any:
     if isinstance(value, str):
         if not _is_template(value):
             return value
-        single = _SINGLE_EXPRESSION.match(value)
-        if single:
-            return _evaluate_compiled(single.group("expr"), context, where)
+        single = _single_expression(value)
+        if single is not None:
+            return _evaluate_compiled(single, context, where)
         try:
             return _template(value).render(**context)
         except TemplateError as e:
@@ -83,11 +95,8 @@ def syntax_errors(value: Any, where: str) -> list[tuple[str, str]]:
     """(location, message) for every template inside ``value`` that does not parse."""
     found: list[tuple[str, str]] = []
     if isinstance(value, str) and _is_template(value):
-        single = _SINGLE_EXPRESSION.match(value)
         try:
-            if single:
-                _expression(single.group("expr"))
-            else:
+            if _single_expression(value) is None:
                 _template(value)
         except TemplateError as e:
             found.append((where, f"template does not parse: {e}"))

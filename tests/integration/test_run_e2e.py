@@ -155,3 +155,23 @@ def test_new_version_leaves_a_running_execution_on_its_version(client: Client):
     assert (done_first["workflow_version"], done_second["workflow_version"]) == (1, 2)
     assert by_node(done_first)["wait"]["output"]["waited_seconds"] >= 1.0
     assert by_node(done_second)["wait"]["output"]["waited_seconds"] < 1.0
+
+
+def test_nested_canvas_shapes_complete_on_the_real_broker(client: Client):
+    # Two "N" shapes side by side compile to chords in a chord header whose bodies are
+    # groups; nested diamonds in parallel branches give chords inside chord headers.
+    edges = [("start", "a1"), ("start", "b1"), ("a1", "c1"), ("b1", "c1"), ("b1", "d1"),
+             ("start", "a2"), ("start", "b2"), ("a2", "c2"), ("b2", "c2"), ("b2", "d2"),
+             ("start", "p"), ("p", "q1"), ("p", "q2"), ("q1", "r"), ("q2", "r"),
+             ("r", "s1"), ("r", "s2")]
+    names = sorted({n for e in edges for n in e} - {"start"})
+    doc = workflow("nested", [trigger()] + [action(n, "delay", seconds=0.1) for n in names],
+                   edges)
+    created = client.create_workflow(doc)
+    plan = client.request("GET", f"/api/workflows/{created['id']}/plan")
+    assert len(plan["barriers_added"]) == 2
+    for _ in range(2):
+        done = client.wait(client.execute(created["id"])["id"], timeout=60)
+        assert done["status"] == "succeeded", done
+        assert done["metrics"]["steps_succeeded"] == len(names)
+        _assert_order_respected(doc, done)

@@ -30,6 +30,8 @@ def _forbidden(ip: IPAddress) -> bool:
 
 
 def _allowed(host: str, ip: IPAddress, allowlist: tuple[str, ...]) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
     for entry in allowlist:
         if entry.lower() == host.lower():
             return True

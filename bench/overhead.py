@@ -1,0 +1,302 @@
+"""What ATOM costs on top of raw Celery, per step, for the same no-op work on the same broker.
+
+Two shapes, each run both ways in the same process, against the same Redis:
+
+* ``chain(N)``: N no-op tasks one after the other. ATOM: a trigger followed by N ``transform``
+  nodes in a line (canvas: N ``atom.run_step`` tasks, then ``atom.finalize``).
+* ``chord(W)``: W no-op tasks in parallel, then one more. ATOM: W ``transform`` nodes fanned out
+  from the trigger and joined into one final ``transform`` (a chord of W, body = join, finalize).
+
+Raw Celery is a separate app with one task, ``bench.noop``, on its own queue; it copies the
+broker, result backend and the reliability settings of ``atom.celery_app.make_celery`` (JSON,
+late acks, reject on worker lost, prefetch 1, task events), so the difference is ATOM's engine:
+PostgreSQL bookkeeping per step, rendering, the finalize task, the API. Both workers are prefork
+with the same concurrency and run one at a time (never side by side on a small machine), with a
+warm-up run before measuring. Raw time is apply_async() to .get() of the canvas. ATOM time is
+the execution's ``finished_at - created_at`` (server-side stamps: from the API's insert to
+finalize), read by polling PostgreSQL directly so HTTP polling is not counted; the client wall
+time (POST execute until the poll sees the end, 5 ms poll) is reported too. Figures are medians.
+
+    python bench/overhead.py [--chain N] [--width W] [--repeat R] [--concurrency C] [--json]
+
+DATABASE_URL / REDIS_URL are used when set; otherwise embedded servers under .atom/bench, a
+fresh ``atom_bench`` database each run, and what this script started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # api/ and workers/ when run as `python bench/overhead.py`
+
+from atom.config import Settings  # noqa: E402
+
+DATA = ROOT / ".atom" / "bench"
+RAW_QUEUE, NOOP = "bench.raw", "bench.noop"
+TIMEOUT = 120.0  # seconds, for any one run
+# make_celery's settings that the raw app copies (everything but ATOM's queues and RedBeat).
+SHARED = ("task_serializer", "result_serializer", "accept_content", "result_accept_content",
+          "task_acks_late", "task_reject_on_worker_lost", "worker_prefetch_multiplier",
+          "broker_transport_options", "broker_connection_retry_on_startup",
+          "result_backend_transport_options", "result_expires", "worker_send_task_events",
+          "task_send_sent_event", "worker_hijack_root_logger", "timezone", "enable_utc")
+
+
+def make_raw_app(settings: Settings):
+    """The raw Celery app: ATOM's broker, backend and reliability settings, one no-op task."""
+    from celery import Celery
+
+    from atom.celery_app import make_celery
+
+    atom_app = make_celery(settings)
+    app = Celery("bench", broker=settings.celery_broker, backend=settings.celery_backend,
+                 set_as_current=False)
+    app.conf.update({k: atom_app.conf[k] for k in SHARED}, task_default_queue=RAW_QUEUE)
+    atom_app.close()
+
+    @app.task(name=NOOP, acks_late=True)
+    def noop() -> None:
+        return None
+
+    return app
+
+
+def worker_argv(concurrency: int, hostname: str) -> list[str]:
+    return [f"--concurrency={concurrency}", "--pool=prefork", f"--hostname={hostname}",
+            "--loglevel=WARNING"]
+
+
+def start(cmd: list[str], settings: Settings, name: str) -> subprocess.Popen:
+    DATA.mkdir(parents=True, exist_ok=True)
+    with open(DATA / f"{name}.log", "w") as log:
+        return subprocess.Popen(cmd, env={**os.environ, **settings.as_env()}, cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the whole process group, SIGKILL after 15 s."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(15)
+    except ProcessLookupError:
+        pass
+
+
+def wait_ready(app, proc: subprocess.Popen, hostname: str, name: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} worker exited; see {DATA / name}.log")
+        if app.control.ping(destination=[hostname], timeout=0.5):
+            return
+    raise RuntimeError(f"{name} worker did not answer within 60 s; see {DATA / name}.log")
+
+
+def time_raw(app, shape: str, size: int) -> float:
+    from celery import chain, chord, group
+
+    t0 = time.perf_counter()
+    sigs = [app.signature(NOOP, immutable=True, queue=RAW_QUEUE) for _ in range(size + 1)]
+    canvas = chain(*sigs[:size], app=app) if shape == "chain" else \
+        chord(group(*sigs[:size], app=app), sigs[size], app=app)
+    canvas.apply_async().get(timeout=TIMEOUT)
+    return (time.perf_counter() - t0) * 1000
+
+
+def documents(n: int, w: int) -> dict[str, dict]:
+    def step(node_id: str) -> dict:
+        return {"id": node_id, "type": "action",
+                "config": {"action_type": "transform", "output": {"ok": True}}}
+
+    trigger = {"id": "start", "type": "trigger", "config": {"kind": "manual"}}
+    line = ["start", *[f"s{i}" for i in range(n)]]
+    fan = [f"b{i}" for i in range(w)]
+    return {
+        "chain": {"name": f"bench-chain-{n}", "nodes": [trigger, *map(step, line[1:])],
+                  "connections": [{"source": a, "target": b} for a, b in zip(line, line[1:])]},
+        "chord": {"name": f"bench-chord-{w}", "nodes": [trigger, *map(step, fan), step("join")],
+                  "connections": [{"source": "start", "target": b} for b in fan]
+                  + [{"source": b, "target": "join"} for b in fan]},
+    }
+
+
+def time_atom(client, db, workflow_id: str) -> tuple[float, float]:
+    """(server ms: finished_at - created_at, client wall ms) of one execution."""
+    from sqlalchemy import text
+
+    t0 = time.perf_counter()
+    execution_id = client.execute(workflow_id)["id"]
+    query = text("SELECT status, created_at, finished_at FROM executions WHERE id = :id")
+    deadline = time.monotonic() + TIMEOUT
+    with db.connect() as conn:
+        while (row := conn.execute(query, {"id": execution_id}).one()).status not in \
+                ("succeeded", "failed", "cancelled"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"execution {execution_id} still {row.status}")
+            time.sleep(0.005)
+    wall = (time.perf_counter() - t0) * 1000
+    if row.status != "succeeded":
+        raise RuntimeError(f"execution {execution_id} {row.status}")
+    return (row.finished_at - row.created_at).total_seconds() * 1000, wall
+
+
+def services() -> tuple[Settings, list]:
+    """Settings with services filled in, and the stop() calls of what was started here."""
+    from atom import embedded
+    from atom.migrations import upgrade
+
+    settings, stoppers = replace(Settings.from_env(), data_dir=DATA, dev=True), []
+    database_url, redis_url = settings.database_url, settings.redis_url
+    if not database_url:
+        pg_dir = (DATA / "postgres").resolve()
+        try:
+            embedded.EmbeddedPostgres(pg_dir).url()
+        except Exception:  # not running (or never created): ours to stop
+            stoppers.append(embedded.EmbeddedPostgres(pg_dir).stop)
+        server = embedded.start_postgres(pg_dir)
+        server.drop_database("atom_bench")
+        database_url = server.create_database("atom_bench")
+    if not redis_url and not settings.broker_url:
+        running = embedded.find_running_redis(DATA / "redis")
+        redis = embedded.start_redis(DATA / "redis")
+        redis_url = redis.url
+        if running is None:
+            stoppers.append(redis.stop)
+    settings = settings.with_services(database_url or "", redis_url or "")
+    upgrade(settings.database_url or "")
+    return settings, stoppers
+
+
+def run_raw(settings: Settings, args, shapes: dict[str, int]) -> dict[str, list[float]]:
+    app, hostname = make_raw_app(settings), f"bench-raw-{os.getpid()}@localhost"
+    proc = start([sys.executable, str(Path(__file__).resolve()), "--raw-worker",
+                  f"--concurrency={args.concurrency}", f"--hostname={hostname}"], settings, "raw")
+    try:
+        wait_ready(app, proc, hostname, "raw")
+        out = {}
+        for shape, size in shapes.items():
+            time_raw(app, shape, size)  # warm-up
+            out[shape] = [time_raw(app, shape, size) for _ in range(args.repeat)]
+        return out
+    finally:
+        stop(proc)
+        app.close()
+
+
+def run_atom(settings: Settings, args) -> dict[str, list[tuple[float, float]]]:
+    from sqlalchemy import create_engine
+    from werkzeug.serving import make_server
+
+    from api.app import create_app
+    from atom.auth import Role, create_key, get_or_create_tenant
+    from atom.celery_app import make_celery
+    from atom.client import Client
+    from atom.db import make_engine, make_sessionmaker, transaction
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    db = create_engine(settings.database_url or "", isolation_level="AUTOCOMMIT")
+    with transaction(make_sessionmaker(db)) as session:
+        key = create_key(session, get_or_create_tenant(session, f"bench-{uuid.uuid4().hex[:8]}"),
+                         Role.ADMIN, "bench")
+    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    app, hostname = make_celery(settings), f"bench-atom-{os.getpid()}@localhost"
+    proc = start([sys.executable, "-m", "atom.cli", "worker",
+                  *worker_argv(args.concurrency, hostname)], settings, "atom")
+    try:
+        wait_ready(app, proc, hostname, "atom")
+        client = Client(f"http://127.0.0.1:{server.server_port}", key)
+        out = {}
+        for shape, doc in documents(args.chain, args.width).items():
+            workflow_id = client.create_workflow(doc)["id"]
+            time_atom(client, db, workflow_id)  # warm-up
+            out[shape] = [time_atom(client, db, workflow_id) for _ in range(args.repeat)]
+        return out
+    finally:
+        stop(proc)
+        server.shutdown()
+        app.close()
+        db.dispose()
+
+
+def report(args, raw: dict, atom: dict) -> dict:
+    rows = {}
+    for shape, steps, label in (("chain", args.chain, f"chain({args.chain})"),
+                                ("chord", args.width + 1, f"chord({args.width})")):
+        raw_ms = statistics.median(raw[shape])
+        atom_ms = statistics.median(s for s, _ in atom[shape])
+        rows[label] = {
+            "steps": steps, "raw_ms": raw_ms, "atom_ms": atom_ms,
+            "atom_wall_ms": statistics.median(w for _, w in atom[shape]),
+            "raw_per_step_ms": raw_ms / steps, "atom_per_step_ms": atom_ms / steps,
+            "overhead_per_step_ms": (atom_ms - raw_ms) / steps, "ratio": atom_ms / raw_ms,
+            "raw_samples_ms": raw[shape], "atom_samples_ms": [s for s, _ in atom[shape]]}
+    return rows
+
+
+def print_table(args, rows: dict) -> None:
+    cols = ("steps", "raw_ms", "atom_ms", "atom_wall_ms", "raw_per_step_ms", "atom_per_step_ms",
+            "overhead_per_step_ms", "ratio")
+    print(f"{'shape':<11}" + "".join(f"{c:>{max(len(c), 7) + 2}}" for c in cols))
+    for label, row in rows.items():
+        cells = [f"{row[c]:.0f}" if c == "steps" else f"{row[c]:.2f}" for c in cols]
+        print(f"{label:<11}" + "".join(f"{v:>{max(len(c), 7) + 2}}" for c, v in zip(cols, cells)))
+    ratios = ", ".join(f"{label} {row['ratio']:.1f}x" for label, row in rows.items())
+    print(f"ATOM/raw: {ratios} (medians of {args.repeat}, concurrency {args.concurrency}; "
+          "ATOM = finished_at - created_at)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--chain", type=int, default=20, help="chain length N")
+    parser.add_argument("--width", type=int, default=20, help="chord width W")
+    parser.add_argument("--repeat", type=int, default=5, help="measured runs per shape")
+    parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--hostname", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.raw_worker:  # the subprocess mode: run the raw Celery worker
+        make_raw_app(Settings.from_env()).worker_main(
+            ["worker", *worker_argv(args.concurrency, args.hostname), f"--queues={RAW_QUEUE}",
+             "--without-mingle", "--without-gossip"])
+        return 0
+    settings, stoppers = services()
+    try:
+        print("raw Celery ...", file=sys.stderr, flush=True)
+        raw = run_raw(settings, args, {"chain": args.chain, "chord": args.width})
+        print("ATOM ...", file=sys.stderr, flush=True)
+        atom = run_atom(settings, args)
+    finally:
+        for stop_service in reversed(stoppers):
+            stop_service()
+    rows = report(args, raw, atom)
+    if args.json:
+        print(json.dumps({"args": {k: v for k, v in vars(args).items() if k not in
+                                   ("raw_worker", "hostname", "json")}, "results": rows},
+                         indent=2))
+    else:
+        print_table(args, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
