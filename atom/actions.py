@@ -105,5 +105,6 @@ ACTIONS: dict[str, ActionSpec] = {
     "transform": ActionSpec(required={"output": None}),
     "delay": ActionSpec(required={"seconds": float}, check=_check_delay),
     "log": ActionSpec(required={"message": None}, optional={"level": str}, check=_check_log),
+    "python": ActionSpec(required={"function": str}, optional={"args": list, "kwargs": dict}),
 }
 """Every action type a definition may name, by ``config.action_type``."""

@@ -50,6 +50,10 @@ class Settings:
     function_modules: tuple[str, ...] = ()
     visibility_timeout: int = 3600
     log_level: str = "INFO"
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 20.0
+    reconcile_interval: float = 10.0
+    stall_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -75,6 +79,10 @@ class Settings:
             function_modules=_split(env.get("ATOM_FUNCTION_MODULES")),
             visibility_timeout=int(env.get("ATOM_VISIBILITY_TIMEOUT") or 3600),
             log_level=(env.get("ATOM_LOG_LEVEL") or "INFO").upper(),
+            heartbeat_interval=float(env.get("ATOM_HEARTBEAT_INTERVAL") or 5),
+            heartbeat_timeout=float(env.get("ATOM_HEARTBEAT_TIMEOUT") or 20),
+            reconcile_interval=float(env.get("ATOM_RECONCILE_INTERVAL") or 10),
+            stall_seconds=float(env.get("ATOM_STALL_SECONDS") or 30),
         )
 
     def with_services(self, database_url: str, redis_url: str) -> Settings:
@@ -111,6 +119,13 @@ class Settings:
             "ATOM_DATA_DIR": str(self.data_dir),
             "ATOM_DEV": "1" if self.dev else "0",
             "ATOM_HTTP_ALLOWLIST": ",".join(self.http_allowlist),
+            "ATOM_VISIBILITY_TIMEOUT": str(self.visibility_timeout),
+            "ATOM_HEARTBEAT_INTERVAL": str(self.heartbeat_interval),
+            "ATOM_HEARTBEAT_TIMEOUT": str(self.heartbeat_timeout),
+            "ATOM_RECONCILE_INTERVAL": str(self.reconcile_interval),
+            "ATOM_STALL_SECONDS": str(self.stall_seconds),
+            "WORKFLOW_AUTO_RECOVERY_ENABLED": "1" if self.auto_recovery_enabled else "0",
+            "ATOM_FUNCTION_MODULES": ",".join(self.function_modules),
         }
         optional = {
             "DATABASE_URL": self.database_url,

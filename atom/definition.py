@@ -65,6 +65,8 @@ class RetryPolicy:
     """Each later delay is the previous one times this."""
     max_delay: float = 300.0
     """No delay is longer than this many seconds."""
+    retry_on: tuple[int, ...] = ()
+    """HTTP statuses retried although they are not transient (429 and 5xx always are)."""
 
     def delay(self, retry_number: int) -> float:
         """Seconds to wait before retry ``retry_number`` (1-based)."""
@@ -143,6 +145,8 @@ class Definition:
                                 "retry_delay": n.retry.retry_delay,
                                 "backoff_multiplier": n.retry.backoff_multiplier,
                                 "max_delay": n.retry.max_delay}
+                if n.retry.retry_on:
+                    doc["retry"]["retry_on"] = list(n.retry.retry_on)
             if n.timeout is not None:
                 doc["timeout"] = n.timeout
             if n.trigger_rule is not TriggerRule.ALL_SUCCESS:
@@ -255,9 +259,20 @@ class _Parser:
             self.problem(loc, "must be an object", node_id)
             return RetryPolicy()
         values: dict[str, Any] = {}
+        on_key = "retry_on" if loc.endswith(".retry") else "retryOn"
+        if on_key in spec:
+            statuses = spec[on_key]
+            if not isinstance(statuses, list) or not all(
+                    isinstance(x, int) and not isinstance(x, bool) and 400 <= x <= 599
+                    for x in statuses):
+                self.problem(f"{loc}.{on_key}", "must be a list of HTTP statuses (400-599)",
+                             node_id)
+            else:
+                values["retry_on"] = tuple(statuses)
+        keys = (*keys, on_key)
         limits = {"max_retries": (0, 100), "retry_delay": (0, 86400),
                   "backoff_multiplier": (1, 100), "max_delay": (0, 86400)}
-        for ours, theirs in zip(limits, keys, strict=True):
+        for ours, theirs in zip(limits, keys[:4], strict=True):
             if theirs not in spec:
                 continue
             value = spec[theirs]

@@ -164,14 +164,19 @@ def decide(definition: Definition, node_id: str, steps: dict[str, StepRun]) -> D
 # State changes made by the step task and finalize
 
 
-def claim_step(session: Session, step: StepRun, rendered_input: Any) -> None:
-    """Mark a step running and count the attempt."""
+def claim_step(session: Session, step: StepRun, rendered_input: Any,
+               task_id: str | None = None) -> None:
+    """Mark a step running under this delivery and count the attempt."""
+    stamp = now()
     step.status = StepStatus.RUNNING.value
     step.attempts += 1
     step.input = rendered_input
     step.error = None
-    step.started_at = step.started_at or now()
-    step.updated_at = now()
+    step.task_id = task_id
+    step.heartbeat_at = stamp
+    step.retry_at = None
+    step.started_at = step.started_at or stamp
+    step.updated_at = stamp
     session.flush()
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -129,6 +130,8 @@ class Execution(Base):
         Index("ix_executions_tenant_created", "tenant_id", "created_at"),
         Index("ix_executions_workflow", "workflow_id"),
         Index("ix_executions_status", "status"),
+        Index("ix_executions_active", "status", "updated_at",
+              postgresql_where=text("status IN ('queued', 'running')")),
     )
 
 
@@ -151,6 +154,12 @@ class StepRun(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    """The Celery task id of the delivery running (or last running) this step."""
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Refreshed while the step runs; a stale heartbeat means its worker died."""
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When a failed attempt will be retried (a parked retry is re-dispatched then)."""
 
     __table_args__ = (UniqueConstraint("execution_id", "node_id",
                                        name="uq_step_runs_execution_node"),)

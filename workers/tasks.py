@@ -1,38 +1,49 @@
-"""The step task and ``finalize``: the only task bodies of the workflow engine.
+"""The step task and ``finalize``: the task bodies of the workflow engine.
 
 ``run_step(execution_id, node_id, epoch)`` every time it starts (DESIGN §4):
 1. loads the execution; a task of an older epoch exits at once;
-2. if its step already ended, returns (a redelivery after a crash is harmless);
-3. cancelled or failed execution -> the step is cancelled; paused -> left pending;
+2. if its step already ended, returns (a redelivery after a crash is harmless); if another
+   delivery is running it (fresh heartbeat), waits for it; a stale heartbeat means that
+   delivery's worker died, and this one takes the step over;
+3. cancelled, or failed fast -> the step is cancelled; paused -> left pending;
 4. applies the node's trigger rule to its predecessors: run, or end ``skipped``;
-5. renders its config, runs the action under its time limit, retries transient failures with
-   backoff through Celery, and records status, attempts, output, error and timing.
+5. renders its config, runs the action under its time limit with a heartbeat, retries
+   transient failures with backoff through Celery (parking long delays in PostgreSQL), and
+   records status, attempts, output, error and timing.
 Business failures are data, not exceptions, so every canvas drains to ``finalize``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import threading
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery, Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from atom import engine
+from atom import engine, functions
 from atom.celery_app import FINALIZE, RUN_STEP
 from atom.config import Settings
 from atom.db import make_engine, make_sessionmaker, transaction
 from atom.definition import Definition, Node, NodeType
-from atom.engine import ExecutionStatus, StepStatus
+from atom.engine import ExecutionStatus, StepStatus, now
 from atom.errors import ExecutionError, PermanentError, RetryableError
 from atom.models import Execution, StepRun
 from atom.templating import evaluate, render
 from workers.actions import ActionContext, Handler, handlers
 
 logger = logging.getLogger("atom.worker")
+
+# A database hiccup (PostgreSQL restarted, a connection killed) retries the whole delivery.
+DB_ERRORS = (OperationalError, DBAPIError)
 
 
 class WorkerContext:
@@ -54,11 +65,51 @@ class WorkerContext:
             self._pid = os.getpid()
         return self._factory
 
+    @property
+    def park_after(self) -> float:
+        """Retry delays longer than this are parked in PostgreSQL, not kept as countdowns."""
+        return self.settings.visibility_timeout / 2
+
 
 def _template_context(execution: Execution, steps: dict[str, StepRun]) -> dict[str, Any]:
     return {"input": execution.input,
             "steps": {k: {"output": s.output, "status": s.status} for k, s in steps.items()},
             "execution": {"id": str(execution.id)}}
+
+
+def _check_json(output: Any, node_id: str) -> Any:
+    try:
+        json.dumps(output)
+    except (TypeError, ValueError) as e:
+        raise PermanentError(f"step {node_id!r} returned output that is not JSON: {e}") from e
+    return output
+
+
+class Heartbeat:
+    """Refreshes ``step_runs.heartbeat_at`` while a step runs, from a background thread."""
+
+    def __init__(self, factory: sessionmaker[Session], step_id: int, interval: float):
+        self.factory, self.step_id, self.interval = factory, step_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="atom-heartbeat")
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                with transaction(self.factory) as s:
+                    s.execute(update(StepRun).where(StepRun.id == self.step_id,
+                                                    StepRun.status == StepStatus.RUNNING.value)
+                              .values(heartbeat_at=now()))
+            except DB_ERRORS:
+                logger.warning("heartbeat of step run %s failed; will try again", self.step_id)
 
 
 class StepRunner:
@@ -68,45 +119,53 @@ class StepRunner:
                  epoch: int):
         self.ctx, self.task = ctx, task
         self.execution_id, self.node_id, self.epoch = execution_id, node_id, epoch
+        self.log = {"execution_id": execution_id, "node_id": node_id}
 
     def run(self) -> None:
-        """Steps 1-5 of the docstring above."""
+        """Steps 1-5 of the module docstring."""
         prepared = self._prepare()
         if prepared is None:
             return
-        node, config, attempt = prepared
+        node, config, step_id, attempt = prepared
         try:
-            output = self._act(node, config, attempt)
+            with Heartbeat(self.ctx.factory, step_id, self.ctx.settings.heartbeat_interval):
+                output = _check_json(self._act(node, config, attempt), node.id)
         except SoftTimeLimitExceeded:
-            self._fail(node, "TimeoutError", f"step {node.id!r} timed out after "
-                       f"{node.timeout:g} s")
-        except RetryableError as e:
-            if attempt <= node.retry.max_retries:
+            if self._cancelled():
+                self._end(StepStatus.CANCELLED, None, engine.step_error(
+                    node.id, "Cancelled", "interrupted: the execution was cancelled"))
+            else:
+                self._fail(node, "TimeoutError",
+                           f"step {node.id!r} timed out after {node.timeout:g} s")
+        except ExecutionError as e:
+            status = (e.output or {}).get("status_code") if isinstance(e.output, dict) else None
+            transient = isinstance(e, RetryableError) or status in node.retry.retry_on
+            if transient and attempt <= node.retry.max_retries:
                 self._retry_later(node, e, attempt)
             self._fail(node, e.error_type, str(e), e.output)
-        except ExecutionError as e:
-            self._fail(node, e.error_type, str(e), e.output)
+        except DB_ERRORS:
+            raise
         except Exception as e:  # an unexpected error in a handler is retried like a transient one
             logger.exception("step %s of %s raised", node.id, self.execution_id)
             if attempt <= node.retry.max_retries:
                 self._retry_later(node, e, attempt)
             self._fail(node, type(e).__name__, str(e))
         else:
-            with transaction(self.ctx.factory) as s:
-                step = self._step(s)
-                if step.status == StepStatus.RUNNING.value:
-                    engine.end_step(s, step, StepStatus.SUCCEEDED.value, output=output)
+            self._end(StepStatus.SUCCEEDED, output, None)
 
     def _step(self, session: Session) -> StepRun:
-        from sqlalchemy import select
-
         return session.scalars(select(StepRun).where(
             StepRun.execution_id == uuid.UUID(self.execution_id),
             StepRun.node_id == self.node_id).with_for_update()).one()
 
-    def _prepare(self) -> tuple[Node, Any, int] | None:
+    def _prepare(self) -> tuple[Node, Any, int, int] | None:
+        settings = self.ctx.settings
         with transaction(self.ctx.factory) as s:
-            execution = s.get(Execution, uuid.UUID(self.execution_id))
+            # The execution row lock serializes this decision with pause and cancel (and with
+            # the other steps' decisions: a share lock here deadlocks on mark_running).
+            execution = s.scalar(select(Execution)
+                                 .where(Execution.id == uuid.UUID(self.execution_id))
+                                 .with_for_update(key_share=True))
             if execution is None or execution.epoch != self.epoch:
                 return None
             definition = engine.load_definition(s, execution.version_id)
@@ -114,6 +173,10 @@ class StepRunner:
             step = steps[self.node_id]
             if step.status in engine.TERMINAL_STEP:
                 return None
+            if step.status == StepStatus.RUNNING.value and step.heartbeat_at and \
+                    now() - step.heartbeat_at < timedelta(seconds=settings.heartbeat_timeout):
+                # Another delivery runs this step right now: check again once it may be done.
+                raise self.task.retry(countdown=settings.heartbeat_interval, max_retries=None)
             if reason := engine.stop_reason(execution, definition):
                 engine.end_step(s, step, StepStatus.CANCELLED.value,
                                 error=engine.step_error(self.node_id, "Cancelled", reason))
@@ -127,76 +190,99 @@ class StepRunner:
                 return None
             engine.mark_running(s, execution)
             node = definition.node(self.node_id)
-            context = _template_context(execution, steps)
-            config = {k: v for k, v in node.config.items() if k != "action_type"}
             try:
-                if node.type is NodeType.CONDITION:
-                    config = {"expression": config["expression"],
-                              "value": evaluate(config["expression"], context,
-                                                f"nodes[{node.id}].config.expression")}
-                else:
-                    config = render(config, context, f"nodes[{node.id}].config")
+                config = self._render(node, _template_context(execution, steps))
             except PermanentError as e:
-                engine.claim_step(s, step, None)
+                engine.claim_step(s, step, None, self.task.request.id)
                 self._end_failed(s, execution, definition, step, e.error_type, str(e))
                 return None
-            engine.claim_step(s, step, config)
-            return node, config, step.attempts
+            engine.claim_step(s, step, config, self.task.request.id)
+            return node, config, step.id, step.attempts
+
+    @staticmethod
+    def _render(node: Node, context: dict[str, Any]) -> Any:
+        config = {k: v for k, v in node.config.items() if k != "action_type"}
+        if node.type is NodeType.CONDITION:
+            where = f"nodes[{node.id}].config.expression"
+            return {"expression": config["expression"],
+                    "value": evaluate(config["expression"], context, where)}
+        return render(config, context, f"nodes[{node.id}].config")
 
     def _act(self, node: Node, config: Any, attempt: int) -> Any:
         if node.type is NodeType.CONDITION:
-            return {"result": bool(config["value"]), "value": _jsonable(config["value"])}
-        action = node.action_type or ""
+            value = config["value"]
+            plain = value if isinstance(value, bool | int | float | str | None) else str(value)
+            return {"result": bool(value), "value": plain}
         ctx = ActionContext(self.execution_id, node.id, attempt, self.ctx.settings, node.timeout)
-        return self.ctx.handlers[action](config, ctx)
+        return self.ctx.handlers[node.action_type or ""](config, ctx)
+
+    def _cancelled(self) -> bool:
+        with transaction(self.ctx.factory) as s:
+            status = s.scalar(select(Execution.status)
+                              .where(Execution.id == uuid.UUID(self.execution_id)))
+        return status == ExecutionStatus.CANCELLED.value
 
     def _retry_later(self, node: Node, error: Exception, attempt: int) -> None:
         delay = node.retry.delay(attempt)
         with transaction(self.ctx.factory) as s:
             step = self._step(s)
             step.status = StepStatus.PENDING.value
-            step.error = engine.step_error(node.id, type(error).__name__, str(error))
-            step.error["retry_in_s"] = round(delay, 3)
+            step.error = {**engine.step_error(node.id, type(error).__name__, str(error)),
+                          "retry_in_s": round(delay, 3)}
+            step.retry_at = now() + timedelta(seconds=delay)
+            step.heartbeat_at = None
+            step.updated_at = now()
         logger.info("step %s of %s: attempt %s failed (%s); retry in %.3g s", node.id,
                     self.execution_id, attempt, error, delay)
-        raise self.task.retry(countdown=delay, max_retries=None, exc=None)
+        if delay > self.ctx.park_after:
+            # Longer than is safe to hold as a countdown under the broker's visibility
+            # timeout: the reconciler re-drives the execution once retry_at has passed.
+            raise Ignore()
+        raise self.task.retry(countdown=delay, max_retries=None)
+
+    def _end(self, status: StepStatus, output: Any, error: dict[str, Any] | None) -> None:
+        with transaction(self.ctx.factory) as s:
+            step = self._step(s)
+            if step.status == StepStatus.RUNNING.value:
+                engine.end_step(s, step, status.value, output=output, error=error)
 
     def _fail(self, node: Node, error_type: str, message: str, output: Any = None) -> None:
         with transaction(self.ctx.factory) as s:
             execution = s.get(Execution, uuid.UUID(self.execution_id))
             assert execution is not None
             definition = engine.load_definition(s, execution.version_id)
-            self._end_failed(s, execution, definition, self._step(s), error_type, message,
-                             output)
+            step = self._step(s)
+            if step.status == StepStatus.RUNNING.value:
+                self._end_failed(s, execution, definition, step, error_type, message, output)
 
     def _end_failed(self, s: Session, execution: Execution, definition: Definition,
                     step: StepRun, error_type: str, message: str, output: Any = None) -> None:
         error = engine.step_error(step.node_id, error_type, message)
         engine.end_step(s, step, StepStatus.FAILED.value, output=output, error=error)
         engine.fail_fast(s, execution, definition, error)
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str | list | dict):
-        return value
-    return str(value)
+        logger.info("step %s of %s failed: %s", step.node_id, self.execution_id, message)
 
 
 def register(app: Celery, settings: Settings) -> WorkerContext:
     """Register the engine's tasks on ``app``; returns the per-process context."""
     ctx = WorkerContext(settings)
+    functions.load(settings.function_modules)
 
-    @app.task(name=RUN_STEP, bind=True, acks_late=True, max_retries=None)
+    @app.task(name=RUN_STEP, bind=True, acks_late=True, max_retries=None,
+              autoretry_for=DB_ERRORS, retry_backoff=1, retry_backoff_max=30,
+              retry_jitter=True)
     def run_step(self: Task, execution_id: str, node_id: str, epoch: int) -> None:
         StepRunner(ctx, self, execution_id, node_id, epoch).run()
 
-    @app.task(name=FINALIZE, acks_late=True)
+    @app.task(name=FINALIZE, acks_late=True, max_retries=None, autoretry_for=DB_ERRORS,
+              retry_backoff=1, retry_backoff_max=30, retry_jitter=True)
     def finalize(execution_id: str, epoch: int) -> None:
         with transaction(ctx.factory) as s:
             execution = s.get(Execution, uuid.UUID(execution_id), with_for_update=True)
             if execution is None or execution.epoch != epoch:
                 return
             engine.finalize(s, execution)
-        logger.info("execution %s finished: %s", execution_id, execution.status)
+            status = execution.status
+        logger.info("execution %s finished: %s", execution_id, status)
 
     return ctx
