@@ -9,9 +9,9 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import func, select
 
-from api.context import require, session, tenant_id
+from api.context import require, session, state, tenant_id
 from api.schemas import ExecutionListArgs, ExecutionSchema
-from atom import engine
+from atom import engine, lifecycle
 from atom.auth import Role
 from atom.models import Execution
 
@@ -55,3 +55,74 @@ class ExecutionItem(MethodView):
         execution = engine.get_execution(db, tenant_id(), execution_id)
         definition = engine.load_definition(db, execution.version_id)
         return engine.execution_view(execution, engine.steps_of(db, execution), definition)
+
+
+def _view(db, execution_id: uuid.UUID) -> dict[str, Any]:
+    execution = engine.get_execution(db, tenant_id(), execution_id)
+    definition = engine.load_definition(db, execution.version_id)
+    return engine.execution_view(execution, engine.steps_of(db, execution), definition)
+
+
+@blp.route("/<uuid:execution_id>/pause")
+class ExecutionPause(MethodView):
+    """Pause a run."""
+
+    @require(Role.OPERATOR)
+    @blp.response(200, ExecutionSchema)
+    @blp.alt_response(409, description="The execution's status does not allow a pause")
+    def post(self, execution_id: uuid.UUID):
+        """running -> paused: running steps finish, no new step starts."""
+        db = session()
+        lifecycle.pause(db, tenant_id(), execution_id)
+        db.commit()
+        return _view(db, execution_id)
+
+
+@blp.route("/<uuid:execution_id>/resume")
+class ExecutionResume(MethodView):
+    """Resume a paused run."""
+
+    @require(Role.OPERATOR)
+    @blp.response(200, ExecutionSchema)
+    @blp.alt_response(409, description="The execution is not paused")
+    def post(self, execution_id: uuid.UUID):
+        """paused -> running: what is left runs; nothing that succeeded runs again."""
+        db = session()
+        lifecycle.resume(db, tenant_id(), execution_id)
+        db.commit()
+        lifecycle.send_residual(state().factory, state().celery, execution_id)
+        return _view(db, execution_id)
+
+
+@blp.route("/<uuid:execution_id>/cancel")
+class ExecutionCancel(MethodView):
+    """Cancel a run."""
+
+    @require(Role.OPERATOR)
+    @blp.response(200, ExecutionSchema)
+    @blp.alt_response(409, description="The execution has already ended")
+    def post(self, execution_id: uuid.UUID):
+        """queued, running or paused -> cancelled; running steps are interrupted."""
+        db = session()
+        _execution, running = lifecycle.cancel(db, tenant_id(), execution_id)
+        db.commit()
+        if running:
+            # SIGUSR1 raises SoftTimeLimitExceeded inside the step, which records it cancelled.
+            state().celery.control.revoke(running, terminate=True, signal="SIGUSR1")
+        return _view(db, execution_id)
+
+
+@blp.route("/<uuid:execution_id>/retry")
+class ExecutionRetry(MethodView):
+    """Retry a failed run from its failed steps."""
+
+    @require(Role.OPERATOR)
+    @blp.response(200, ExecutionSchema)
+    @blp.alt_response(409, description="The execution has not failed")
+    def post(self, execution_id: uuid.UUID):
+        """failed -> running: failed and never-run steps run again; succeeded ones do not."""
+        db = session()
+        lifecycle.retry(db, tenant_id(), execution_id)
+        db.commit()
+        lifecycle.send_residual(state().factory, state().celery, execution_id)
+        return _view(db, execution_id)

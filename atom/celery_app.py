@@ -12,6 +12,7 @@ from atom.config import Settings
 
 RUN_STEP = "atom.run_step"
 FINALIZE = "atom.finalize"
+RECONCILE = "atom.maintenance.reconcile"
 STEPS_QUEUE = "atom.steps"
 MAINTENANCE_QUEUE = "atom.maintenance"
 

@@ -1,12 +1,29 @@
-"""``atom beat``: celery beat on the RedBeat scheduler (one active beat, through its lock)."""
+"""``atom beat``: celery beat on the RedBeat scheduler (one active beat, through its lock),
+with the platform's periodic jobs."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+from datetime import timedelta
 
-from atom.celery_app import make_celery
+from atom.celery_app import MAINTENANCE_QUEUE, RECONCILE, make_celery
 from atom.config import Settings
+
+# Beat wakes at least this often; RedBeat's lock lives 5x as long, so a standby beat takes
+# over within that time when the active one dies.
+MAX_INTERVAL = 5
+
+
+def periodic_jobs(settings: Settings) -> dict:
+    """The platform's own schedule (RedBeat static entries)."""
+    jobs = {}
+    if settings.auto_recovery_enabled:
+        every = timedelta(seconds=settings.reconcile_interval)
+        jobs["atom-reconcile"] = {"task": RECONCILE, "schedule": every,
+                                  "options": {"queue": MAINTENANCE_QUEUE,
+                                              "expires": settings.reconcile_interval}}
+    return jobs
 
 
 def main(settings: Settings, argv: list[str] | None = None) -> None:
@@ -17,4 +34,9 @@ def main(settings: Settings, argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.loglevel,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = make_celery(settings)
-    app.start(["beat", "--scheduler=redbeat.RedBeatScheduler", f"--loglevel={args.loglevel}"])
+    app.conf.beat_schedule = periodic_jobs(settings)
+    app.conf.beat_max_loop_interval = MAX_INTERVAL
+    app.conf.redbeat_lock_timeout = MAX_INTERVAL * 5
+    app.conf.redbeat_redis_options = {"retry_period": 30}
+    app.start(["beat", "--scheduler=beat.scheduler:AtomScheduler", f"--loglevel={args.loglevel}",
+               f"--max-interval={MAX_INTERVAL}"])

@@ -77,7 +77,8 @@ def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPat
     """Settings of the platform under test; loopback is allowlisted for the http action."""
     return Settings(database_url=database_url, redis_url=redis_url,
                     http_allowlist=("127.0.0.0/8", "localhost"),
-                    data_dir=tmp_path_factory.mktemp("atom-data"), dev=True)
+                    data_dir=tmp_path_factory.mktemp("atom-data"), dev=True,
+                    function_modules=("tests.integration.functions",))
 
 
 class Processes:

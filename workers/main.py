@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 
-from atom.celery_app import STEPS_QUEUE, make_celery
+from atom.celery_app import MAINTENANCE_QUEUE, STEPS_QUEUE, make_celery
 from atom.config import Settings
-from workers.tasks import register
+from workers import maintenance, tasks
+
+# Longest retry countdown a worker holds is visibility_timeout / 2 (longer ones are parked);
+# below this the margin would be too thin for step time limits and clock skew.
+MIN_VISIBILITY_TIMEOUT = 120
 
 
 def main(settings: Settings, argv: list[str] | None = None) -> None:
     """Parse worker options and run the worker until it is stopped."""
     parser = argparse.ArgumentParser(prog="atom worker")
     parser.add_argument("--concurrency", "-c", type=int, default=settings.worker_concurrency)
-    parser.add_argument("--queues", "-Q", default=STEPS_QUEUE,
+    parser.add_argument("--queues", "-Q", default=f"{STEPS_QUEUE},{MAINTENANCE_QUEUE}",
                         help="comma-separated queues (default: %(default)s)")
     parser.add_argument("--pool", default="prefork", help="Celery pool (default: prefork)")
     parser.add_argument("--hostname", "-n", default=None)
@@ -22,8 +26,13 @@ def main(settings: Settings, argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.loglevel,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.visibility_timeout < MIN_VISIBILITY_TIMEOUT:
+        parser.error(f"ATOM_VISIBILITY_TIMEOUT is {settings.visibility_timeout} s; it must be at "
+                     f"least {MIN_VISIBILITY_TIMEOUT} s, longer than any countdown a worker "
+                     "holds, or Redis redelivers messages that are still waiting")
     app = make_celery(settings)
-    register(app, settings)
+    ctx = tasks.register(app, settings)
+    maintenance.register(app, ctx)
     worker_argv = ["worker", f"--concurrency={args.concurrency}", f"--queues={args.queues}",
                    f"--pool={args.pool}", f"--loglevel={args.loglevel}", "--without-mingle",
                    "--without-gossip"]

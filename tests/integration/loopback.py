@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +20,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: Any
+    received_at: float = 0.0
 
 
 Route = Callable[[Received, re.Match], tuple[int, Any]]
@@ -61,7 +63,8 @@ class LoopbackService:
                     body = json.loads(raw) if raw else None
                 except ValueError:
                     body = raw.decode(errors="replace")
-                request = Received(self.command, self.path, dict(self.headers), body)
+                request = Received(self.command, self.path, dict(self.headers), body,
+                                   time.monotonic())
                 with service.lock:
                     service.received.append(request)
                 for pattern, handler in service.routes:

@@ -1,0 +1,60 @@
+"""RedBeat, hardened: survives a flushed or failed-over Redis.
+
+RedBeat keeps its entries and its single-beat lock only in Redis. After a ``FLUSHALL`` the
+stock scheduler dies on the next lock extension and, if restarted, has lost every entry that
+is not static. This scheduler re-takes a vanished lock (or stands by when another beat holds
+it) and re-creates the platform's static entries whenever they are missing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from redbeat.schedulers import RedBeatScheduler, get_redis
+from redis.exceptions import LockError
+
+logger = logging.getLogger("atom.beat")
+
+
+class AtomScheduler(RedBeatScheduler):
+    """RedBeatScheduler that heals after Redis loses its keys."""
+
+    def tick(self, min=min, **kwargs):  # noqa: A002 - signature of celery's Scheduler.tick
+        """Keep the lock (or stand by), restore missing static entries, send what is due."""
+        if self.lock_key and self.lock is not None and not self._keep_lock():
+            return self.max_interval
+        self._restore_static_entries()
+        remaining = []
+        try:
+            for entry in self.schedule.values():
+                next_time = self.maybe_due(entry, **self._maybe_due_kwargs)
+                if next_time:
+                    remaining.append(next_time)
+        except RuntimeError:
+            logger.debug("beat: RuntimeError", exc_info=True)
+        return min(remaining + [self.max_interval])
+
+    def _keep_lock(self) -> bool:
+        try:
+            self.lock.extend(int(self.lock_timeout))
+            return True
+        except LockError:
+            pass
+        # The lock is gone (Redis flushed or failed over) or another beat took it over.
+        if self.lock.acquire(blocking=False):
+            logger.warning("beat: lock was lost and is re-acquired; this beat stays active")
+            return True
+        logger.warning("beat: another beat holds the lock; this one stands by")
+        return False
+
+    def _restore_static_entries(self) -> None:
+        statics = self.app.redbeat_conf.schedule
+        if not statics:
+            return
+        client = get_redis(self.app)
+        missing = {name: spec for name, spec in statics.items()
+                   if not client.exists(self.Entry.generate_key(self.app, name))}
+        if missing:
+            logger.warning("beat: restoring missing entries: %s", ", ".join(sorted(missing)))
+            self.update_from_dict(missing)
+            client.sadd(self.app.redbeat_conf.statics_key, *missing)
