@@ -5,8 +5,11 @@ The API sends work by task *name* through this app; ``workers/`` registers the b
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 from celery.backends.redis import RedisBackend
+from kombu.transport import redis as kombu_redis
 
 from atom.config import Settings
 
@@ -35,6 +38,33 @@ class NoWaitRedisBackend(RedisBackend):
         return None
 
 
+logger = logging.getLogger(__name__)
+
+
+class _TolerantChannel(kombu_redis.Channel):
+    """A Redis channel that discards a malformed queue item instead of dying on it.
+
+    kombu pops the item, then fails to parse it: an item that is not JSON takes the whole
+    worker down, and a JSON item that is no message envelope makes the consumer drop and
+    re-establish its connection. Anything able to LPUSH to a queue could disrupt every
+    worker that way.
+    """
+
+    def _brpop_read(self, **options):
+        try:
+            return super()._brpop_read(**options)
+        except (ValueError, KeyError, TypeError) as exc:  # the item is already popped
+            logger.error("discarded a malformed broker message (%s: %s)",
+                         type(exc).__name__, exc)
+            return True
+
+
+class TolerantRedisTransport(kombu_redis.Transport):
+    """kombu's Redis transport with the tolerant channel."""
+
+    Channel = _TolerantChannel
+
+
 def _backend_url(url: str) -> str:
     if url.split("://", 1)[0] in {"redis", "rediss"}:
         return f"atom.celery_app:NoWaitRedisBackend+{url}"
@@ -45,6 +75,8 @@ def make_celery(settings: Settings) -> Celery:
     """A Celery app configured for reliability: JSON only, late acks, prefetch 1."""
     app = Celery("atom", broker=settings.celery_broker,
                  backend=_backend_url(settings.celery_backend), set_as_current=False)
+    if settings.celery_broker.split("://", 1)[0] in {"redis", "rediss"}:
+        app.conf.broker_transport = "atom.celery_app:TolerantRedisTransport"
     app.conf.update(
         task_serializer="json",
         result_serializer="json",

@@ -182,6 +182,8 @@ def claim_step(session: Session, step: StepRun, rendered_input: Any,
 
 def mark_running(session: Session, execution: Execution) -> None:
     """queued -> running, once, when the first step starts."""
+    if execution.status != ExecutionStatus.QUEUED.value:
+        return  # the common case: no round trip
     session.execute(update(Execution)
                     .where(Execution.id == execution.id,
                            Execution.status == ExecutionStatus.QUEUED.value)

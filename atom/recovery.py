@@ -66,9 +66,14 @@ def stalled(session: Session, settings: Settings, limit: int = 100) -> list[uuid
 
 
 def ids_in_broker(url: str) -> set[str] | None:
-    """Execution ids named by messages waiting in (or held unacknowledged from) the broker.
+    """Execution ids named by messages waiting in the broker's queues.
 
-    None when the broker is not Redis or holds too many messages to scan.
+    Messages delivered but unacknowledged are not counted: after a worker is SIGKILLed its
+    messages sit there until the visibility timeout, and nothing tells a dead consumer's
+    from a live one's. A countdown retry is not missed this way (its ``retry_at`` counts as
+    progress), and a message a busy worker prefetched is at worst sent once more under a new
+    epoch, where the old copy exits at once. None when the broker is not Redis or holds too
+    many messages to scan.
     """
     if not url.startswith(("redis://", "rediss://", "unix://")):
         return None
@@ -84,8 +89,6 @@ def ids_in_broker(url: str) -> set[str] | None:
             for start in range(0, length, 1000):
                 for raw in client.lrange(key, start, start + 999):
                     found.update(m.decode() for m in _UUID.findall(raw))
-        for raw in client.hvals("unacked"):
-            found.update(m.decode() for m in _UUID.findall(raw))
         return found
     finally:
         client.close()

@@ -26,6 +26,7 @@ fresh ``atom_bench`` database each run, and what this script started is stopped 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -131,7 +132,7 @@ def documents(n: int, w: int) -> dict[str, dict]:
     fan = [f"b{i}" for i in range(w)]
     return {
         "chain": {"name": f"bench-chain-{n}", "nodes": [trigger, *map(step, line[1:])],
-                  "connections": [{"source": a, "target": b} for a, b in zip(line, line[1:])]},
+                  "connections": [{"source": a, "target": b} for a, b in itertools.pairwise(line)]},
         "chord": {"name": f"bench-chord-{w}", "nodes": [trigger, *map(step, fan), step("join")],
                   "connections": [{"source": "start", "target": b} for b in fan]
                   + [{"source": b, "target": "join"} for b in fan]},
@@ -209,7 +210,7 @@ def run_atom(settings: Settings, args) -> dict[str, list[tuple[float, float]]]:
     from atom.auth import Role, create_key, get_or_create_tenant
     from atom.celery_app import make_celery
     from atom.client import Client
-    from atom.db import make_engine, make_sessionmaker, transaction
+    from atom.db import make_sessionmaker, transaction
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     db = create_engine(settings.database_url or "", isolation_level="AUTOCOMMIT")
@@ -255,10 +256,10 @@ def report(args, raw: dict, atom: dict) -> dict:
 def print_table(args, rows: dict) -> None:
     cols = ("steps", "raw_ms", "atom_ms", "atom_wall_ms", "raw_per_step_ms", "atom_per_step_ms",
             "overhead_per_step_ms", "ratio")
-    print(f"{'shape':<11}" + "".join(f"{c:>{max(len(c), 7) + 2}}" for c in cols))
+    print(f"{'shape':<11}" + "".join(f"{c:>{len(c) + 2}}" for c in cols))
     for label, row in rows.items():
-        cells = [f"{row[c]:.0f}" if c == "steps" else f"{row[c]:.2f}" for c in cols]
-        print(f"{label:<11}" + "".join(f"{v:>{max(len(c), 7) + 2}}" for c, v in zip(cols, cells)))
+        print(f"{label:<11}" + "".join(f"{row[c]:>{len(c) + 2}.{0 if c == 'steps' else 2}f}"
+                                       for c in cols))
     ratios = ", ".join(f"{label} {row['ratio']:.1f}x" for label, row in rows.items())
     print(f"ATOM/raw: {ratios} (medians of {args.repeat}, concurrency {args.concurrency}; "
           "ATOM = finished_at - created_at)")

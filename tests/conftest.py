@@ -118,8 +118,9 @@ class Processes:
             self.stop(proc)
 
 
-def wait_for_worker(settings: Settings, proc: subprocess.Popen, timeout: float = 60) -> str:
-    """Wait until a worker answers a ping; returns its hostname."""
+def wait_for_worker(settings: Settings, proc: subprocess.Popen, timeout: float = 60,
+                    hostname: str | None = None) -> str:
+    """Wait until a worker (the one named ``hostname``, if given) answers a ping."""
     from atom.celery_app import make_celery
 
     app = make_celery(settings)
@@ -128,7 +129,8 @@ def wait_for_worker(settings: Settings, proc: subprocess.Popen, timeout: float =
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError("worker exited:\n" + Path(proc.log_path).read_text()[-4000:])
-            replies = app.control.ping(timeout=0.5) or []
+            replies = app.control.ping(destination=[hostname] if hostname else None,
+                                       timeout=0.5) or []
             if replies:
                 return next(iter(replies[0]))
         raise RuntimeError("worker did not answer:\n" + Path(proc.log_path).read_text()[-4000:])

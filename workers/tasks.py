@@ -183,6 +183,14 @@ class StepRunner:
                 return None
             if execution.status == ExecutionStatus.PAUSED.value:
                 return None
+            unfinished = [c.source for c in definition.connections if c.target == self.node_id
+                          and steps[c.source].status not in engine.TERMINAL_STEP]
+            if unfinished:
+                # The canvas should make this impossible; a duplicated message can make a
+                # chord fire early. Never decide on a predecessor that has not ended.
+                logger.warning("step %s of %s started before %s ended; waiting", self.node_id,
+                               self.execution_id, ", ".join(unfinished))
+                raise self.task.retry(countdown=1, max_retries=None)
             decision = engine.decide(definition, self.node_id, steps)
             if not decision.run:
                 engine.end_step(s, step, StepStatus.SKIPPED.value, error=engine.step_error(

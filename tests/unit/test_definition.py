@@ -279,7 +279,7 @@ def test_no_trigger_is_reported_with_the_other_problems():
                             "connections": [{"source": "a", "target": "b"}]})
     assert [(p.location, p.node, p.message) for p in problems] == [
         ("nodes[b].config.action_type", "b",
-         "unknown action type None; known: delay, http_request, log, transform"),
+         "unknown action type None; known: delay, http_request, log, python, transform"),
         ("nodes", None, "a workflow needs exactly one trigger node; it has none"),
     ]
 
