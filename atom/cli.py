@@ -193,14 +193,22 @@ def _load_document(path: str) -> Any:
 def _print_progress(execution: dict[str, Any], shown: dict[str, tuple]) -> None:
     for step in execution["steps"]:
         state = (step["status"], step["attempts"])
-        if shown.get(step["node_id"]) == state or step["status"] == "pending" and not \
-                step["attempts"]:
+        if shown.get(step["node_id"]) == state or (step["status"] == "pending"
+                                                   and not step["attempts"]):
             continue
         shown[step["node_id"]] = state
-        duration = f"{step['duration_ms']} ms" if step["duration_ms"] is not None else ""
-        error = f"  {step['error']['message']}" if step.get("error") else ""
-        print(f"  {step['node_id']:<24} {step['status']:<10} attempt {step['attempts']} "
-              f"{duration}{error}", flush=True)
+        error = step.get("error") or {}
+        if step["status"] == "pending":  # a failed attempt waiting for its retry
+            detail = f"attempt {step['attempts']} failed: {error.get('message')}; " \
+                     f"retry in {error.get('retry_in_s')} s"
+            label = "retrying"
+        else:
+            duration = f" {step['duration_ms']} ms" if step["duration_ms"] is not None else ""
+            detail = f"attempt {step['attempts']}{duration}"
+            if error:
+                detail += f"  {error.get('message')}"
+            label = step["status"]
+        print(f"  {step['node_id']:<24} {label:<10} {detail}", flush=True)
 
 
 def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:

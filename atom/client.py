@@ -69,7 +69,5 @@ class Client:
 
     def wait(self, execution_id: str, timeout: float = 120) -> dict[str, Any]:
         """The execution once it has ended."""
-        final: dict[str, Any] = {}
-        for final in self.follow(execution_id, interval=0.1, timeout=timeout):
-            pass
-        return final
+        states = list(self.follow(execution_id, interval=0.1, timeout=timeout))
+        return states[-1]

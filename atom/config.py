@@ -104,7 +104,8 @@ class Settings:
         if self.result_backend:
             return self.result_backend
         if not self.redis_url:
-            raise RuntimeError("No result backend configured: set CELERY_RESULT_BACKEND or REDIS_URL")
+            raise RuntimeError("No result backend configured: set CELERY_RESULT_BACKEND "
+                               "or REDIS_URL")
         return _with_db(self.redis_url, 1)
 
     @property

@@ -238,7 +238,8 @@ class _Parser:
         if not isinstance(name, str):
             self.problem(f"{where}.name", "must be a string", node_id)
         node = Node(id=node_id, type=NodeType(kind), name=str(name), config=config,
-                    retry=self.retry(raw, where, node_id), timeout=self.timeout(raw, where, node_id),
+                    retry=self.retry(raw, where, node_id),
+                    timeout=self.timeout(raw, where, node_id),
                     trigger_rule=self.trigger_rule(raw, where, node_id),
                     queue=self.queue(raw, where, node_id))
         self.check_config(node, where)

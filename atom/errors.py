@@ -66,7 +66,8 @@ class Conflict(AtomError):
 
     http_status = 409
 
-    def __init__(self, message: str, *, status: str | None = None, allowed: list[str] | None = None):
+    def __init__(self, message: str, *, status: str | None = None,
+                 allowed: list[str] | None = None):
         super().__init__(message)
         self.status = status
         self.allowed = allowed or []

@@ -227,7 +227,8 @@ def test_retry_reruns_only_what_failed_and_what_came_after(client: Client,
     doc = workflow("retry-from-failure", [
         trigger(), action("first", "transform", output="{{ input.n + 1 }}"),
         action("call", "http_request", url=service.url + "/flaky"),
-        action("last", "transform", output="{{ steps.first.output }} then {{ steps.call.output.status_code }}"),
+        action("last", "transform",
+               output="{{ steps.first.output }} then {{ steps.call.output.status_code }}"),
     ], [("start", "first"), ("first", "call"), ("call", "last")])
     run = client.execute(client.create_workflow(doc)["id"], {"n": 1})
     failed = client.wait(run["id"])
