@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, g
 
-from api import errors, executions, workflows
+from api import errors, executions, schedules, triggers, workflows
 from api.context import AppState
 from atom.celery_app import make_celery
 from atom.config import Settings
@@ -39,6 +39,8 @@ def create_app(settings: Settings) -> Flask:
     errors.register(app)
     api.register_blueprint(workflows.blp)
     api.register_blueprint(executions.blp)
+    api.register_blueprint(schedules.blp)
+    api.register_blueprint(triggers.blp)
 
     @app.teardown_appcontext
     def close_session(_exc: BaseException | None) -> None:

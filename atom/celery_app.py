@@ -16,6 +16,8 @@ from atom.config import Settings
 RUN_STEP = "atom.run_step"
 FINALIZE = "atom.finalize"
 RECONCILE = "atom.maintenance.reconcile"
+FIRE_SCHEDULE = "atom.maintenance.fire_schedule"
+SWEEP_SCHEDULES = "atom.maintenance.sweep_schedules"
 STEPS_QUEUE = "atom.steps"
 MAINTENANCE_QUEUE = "atom.maintenance"
 
@@ -103,5 +105,6 @@ def make_celery(settings: Settings) -> Celery:
         enable_utc=True,
         redbeat_redis_url=settings.events_redis,
         redbeat_key_prefix="atom:redbeat:",
+        redbeat_redis_options={},
     )
     return app

@@ -54,6 +54,10 @@ class Settings:
     heartbeat_timeout: float = 20.0
     reconcile_interval: float = 10.0
     stall_seconds: float = 30.0
+    schedule_grace: float = 10.0
+    schedule_misfire_grace: float = 60.0
+    schedule_sweep_interval: float = 5.0
+    webhook_max_bytes: int = 256 * 1024
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -83,6 +87,10 @@ class Settings:
             heartbeat_timeout=float(env.get("ATOM_HEARTBEAT_TIMEOUT") or 20),
             reconcile_interval=float(env.get("ATOM_RECONCILE_INTERVAL") or 10),
             stall_seconds=float(env.get("ATOM_STALL_SECONDS") or 30),
+            schedule_grace=float(env.get("ATOM_SCHEDULE_GRACE") or 10),
+            schedule_misfire_grace=float(env.get("ATOM_SCHEDULE_MISFIRE_GRACE") or 60),
+            schedule_sweep_interval=float(env.get("ATOM_SCHEDULE_SWEEP_INTERVAL") or 5),
+            webhook_max_bytes=int(env.get("ATOM_WEBHOOK_MAX_BYTES") or 256 * 1024),
         )
 
     def with_services(self, database_url: str, redis_url: str) -> Settings:
@@ -125,6 +133,10 @@ class Settings:
             "ATOM_HEARTBEAT_TIMEOUT": str(self.heartbeat_timeout),
             "ATOM_RECONCILE_INTERVAL": str(self.reconcile_interval),
             "ATOM_STALL_SECONDS": str(self.stall_seconds),
+            "ATOM_SCHEDULE_GRACE": str(self.schedule_grace),
+            "ATOM_SCHEDULE_MISFIRE_GRACE": str(self.schedule_misfire_grace),
+            "ATOM_SCHEDULE_SWEEP_INTERVAL": str(self.schedule_sweep_interval),
+            "ATOM_WEBHOOK_MAX_BYTES": str(self.webhook_max_bytes),
             "WORKFLOW_AUTO_RECOVERY_ENABLED": "1" if self.auto_recovery_enabled else "0",
             "ATOM_FUNCTION_MODULES": ",".join(self.function_modules),
         }

@@ -1,7 +1,8 @@
 """The one exception tree of ATOM.
 
     AtomError
-    ├── DefinitionError        a workflow definition is invalid (422); carries every problem
+    ├── InvalidInput           a request's fields are invalid (422); carries every problem
+    │   └── DefinitionError    a workflow definition is invalid
     ├── NotFound               no such resource for this tenant (404)
     ├── Conflict               an illegal state change (409); carries the current status
     ├── Unauthorized           no or unknown API key (401)
@@ -40,19 +41,26 @@ class Problem:
         return data
 
 
-class DefinitionError(AtomError):
-    """A workflow definition has one or more problems; all of them are listed."""
+class InvalidInput(AtomError):
+    """A request has one or more invalid fields; all of them are listed."""
 
     http_status = 422
+    subject = "request"
 
     def __init__(self, problems: list[Problem]):
         self.problems = list(problems)
         count = len(self.problems)
         super().__init__(
-            f"The workflow definition has {count} problem{'s' if count != 1 else ''}: "
+            f"The {self.subject} has {count} problem{'s' if count != 1 else ''}: "
             + "; ".join(f"{p.location}: {p.message}" for p in self.problems[:5])
             + (" ..." if count > 5 else "")
         )
+
+
+class DefinitionError(InvalidInput):
+    """A workflow definition has one or more problems; all of them are listed."""
+
+    subject = "workflow definition"
 
 
 class NotFound(AtomError):

@@ -163,3 +163,60 @@ class StepRun(Base):
 
     __table_args__ = (UniqueConstraint("execution_id", "node_id",
                                        name="uq_step_runs_execution_node"),)
+
+
+class Schedule(Base):
+    """A clock that starts a workflow: a 5-field cron in an IANA timezone, or an interval."""
+
+    __tablename__ = "schedules"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    workflow_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
+    cron: Mapped[str | None] = mapped_column(String(120))
+    interval_seconds: Mapped[int | None] = mapped_column(Integer)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    input: Mapped[Any] = mapped_column(JSONType, default=dict)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    overlap: Mapped[str] = mapped_column(String(10), default="skip")
+    catchup: Mapped[bool] = mapped_column(default=False)
+    max_catchup: Mapped[int] = mapped_column(Integer, default=10)
+    anchor: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    """Interval schedules fire at anchor + k * interval_seconds."""
+    checked_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    """Every fire time up to here is accounted for in schedule_fires (the sweeper's mark)."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_schedules_tenant", "tenant_id", "created_at"),)
+
+
+class ScheduleFire(Base):
+    """One fire time of a schedule: the run it started, or why none did. Unique per time."""
+
+    __tablename__ = "schedule_fires"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    schedule_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("schedules.id", ondelete="CASCADE"))
+    fire_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(20), default="beat")
+    execution_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("executions.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (UniqueConstraint("schedule_id", "fire_time",
+                                       name="uq_schedule_fires_schedule_time"),)
+
+
+class Webhook(Base):
+    """The secret URL that starts a workflow; only a hash of its token is stored."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    workflow_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("workflows.id", ondelete="CASCADE"), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

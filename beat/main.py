@@ -7,17 +7,23 @@ import argparse
 import logging
 from datetime import timedelta
 
-from atom.celery_app import MAINTENANCE_QUEUE, RECONCILE, make_celery
+from atom.celery_app import MAINTENANCE_QUEUE, RECONCILE, SWEEP_SCHEDULES, make_celery
 from atom.config import Settings
 
-# Beat wakes at least this often; RedBeat's lock lives 5x as long, so a standby beat takes
-# over within that time when the active one dies.
-MAX_INTERVAL = 5
+# Beat wakes at least this often: a schedule created or changed while it sleeps is seen
+# within this time (RedBeat only peeks at the next due entry when it goes to sleep).
+MAX_INTERVAL = 1
+# The single-beat lock expires this long after the active beat stops renewing it, so a
+# standby beat takes over within that time when the active one dies.
+LOCK_TIMEOUT = 10
 
 
 def periodic_jobs(settings: Settings) -> dict:
     """The platform's own schedule (RedBeat static entries)."""
-    jobs = {}
+    sweep = settings.schedule_sweep_interval
+    jobs: dict = {"atom-sweep-schedules": {
+        "task": SWEEP_SCHEDULES, "schedule": timedelta(seconds=sweep),
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": sweep}}}
     if settings.auto_recovery_enabled:
         every = timedelta(seconds=settings.reconcile_interval)
         jobs["atom-reconcile"] = {"task": RECONCILE, "schedule": every,
@@ -35,8 +41,11 @@ def main(settings: Settings, argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = make_celery(settings)
     app.conf.beat_schedule = periodic_jobs(settings)
+    # The scheduler rebuilds schedule entries from PostgreSQL when it starts.
+    app.conf.atom_database_url = settings.database_url
+    app.conf.atom_misfire_grace = settings.schedule_misfire_grace
     app.conf.beat_max_loop_interval = MAX_INTERVAL
-    app.conf.redbeat_lock_timeout = MAX_INTERVAL * 5
+    app.conf.redbeat_lock_timeout = LOCK_TIMEOUT
     app.conf.redbeat_redis_options = {"retry_period": 30}
     app.start(["beat", "--scheduler=beat.scheduler:AtomScheduler", f"--loglevel={args.loglevel}",
                f"--max-interval={MAX_INTERVAL}"])

@@ -1,9 +1,11 @@
-"""RedBeat, hardened: survives a flushed or failed-over Redis.
+"""RedBeat, hardened: survives a flushed or failed-over Redis, and fires ATOM schedules.
 
 RedBeat keeps its entries and its single-beat lock only in Redis. After a ``FLUSHALL`` the
 stock scheduler dies on the next lock extension and, if restarted, has lost every entry that
 is not static. This scheduler re-takes a vanished lock (or stands by when another beat holds
-it) and re-creates the platform's static entries whenever they are missing.
+it), re-creates the platform's static entries whenever they are missing, rebuilds schedule
+entries from PostgreSQL when it starts, and sends each schedule's fire with the slot's due
+time (``atom.schedules.ScheduleEntry``), which the fire task records exactly once.
 """
 
 from __future__ import annotations
@@ -13,11 +15,40 @@ import logging
 from redbeat.schedulers import RedBeatScheduler, get_redis
 from redis.exceptions import LockError
 
+from atom import schedules
+from atom.celery_app import FIRE_SCHEDULE
+from atom.db import make_engine, make_sessionmaker
+
 logger = logging.getLogger("atom.beat")
 
 
 class AtomScheduler(RedBeatScheduler):
     """RedBeatScheduler that heals after Redis loses its keys."""
+
+    Entry = schedules.ScheduleEntry
+
+    def setup_schedule(self):
+        """RedBeat's static entries, then every schedule's entry from PostgreSQL."""
+        super().setup_schedule()
+        url = getattr(self.app.conf, "atom_database_url", None)
+        if url:
+            engine = make_engine(url, pool_size=1)
+            try:
+                schedules.sync_entries_safely(make_sessionmaker(engine), self.app,
+                                              self.app.conf.atom_misfire_grace)
+            finally:
+                engine.dispose()
+
+    def apply_async(self, entry, producer=None, advance=True, **kwargs):
+        """Send a schedule's fire with the due time of its slot; anything else as usual."""
+        timing = getattr(entry, "timing", None)
+        if timing is None:
+            return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+        due = entry._due()  # noqa: SLF001 - the slot being fired, before reserve() advances
+        if advance:
+            self.reserve(entry)
+        return self.send_task(FIRE_SCHEDULE, (entry.args[0], due.isoformat()), {},
+                              producer=producer, **entry.options)
 
     def tick(self, min=min, **kwargs):  # noqa: A002 - signature of celery's Scheduler.tick
         """Keep the lock (or stand by), restore missing static entries, send what is due."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from celery import Celery
 
-from atom import recovery
-from atom.celery_app import RECONCILE
-from workers.tasks import WorkerContext
+from atom import recovery, schedules
+from atom.celery_app import FIRE_SCHEDULE, RECONCILE, SWEEP_SCHEDULES
+from workers.tasks import DB_ERRORS, WorkerContext
 
 logger = logging.getLogger("atom.maintenance")
 
@@ -26,3 +27,18 @@ def register(app: Celery, ctx: WorkerContext) -> None:
                            len(report.redriven), ", ".join(report.redriven))
         return {"stalled": report.stalled, "redriven": report.redriven,
                 "waiting_in_broker": report.waiting_in_broker}
+
+    @app.task(name=FIRE_SCHEDULE, acks_late=True, ignore_result=True, max_retries=None,
+              autoretry_for=DB_ERRORS, retry_backoff=1, retry_backoff_max=10)
+    def fire_schedule(schedule_id: str, fire_time: str) -> str:
+        return schedules.fire(ctx.factory, app, schedule_id, datetime.fromisoformat(fire_time),
+                              ctx.settings.schedule_misfire_grace)
+
+    @app.task(name=SWEEP_SCHEDULES, acks_late=True, ignore_result=True)
+    def sweep_schedules() -> dict:
+        settings = ctx.settings
+        counts = schedules.sweep(ctx.factory, app, grace=settings.schedule_grace,
+                                 misfire_grace=settings.schedule_misfire_grace)
+        if any(counts.values()):
+            logger.warning("schedule sweep: %s", counts)
+        return counts

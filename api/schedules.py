@@ -1,0 +1,170 @@
+"""/api/schedules: cron and interval schedules, and the fires they made."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import INCLUDE, Schema, fields
+from sqlalchemy import func, select
+
+from api.context import require, session, state, tenant_id
+from atom import schedules
+from atom.auth import Role
+
+blp = Blueprint("schedules", __name__, url_prefix="/api/schedules",
+                description="Run workflows on a clock: cron in a timezone, or an interval.")
+
+
+class ScheduleInSchema(Schema):
+    """A schedule to create; everything but workflow_id and cron or interval is optional."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    workflow_id = fields.UUID(required=True)
+    cron = fields.Raw(metadata={"description": "5 fields, e.g. '0 9 * * 1-5'"})
+    interval_seconds = fields.Raw(metadata={"description": "instead of cron; 1 s or more"})
+    timezone = fields.Raw(load_default="UTC", metadata={"description": "IANA name"})
+    input = fields.Raw(load_default=dict, metadata={"description": "the runs' input"})
+    enabled = fields.Boolean(load_default=True)
+    overlap = fields.Raw(load_default="skip", metadata={"description": "skip or allow"})
+    catchup = fields.Boolean(load_default=False)
+    max_catchup = fields.Raw(load_default=10)
+
+
+class SchedulePatchSchema(Schema):
+    """Fields to change."""
+
+    cron = fields.Raw()
+    interval_seconds = fields.Raw()
+    timezone = fields.Raw()
+    input = fields.Raw()
+    enabled = fields.Boolean()
+    overlap = fields.Raw()
+    catchup = fields.Boolean()
+    max_catchup = fields.Raw()
+
+
+class ScheduleSchema(Schema):
+    """A schedule, with human text and its next five fire times."""
+
+    id = fields.UUID()
+    workflow_id = fields.UUID()
+    cron = fields.String(allow_none=True)
+    interval_seconds = fields.Integer(allow_none=True)
+    timezone = fields.String()
+    input = fields.Raw()
+    enabled = fields.Boolean()
+    overlap = fields.String()
+    catchup = fields.Boolean()
+    max_catchup = fields.Integer()
+    description = fields.String()
+    next_runs = fields.List(fields.String())
+    created_at = fields.String()
+    updated_at = fields.String()
+
+
+class FireSchema(Schema):
+    """One fire time: the run it started, or why none did."""
+
+    fire_time = fields.String()
+    status = fields.String(metadata={"description": "started, skipped, missed or failed"})
+    reason = fields.String(allow_none=True)
+    source = fields.String(metadata={"description": "beat, sweeper (late) or catchup"})
+    execution_id = fields.String(allow_none=True)
+    recorded_at = fields.String()
+
+
+class ScheduleListArgs(Schema):
+    """Filters."""
+
+    workflow_id = fields.UUID()
+
+
+def _count(db, query) -> int:
+    return db.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+
+
+@blp.route("")
+class ScheduleCollection(MethodView):
+    """The tenant's schedules."""
+
+    @require(Role.VIEWER)
+    @blp.arguments(ScheduleListArgs, location="query")
+    @blp.response(200, ScheduleSchema(many=True))
+    @blp.paginate(page=1, page_size=20, max_page_size=100)
+    def get(self, args: dict[str, Any], pagination_parameters: Any):
+        """List schedules, newest first."""
+        db = session()
+        query = schedules.list_query(tenant_id(), args.get("workflow_id"))
+        pagination_parameters.item_count = _count(db, query)
+        rows = db.scalars(query.offset(pagination_parameters.first_item)
+                          .limit(pagination_parameters.page_size))
+        return [schedules.schedule_view(s) for s in rows]
+
+    @require(Role.EDITOR)
+    @blp.arguments(ScheduleInSchema)
+    @blp.response(201, ScheduleSchema)
+    def post(self, body: dict[str, Any]):
+        """Create a schedule; the running beat picks it up without a restart."""
+        db = session()
+        schedule = schedules.create_schedule(db, tenant_id(), body)
+        db.commit()
+        schedules.put_entry(state().celery, schedule, state().settings.schedule_misfire_grace)
+        location = url_for("schedules.ScheduleItem", schedule_id=schedule.id)
+        return schedules.schedule_view(schedule), 201, {"Location": location}
+
+
+@blp.route("/<uuid:schedule_id>")
+class ScheduleItem(MethodView):
+    """One schedule."""
+
+    @require(Role.VIEWER)
+    @blp.response(200, ScheduleSchema)
+    def get(self, schedule_id: uuid.UUID):
+        """The schedule with its next five fire times."""
+        return schedules.schedule_view(schedules.get_schedule(session(), tenant_id(),
+                                                              schedule_id))
+
+    @require(Role.EDITOR)
+    @blp.arguments(SchedulePatchSchema)
+    @blp.response(200, ScheduleSchema)
+    def patch(self, changes: dict[str, Any], schedule_id: uuid.UUID):
+        """Change cron, interval, timezone, input, enabled, overlap or catchup."""
+        db = session()
+        schedule = schedules.update_schedule(db, tenant_id(), schedule_id, changes)
+        db.commit()
+        schedules.put_entry(state().celery, schedule, state().settings.schedule_misfire_grace)
+        return schedules.schedule_view(schedule)
+
+    @require(Role.EDITOR)
+    @blp.response(204)
+    def delete(self, schedule_id: uuid.UUID):
+        """Delete the schedule and its fire history; beat stops firing it at once."""
+        db = session()
+        schedule = schedules.get_schedule(db, tenant_id(), schedule_id, for_update=True)
+        db.delete(schedule)
+        db.commit()
+        schedules.delete_entry(state().celery, schedule_id)
+
+
+@blp.route("/<uuid:schedule_id>/fires")
+class ScheduleFires(MethodView):
+    """What a schedule did at each fire time."""
+
+    @require(Role.VIEWER)
+    @blp.response(200, FireSchema(many=True))
+    @blp.paginate(page=1, page_size=20, max_page_size=100)
+    def get(self, schedule_id: uuid.UUID, pagination_parameters: Any):
+        """Fires, newest first, each with the execution it started or why none did."""
+        db = session()
+        schedule = schedules.get_schedule(db, tenant_id(), schedule_id)
+        query = schedules.fires_query(schedule)
+        pagination_parameters.item_count = _count(db, query)
+        rows = db.scalars(query.offset(pagination_parameters.first_item)
+                          .limit(pagination_parameters.page_size))
+        return [schedules.fire_view(f) for f in rows]

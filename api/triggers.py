@@ -1,0 +1,109 @@
+"""Webhooks (``/api/workflows/{id}/webhook``, ``/api/hooks/{token}``) and events
+(``/api/events``)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from flask import request, url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from api.context import require, session, state, tenant_id
+from api.schemas import ExecutionSchema
+from atom import engine, runner, triggers
+from atom.auth import Role
+from atom.errors import InvalidInput, Problem
+
+blp = Blueprint("triggers", __name__, url_prefix="/api",
+                description="Start workflows from webhooks and events.")
+
+
+class WebhookSchema(Schema):
+    """A webhook token (shown once) and the URL to post to."""
+
+    token = fields.String()
+    url = fields.String()
+
+
+class EventInSchema(Schema):
+    """An event: its type and payload (the started runs' input)."""
+
+    type = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    payload = fields.Raw(load_default=dict)
+
+
+class EventOutSchema(Schema):
+    """The runs an event started."""
+
+    event_id = fields.String()
+    executions = fields.List(fields.Nested(ExecutionSchema))
+
+
+@blp.route("/workflows/<uuid:workflow_id>/webhook")
+class WorkflowWebhook(MethodView):
+    """A workflow's webhook."""
+
+    @require(Role.EDITOR)
+    @blp.response(201, WebhookSchema)
+    def post(self, workflow_id: uuid.UUID):
+        """Create the webhook, or rotate its token: the old token stops working at once."""
+        db = session()
+        token = triggers.set_webhook(db, tenant_id(), workflow_id)
+        db.commit()
+        return {"token": token, "url": url_for("triggers.Hook", token=token, _external=True)}
+
+    @require(Role.EDITOR)
+    @blp.response(204)
+    def delete(self, workflow_id: uuid.UUID):
+        """Remove the webhook."""
+        db = session()
+        triggers.delete_webhook(db, tenant_id(), workflow_id)
+        db.commit()
+
+
+@blp.route("/hooks/<string:token>")
+class Hook(MethodView):
+    """The public end of a webhook: no API key, the token is the secret."""
+
+    @blp.response(202, ExecutionSchema)
+    @blp.alt_response(413, description="Body over ATOM_WEBHOOK_MAX_BYTES")
+    def post(self, token: str):
+        """Start the workflow; the JSON body becomes the execution's input."""
+        app_state = state()
+        request.max_content_length = app_state.settings.webhook_max_bytes
+        raw = request.get_data(cache=False)
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError as e:
+            raise InvalidInput([Problem("body", f"is not valid JSON: {e}")]) from e
+        db = session()
+        workflow = triggers.workflow_for_token(db, token)
+        db.rollback()
+        execution = runner.start_execution(app_state.factory, app_state.celery,
+                                           workflow.tenant_id, workflow.id, body,
+                                           {"kind": "webhook"})
+        return engine.execution_view(execution)
+
+
+@blp.route("/events")
+class Events(MethodView):
+    """Events from the caller's systems."""
+
+    @require(Role.OPERATOR)
+    @blp.arguments(EventInSchema)
+    @blp.response(202, EventOutSchema)
+    def post(self, event: dict[str, Any]):
+        """Start every workflow of this tenant whose trigger is this event type."""
+        db = session()
+        matching = triggers.workflows_for_event(db, tenant_id(), event["type"])
+        db.rollback()
+        event_id = str(uuid.uuid4())
+        app_state = state()
+        started = [runner.start_execution(
+            app_state.factory, app_state.celery, tenant_id(), wf.id, event["payload"],
+            triggers.event_trigger(event["type"], event_id)) for wf in matching]
+        return {"event_id": event_id, "executions": [engine.execution_view(e) for e in started]}
