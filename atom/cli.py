@@ -94,11 +94,13 @@ def _dev_key(settings: Settings) -> str:
     return key
 
 
-def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+def stop_process_group(proc: subprocess.Popen, sig: int = signal.SIGTERM,
+                       grace: float = 10.0) -> None:
+    """Signal a child's whole process group; SIGKILL it if it has not ended after ``grace``."""
     if proc.poll() is not None:
         return
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, sig)
         proc.wait(grace)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -172,7 +174,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
             time.sleep(0.5)
     finally:
         for proc in procs.values():
-            _stop_group(proc)
+            stop_process_group(proc)
         if started_redis and (found := embedded.find_running_redis(settings.data_dir / "redis")):
             found.stop()
         if started_pg:

@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
+from atom.cli import stop_process_group
 from atom.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,15 +103,7 @@ class Processes:
 
     def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, wait: float = 15) -> None:
         """Signal a process group and wait for it to end (SIGKILL after ``wait``)."""
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
+        stop_process_group(proc, sig, wait)
 
     def stop_all(self) -> None:
         """Stop every process started here."""
