@@ -13,11 +13,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, text, update
 
 from atom.client import Client
 from atom.config import Settings
@@ -194,3 +195,64 @@ def test_malformed_and_unknown_messages_are_rejected_and_the_queue_drains(
     assert log.count("discarded a malformed broker message") == 2
     assert "Connection to broker lost" not in log
     assert worker.poll() is None, "a bad message must not take the worker down"
+
+
+def test_a_retry_longer_than_half_the_visibility_timeout_is_parked_then_woken(
+        client: Client, service: LoopbackService, processes: Processes, settings: Settings,
+        beat):
+    """The worker keeps no countdown the broker could redeliver early: the retry is parked in
+    PostgreSQL (retry_at) and the reconciler re-drives the run once it is due."""
+    from atom.db import make_engine, make_sessionmaker, transaction
+    from atom.models import Execution, StepRun
+
+    answers = [503]
+    service.route(r"POST /side-effect",
+                  lambda req, m: (answers.pop(0), {}) if answers else (200, {"done": True}))
+    name = f"faults{next(_names)}@{socket.gethostname()}"
+    parked_worker = processes.start("worker", f"--queues={QUEUE}", "--concurrency=1",
+                                    f"--hostname={name}", env={"ATOM_VISIBILITY_TIMEOUT": "120"},
+                                    name="parking")
+    wait_for_worker(settings, parked_worker, hostname=name)
+    doc = side_effect_workflow(service)
+    doc["nodes"][1]["retry"] = {"max_retries": 2, "retry_delay": 61}  # > 120 s / 2
+    run = client.execute(client.create_workflow(doc)["id"], {"order": 11})
+    try:
+        parked = None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            parked = by_node(client.execution(run["id"]))["call"]
+            if parked["status"] == "pending" and parked["attempts"] == 1:
+                break
+            time.sleep(0.2)
+        assert parked and parked["error"]["retry_in_s"] == 61, parked
+        broker = redis.Redis.from_url(settings.celery_broker)
+        assert broker.llen(QUEUE) == 0, "a parked retry must not sit in the broker"
+        time.sleep(2)
+        assert by_node(client.execution(run["id"]))["call"]["attempts"] == 1
+
+        # Let time pass for the database: the retry fell due 40 s ago.
+        factory = make_sessionmaker(make_engine(settings.database_url or ""))
+        past = datetime.now(UTC) - timedelta(seconds=40)
+        with transaction(factory) as session:
+            session.execute(update(StepRun).where(StepRun.execution_id == run["id"])
+                            .values(retry_at=past, updated_at=past))
+            session.execute(update(Execution).where(Execution.id == run["id"])
+                            .values(updated_at=past))
+        done = client.wait(run["id"], timeout=60)
+        assert done["status"] == "succeeded", done
+        assert by_node(done)["call"]["attempts"] == 2
+        assert len(service.calls("POST", "/side-effect")) == 2
+    finally:
+        processes.stop(parked_worker)
+
+
+def test_worker_refuses_a_visibility_timeout_shorter_than_its_countdowns(settings: Settings):
+    import os
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "atom.cli", "worker"], capture_output=True,
+                            text=True, timeout=60,
+                            env={**os.environ, **settings.as_env(),
+                                 "ATOM_VISIBILITY_TIMEOUT": "30"})
+    assert result.returncode != 0
+    assert "ATOM_VISIBILITY_TIMEOUT is 30 s" in result.stderr
