@@ -9,7 +9,7 @@ from flask import Flask, jsonify
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
-from atom.errors import AtomError, Conflict, DefinitionError
+from atom.errors import AtomError, Conflict, DefinitionError, Invalid
 
 
 def error_body(code: int, message: str, errors: Any = None, **extra: Any) -> dict[str, Any]:
@@ -48,6 +48,8 @@ def register(app: Flask) -> None:
         errors = None
         if isinstance(error, DefinitionError):
             errors = {"definition": [p.to_dict() for p in error.problems]}
+        if isinstance(error, Invalid):
+            errors = error.errors
         if isinstance(error, Conflict):
             extra = {"current_status": error.status, "allowed_actions": error.allowed}
         response = jsonify(error_body(error.http_status, str(error), errors, **extra))

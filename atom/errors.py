@@ -2,6 +2,7 @@
 
     AtomError
     ├── DefinitionError        a workflow definition is invalid (422); carries every problem
+    ├── Invalid                other request input is invalid (422); every problem by field
     ├── NotFound               no such resource for this tenant (404)
     ├── Conflict               an illegal state change (409); carries the current status
     ├── Unauthorized           no or unknown API key (401)
@@ -53,6 +54,17 @@ class DefinitionError(AtomError):
             + "; ".join(f"{p.location}: {p.message}" for p in self.problems[:5])
             + (" ..." if count > 5 else "")
         )
+
+
+class Invalid(AtomError):
+    """Input other than a workflow definition is invalid; ``errors`` lists every problem,
+    by field."""
+
+    http_status = 422
+
+    def __init__(self, errors: dict[str, list[str]]):
+        self.errors = errors
+        super().__init__("The request is invalid; see errors for each field.")
 
 
 class NotFound(AtomError):
