@@ -293,7 +293,7 @@ def window_metrics(session: Session, tenant_id: uuid.UUID, window: timedelta,
     per = run_stats_by_workflow(session, tenant_id, since, until)
     ids = {wf for wf, _ in created} | set(per)
     names = dict(session.execute(select(Workflow.id, Workflow.name).where(
-        Workflow.tenant_id == tenant_id, Workflow.id.in_(ids))).tuples().all()) if ids else {}
+        Workflow.tenant_id == tenant_id, Workflow.id.in_(ids))).all()) if ids else {}
 
     def by_status(workflow_id: uuid.UUID | None) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
