@@ -42,7 +42,7 @@ def _text(payload: dict[str, Any]) -> str:
     state = "RESOLVED" if payload["event"] == "resolved" else "FIRING"
     value = payload.get("value")
     shown = f"{value:.4g}" if isinstance(value, int | float) else "no data"
-    return (f"[{payload['severity'].upper()}] {state}: {payload['rule']} — {payload['metric']} "
+    return (f"[{payload['severity'].upper()}] {state}: {payload['rule']} - {payload['metric']} "
             f"is {shown} (threshold {payload['comparison']} {payload['threshold']:g}, "
             f"window {payload['window']})")
 
