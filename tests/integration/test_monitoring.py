@@ -151,7 +151,8 @@ def _age_runs(settings: Settings, execution_ids: list[str], days: float) -> None
         conn.execute(text(
             "UPDATE executions SET created_at = created_at - make_interval(secs => :s), "
             "started_at = started_at - make_interval(secs => :s), "
-            "finished_at = finished_at - make_interval(secs => :s) WHERE id = ANY(CAST(:ids AS uuid[]))"),
+            "finished_at = finished_at - make_interval(secs => :s) "
+            "WHERE id = ANY(CAST(:ids AS uuid[]))"),
             {"s": days * 86400, "ids": execution_ids})
     engine.dispose()
 
