@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from flask import Flask, g
+import hmac
+import logging
+import time
 
-from api import errors, executions, schedules, triggers, workflows
+from flask import Flask, Response, g, request
+
+from api import errors, executions, monitoring, schedules, triggers, workflows
 from api.context import AppState
+from atom import events, logs, metrics
 from atom.celery_app import make_celery
 from atom.config import Settings
 from atom.db import make_engine, make_sessionmaker
+from atom.monitoring import Probe
+
+access_log = logging.getLogger("atom.api.access")
 
 
 def create_app(settings: Settings) -> Flask:
@@ -30,17 +38,35 @@ def create_app(settings: Settings) -> Flask:
             "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             "BearerAuth": {"type": "http", "scheme": "bearer"}}}},
     )
+    factory = make_sessionmaker(make_engine(settings.database_url),
+                                **{events.PUBLISHER: events.Publisher(settings.events_redis)})
+    celery = make_celery(settings)
+    probe = Probe(factory, celery, settings)
     app.extensions["atom"] = AppState(
-        settings=settings,
-        factory=make_sessionmaker(make_engine(settings.database_url)),
-        celery=make_celery(settings),
-    )
+        settings=settings, factory=factory, celery=celery, probe=probe,
+        metrics=metrics.registry(settings.metrics_root, probe))
     api = errors.AtomApi(app)
     errors.register(app)
+    api.register_blueprint(monitoring.blp)  # before workflows: its paths are more specific
     api.register_blueprint(workflows.blp)
     api.register_blueprint(executions.blp)
     api.register_blueprint(schedules.blp)
     api.register_blueprint(triggers.blp)
+    _observe_requests(app)
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        """Prometheus text format (see README 'Monitoring'); a bearer token if configured."""
+        token = settings.metrics_token
+        if token:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return Response("metrics need 'Authorization: Bearer <ATOM_METRICS_TOKEN>'\n",
+                                status=401, mimetype="text/plain",
+                                headers={"WWW-Authenticate": "Bearer"})
+        body = metrics.render(app.extensions["atom"].metrics)
+        return Response(body, mimetype="text/plain",
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     @app.teardown_appcontext
     def close_session(_exc: BaseException | None) -> None:
@@ -49,3 +75,38 @@ def create_app(settings: Settings) -> Flask:
             db.close()
 
     return app
+
+
+def _observe_requests(app: Flask) -> None:
+    """Count and time every request (labelled by URL rule, never the raw path), log it as
+    one JSON line, and give its log lines the request's context."""
+
+    @app.before_request
+    def start() -> None:
+        g.started = time.perf_counter()
+        execution_id = (request.view_args or {}).get("execution_id")
+        g.log_token = logs.bind(execution_id=str(execution_id) if execution_id else None)
+
+    @app.after_request
+    def observe(response: Response) -> Response:
+        started = g.pop("started", None)
+        if started is None:
+            return response
+        seconds = time.perf_counter() - started
+        endpoint = request.url_rule.rule if request.url_rule else "<unmatched>"
+        metrics.observe_request(endpoint, request.method, response.status_code, seconds)
+        # A path that carries a secret (a webhook trigger's token) is logged as its rule.
+        secret = any("token" in name for name in request.view_args or {})
+        path = endpoint if secret else request.path
+        access_log.info("%s %s %s %.1f ms", request.method, path,
+                        response.status_code, seconds * 1000,
+                        extra={"method": request.method, "path": path,
+                               "endpoint": endpoint, "status": response.status_code,
+                               "duration_ms": round(seconds * 1000, 1)})
+        return response
+
+    @app.teardown_request
+    def clear(_exc: BaseException | None) -> None:
+        token = g.pop("log_token", None)
+        if token is not None:
+            logs.unbind(token)

@@ -12,8 +12,10 @@ from celery import Celery
 from flask import current_app, g, request
 from sqlalchemy.orm import Session, sessionmaker
 
+from atom import logs
 from atom.auth import Role, authenticate
 from atom.config import Settings
+from atom.monitoring import Probe
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,9 @@ class AppState:
     settings: Settings
     factory: sessionmaker[Session]
     celery: Celery
+    probe: Probe
+    metrics: Any
+    """The prometheus_client registry ``/metrics`` renders."""
 
 
 def state() -> AppState:
@@ -61,6 +66,7 @@ def require(role: Role) -> Callable:
             db = session()
             record = authenticate(db, _key_from_request(), role)
             g.tenant_id, g.role = record.tenant_id, record.role
+            logs.update(tenant=str(record.tenant_id))
             db.rollback()  # end the read-only auth transaction before the view's own work
             return view(*args, **kwargs)
 

@@ -46,9 +46,10 @@ def register(app: Flask) -> None:
     def atom_error(error: AtomError):
         extra: dict[str, Any] = {}
         errors = None
-        if isinstance(error, InvalidInput):
-            key = "definition" if isinstance(error, DefinitionError) else "json"
-            errors = {key: [p.to_dict() for p in error.problems]}
+        if isinstance(error, DefinitionError):
+            errors = {"definition": [p.to_dict() for p in error.problems]}
+        elif isinstance(error, InvalidInput):
+            errors = error.errors
         if isinstance(error, Conflict):
             extra = {"current_status": error.status, "allowed_actions": error.allowed}
         response = jsonify(error_body(error.http_status, str(error), errors, **extra))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
+from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import func, select
 
 from api.context import require, session, state, tenant_id
 from api.schemas import ExecutionListArgs, ExecutionSchema
-from atom import engine, lifecycle
+from atom import engine, events, lifecycle
 from atom.auth import Role
 from atom.models import Execution
 
@@ -126,3 +129,39 @@ class ExecutionRetry(MethodView):
         db.commit()
         lifecycle.send_residual(state().factory, state().celery, execution_id)
         return _view(db, execution_id)
+
+
+@blp.route("/<uuid:execution_id>/events")
+class ExecutionEvents(MethodView):
+    """The run's changes as they happen."""
+
+    @require(Role.VIEWER)
+    @blp.doc(responses={"200": {
+        "description": "Server-Sent Events: `snapshot` (the execution as GET shows it), then "
+                       "`step` and `execution` events as they happen, and `end` (the final "
+                       "execution) once it is terminal; then the stream closes. A comment "
+                       "line keeps a quiet stream alive every 15 s.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+    def get(self, execution_id: uuid.UUID):
+        """Follow the run: a snapshot first, every step and status change, the end."""
+        engine.get_execution(session(), tenant_id(), execution_id)  # 404 for other tenants
+        session().rollback()
+        tenant, app_state = tenant_id(), state()
+
+        def snapshot(db) -> dict[str, Any]:
+            execution = engine.get_execution(db, tenant, execution_id)
+            definition = engine.load_definition(db, execution.version_id)
+            return engine.execution_view(execution, engine.steps_of(db, execution), definition)
+
+        def stream() -> Iterator[str]:
+            yield f": events of execution {execution_id}\n\n"
+            for item in events.follow(app_state.factory, app_state.settings.events_redis,
+                                      execution_id, snapshot):
+                if item is None:
+                    yield ": keep-alive\n\n"
+                    continue
+                name, data = item
+                yield f"event: {name}\ndata: {json.dumps(data, default=str)}\n\n"
+
+        return Response(stream(), mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

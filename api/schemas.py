@@ -119,3 +119,153 @@ class ExecutionListArgs(Schema):
 
     workflow_id = fields.UUID()
     status = fields.String(validate=validate.OneOf(EXECUTION_STATUSES))
+
+
+# ---------------------------------------------------------------------------------------------
+# Monitoring
+
+
+def _window(value: str) -> None:
+    from marshmallow import ValidationError
+
+    from atom.monitoring import parse_window
+
+    try:
+        parse_window(value)
+    except ValueError as e:
+        raise ValidationError(str(e)) from e
+
+
+class WindowArgs(Schema):
+    """The period statistics cover: a number and s, m, h or d (1s .. 30d)."""
+
+    window = fields.String(load_default="1h", validate=_window,
+                           metadata={"description": "like 5m, 1h, 7d", "example": "1h"})
+
+
+class WorkflowHealthArgs(Schema):
+    """The period a workflow's health covers."""
+
+    window = fields.String(load_default="24h", validate=_window,
+                           metadata={"description": "like 1h, 24h, 7d", "example": "24h"})
+
+
+class HealthSchema(Schema):
+    """The platform's health: ok, degraded (no worker or no beat) or down (503)."""
+
+    status = fields.String(validate=validate.OneOf(["ok", "degraded", "down"]))
+    components = fields.Dict(metadata={"description": "database, broker, workers {count}, "
+                                                      "beat {status, last_seen, age_s}"})
+
+
+class MonitoringMetricsSchema(Schema):
+    """The tenant's run statistics over a window (see README 'Monitoring')."""
+
+    class Meta:
+        ordered = True
+
+    window = fields.String()
+    window_seconds = fields.Integer()
+    from_ = fields.String(data_key="from")
+    to = fields.String()
+    executions = fields.Dict(metadata={"description": "total, by_status (runs created in "
+                                                      "the window)"})
+    finished = fields.Dict(metadata={"description": "succeeded, failed, cancelled (runs "
+                                                    "that finished in the window)"})
+    success_rate = fields.Float(allow_none=True)
+    duration_ms = fields.Dict(metadata={"description": "p50, p95, p99 of finished runs"})
+    workflows = fields.List(fields.Dict())
+    workflows_truncated = fields.Boolean()
+    queues = fields.Dict(metadata={"description": "messages waiting, by queue"})
+    workers = fields.Dict(metadata={"description": "count of workers answering a ping"})
+
+
+class AlertRuleInSchema(Schema):
+    """An alert rule; ``atom.alerts.validate_rule`` checks it and lists every problem."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    name = fields.Raw(metadata={"example": "Checkout failing"})
+    metric = fields.Raw(metadata={"description": "error_rate, duration_p95_ms, "
+                                                 "performance_degradation, queue_depth, workers"})
+    comparison = fields.Raw(metadata={"description": "> >= < <= (default > ; < for workers)"})
+    threshold = fields.Raw(metadata={"description": "error_rate is a fraction (0.1 = 10 %)"})
+    window = fields.Raw(metadata={"description": "like 5m or 1h (default 5m)"})
+    severity = fields.Raw(metadata={"description": "low, medium, high, critical"})
+    cooldown = fields.Raw(metadata={"description": "seconds (default 300)"})
+    channels = fields.Raw(metadata={"description": '[{"type": "webhook"|"slack", "url": ...}, '
+                                                   '{"type": "email", "to": ...}]'})
+    workflow_id = fields.Raw(metadata={"description": "only this workflow's runs"})
+    enabled = fields.Raw()
+
+
+class AlertRuleSchema(Schema):
+    """An alert rule (channel URLs redacted)."""
+
+    id = fields.UUID()
+    name = fields.String()
+    metric = fields.String()
+    comparison = fields.String()
+    threshold = fields.Float()
+    window = fields.String()
+    severity = fields.String()
+    cooldown = fields.Integer()
+    channels = fields.List(fields.Dict())
+    workflow_id = fields.UUID(allow_none=True)
+    enabled = fields.Boolean()
+    builtin = fields.String(allow_none=True)
+    created_at = fields.String(allow_none=True)
+    updated_at = fields.String(allow_none=True)
+    last_evaluated_at = fields.String(allow_none=True)
+
+
+class AlertSchema(Schema):
+    """One firing (or resolved) alert."""
+
+    id = fields.UUID()
+    rule_id = fields.UUID()
+    rule = fields.String()
+    metric = fields.String()
+    comparison = fields.String()
+    window = fields.String()
+    status = fields.String(validate=validate.OneOf(["firing", "resolved"]))
+    severity = fields.String()
+    subject = fields.String()
+    workflow_id = fields.UUID(allow_none=True)
+    value = fields.Float(allow_none=True)
+    last_value = fields.Float(allow_none=True)
+    threshold = fields.Float()
+    message = fields.String()
+    notified = fields.Boolean()
+    notifications = fields.List(fields.Dict())
+    fired_at = fields.String(allow_none=True)
+    resolved_at = fields.String(allow_none=True)
+
+
+class AlertsSchema(Schema):
+    """Firing alerts, recently resolved ones, and the rules."""
+
+    active = fields.List(fields.Nested(AlertSchema))
+    recent = fields.List(fields.Nested(AlertSchema))
+    rules = fields.List(fields.Nested(AlertRuleSchema))
+
+
+class MonitorStatusSchema(Schema):
+    """The monitor itself."""
+
+    enabled = fields.Boolean()
+    interval_s = fields.Float()
+    last_evaluation = fields.Dict(allow_none=True)
+    rules = fields.Dict()
+    alerts = fields.Dict()
+
+
+class WorkflowHealthSchema(Schema):
+    """A workflow's health score and the factors it is made of."""
+
+    workflow_id = fields.UUID()
+    window_seconds = fields.Integer()
+    score = fields.Integer()
+    status = fields.String(validate=validate.OneOf(["healthy", "warning", "critical"]))
+    factors = fields.Dict()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from celery import Celery
+from celery import Celery, signals
 from celery.backends.redis import RedisBackend
 from kombu.transport import redis as kombu_redis
 
@@ -18,6 +18,7 @@ FINALIZE = "atom.finalize"
 RECONCILE = "atom.maintenance.reconcile"
 FIRE_SCHEDULE = "atom.maintenance.fire_schedule"
 SWEEP_SCHEDULES = "atom.maintenance.sweep_schedules"
+EVALUATE_ALERTS = "atom.maintenance.evaluate_alerts"
 STEPS_QUEUE = "atom.steps"
 MAINTENANCE_QUEUE = "atom.maintenance"
 
@@ -73,8 +74,14 @@ def _backend_url(url: str) -> str:
     return url
 
 
+def _keep_atom_logging(**_: object) -> None:
+    """Celery leaves logging alone when a receiver handles this signal: the process set it up
+    already (``atom.telemetry``), one JSON object per line."""
+
+
 def make_celery(settings: Settings) -> Celery:
     """A Celery app configured for reliability: JSON only, late acks, prefetch 1."""
+    signals.setup_logging.connect(_keep_atom_logging, weak=False, dispatch_uid="atom.logging")
     app = Celery("atom", broker=settings.celery_broker,
                  backend=_backend_url(settings.celery_backend), set_as_current=False)
     if settings.celery_broker.split("://", 1)[0] in {"redis", "rediss"}:

@@ -20,6 +20,7 @@ from typing import Any
 from atom.config import Settings
 
 DEV_KEY_FILE = "dev-admin-key"
+DEV_FLOWER_AUTH_FILE = "dev-flower-auth"
 
 
 def resolve_services(settings: Settings) -> Settings:
@@ -143,6 +144,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     }
     if not args.no_flower:
         commands["flower"] = python + ["flower"]
+        auth, source = flower_auth(settings)  # made here, before Flower reads the file
     procs: dict[str, subprocess.Popen] = {}
     stopping = False
 
@@ -159,7 +161,10 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         print("\nATOM is starting:", flush=True)
         print(f"  API        {base}/api   (docs: {base}/api/docs)")
         if "flower" in procs:
-            print(f"  Flower     http://127.0.0.1:{settings.flower_port}")
+            login = (f"user {(auth or '').partition(':')[0]}, password from FLOWER_BASIC_AUTH"
+                     if source == "FLOWER_BASIC_AUTH" else f"login {auth}  (in {source})")
+            print(f"  Flower     http://127.0.0.1:{settings.flower_port}   ({login})")
+        print(f"  Metrics    {base}/metrics")
         print(f"  PostgreSQL {settings.database_url}")
         print(f"  Redis      {settings.redis_url or settings.broker_url}")
         print(f"  Admin key  {key}   (also in {settings.data_dir / DEV_KEY_FILE})")
@@ -192,25 +197,75 @@ def _load_document(path: str) -> Any:
     return json.loads(text)
 
 
-def _print_progress(execution: dict[str, Any], shown: dict[str, tuple]) -> None:
-    for step in execution["steps"]:
-        state = (step["status"], step["attempts"])
-        if shown.get(step["node_id"]) == state or (step["status"] == "pending"
-                                                   and not step["attempts"]):
-            continue
-        shown[step["node_id"]] = state
-        error = step.get("error") or {}
-        if step["status"] == "pending":  # a failed attempt waiting for its retry
-            detail = f"attempt {step['attempts']} failed: {error.get('message')}; " \
-                     f"retry in {error.get('retry_in_s')} s"
-            label = "retrying"
-        else:
-            duration = f" {step['duration_ms']} ms" if step["duration_ms"] is not None else ""
-            detail = f"attempt {step['attempts']}{duration}"
-            if error:
-                detail += f"  {error.get('message')}"
-            label = step["status"]
-        print(f"  {step['node_id']:<24} {label:<10} {detail}", flush=True)
+TERMINAL_STEP = {"succeeded", "failed", "skipped", "cancelled"}
+
+
+class Progress:
+    """How many of a run's steps have ended, drawn as a bar: ``[#####.....] 3/6``."""
+
+    def __init__(self, width: int = 20):
+        self.width = width
+        self.statuses: dict[str, str] = {}
+
+    def load(self, execution: dict[str, Any]) -> None:
+        """Take every step's status from an execution."""
+        for step in execution.get("steps") or []:
+            self.see(step)
+
+    def see(self, step: dict[str, Any]) -> None:
+        """Take one step's status (a trigger is not counted)."""
+        if step.get("action_type") != "trigger":
+            self.statuses[step["node_id"]] = step["status"]
+
+    def bar(self) -> str:
+        """The bar and the count."""
+        total = len(self.statuses)
+        done = sum(1 for s in self.statuses.values() if s in TERMINAL_STEP)
+        filled = round(self.width * done / total) if total else 0
+        return f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}"
+
+
+def _print_step(step: dict[str, Any], shown: dict[str, tuple], progress: Progress) -> None:
+    """One line per change of a step (a snapshot's step or a live event), with the bar."""
+    state = (step["status"], step["attempts"])
+    if shown.get(step["node_id"]) == state or (step["status"] == "pending"
+                                               and not step["attempts"]):
+        return
+    shown[step["node_id"]] = state
+    progress.see(step)
+    error = step.get("error") or {}
+    if step["status"] == "pending":  # a failed attempt waiting for its retry
+        detail = f"attempt {step['attempts']} failed: {error.get('message')}; " \
+                 f"retry in {error.get('retry_in_s')} s"
+        label = "retrying"
+    else:
+        duration = f" {step['duration_ms']} ms" if step.get("duration_ms") is not None else ""
+        detail = f"attempt {step['attempts']}{duration}"
+        if error:
+            detail += f"  {error.get('message')}"
+        label = step["status"]
+    print(f"  {progress.bar()}  {step['node_id']:<24} {label:<10} {detail}", flush=True)
+
+
+def _follow_run(client: Any, execution_id: str) -> None:
+    """Print the run's steps as they change (live events; polling if the stream fails)."""
+    shown: dict[str, tuple] = {}
+    progress = Progress()
+    status = None
+    for name, data in client.watch(execution_id):
+        current = status
+        if name in ("snapshot", "end"):
+            progress.load(data)
+            for step in data["steps"]:
+                _print_step(step, shown, progress)
+            current = data["status"]
+        elif name == "step":
+            _print_step(data, shown, progress)
+        elif name == "execution":
+            current = data["status"]
+        if current != status:
+            status = current
+            print(f"execution {status}", flush=True)
 
 
 def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
@@ -238,31 +293,70 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
     print(f"workflow {workflow['id']} ({workflow['name']}), execution {execution['id']}")
     if not args.wait:
         return 0
-    shown: dict[str, tuple] = {}
-    status = None
-    for current in client.follow(execution["id"]):
-        _print_progress(current, shown)
-        if current["status"] != status:
-            status = current["status"]
-            print(f"execution {status}", flush=True)
+    _follow_run(client, execution["id"])
     final = client.execution(execution["id"])
     print(json.dumps({"status": final["status"], "output": final["output"],
                       "error": final["error"], "metrics": final["metrics"]}, indent=2))
     return 0 if final["status"] == "succeeded" else 1
 
 
+def _dev_flower_auth(settings: Settings) -> str:
+    """Development credentials for Flower, made once and kept in the data folder."""
+    import secrets
+
+    path = settings.data_dir / DEV_FLOWER_AUTH_FILE
+    if path.exists() and _valid_basic_auth(path.read_text().strip()):
+        return path.read_text().strip()
+    auth = f"atom:{secrets.token_urlsafe(18)}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(auth + "\n")
+    return auth
+
+
+def _valid_basic_auth(value: str) -> bool:
+    """``user:password[,user:password...]`` with nothing empty."""
+    return all(user and sep and password for user, sep, password in
+               (entry.partition(":") for entry in value.split(",")))
+
+
+def flower_auth(settings: Settings) -> tuple[str | None, str]:
+    """Flower's basic-auth credentials and where they came from (None: refuse to start).
+
+    FLOWER_BASIC_AUTH when set; in dev mode without it, generated ones (Flower 2.2 answers
+    401 on its whole API when it runs without auth, and opening it with
+    FLOWER_UNAUTHENTICATED_API would also let any web page the developer visits drive it).
+    """
+    if settings.flower_basic_auth:
+        return settings.flower_basic_auth, "FLOWER_BASIC_AUTH"
+    if settings.dev:
+        return _dev_flower_auth(settings), str(settings.data_dir / DEV_FLOWER_AUTH_FILE)
+    return None, ""
+
+
 def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
-    """Flower on the platform's broker, behind basic auth outside dev mode."""
+    """Flower on the platform's broker, always behind basic auth."""
+    from atom import telemetry
+
+    auth, source = flower_auth(settings)
+    if auth is None:
+        print("atom flower: set FLOWER_BASIC_AUTH=user:password (required outside dev mode, "
+              "ATOM_DEV=1, where development credentials are generated)", file=sys.stderr)
+        return 2
+    if not _valid_basic_auth(auth):
+        print("atom flower: FLOWER_BASIC_AUTH must be user:password (several separated by "
+              "commas)", file=sys.stderr)
+        return 2
+    telemetry.setup_process(settings, "flower")
     from atom.celery_app import make_celery
 
     settings = resolve_services(settings)
-    if not settings.flower_basic_auth and not settings.dev:
-        print("atom flower: set FLOWER_BASIC_AUTH=user:password (required outside dev mode, "
-              "ATOM_DEV=1)", file=sys.stderr)
-        return 2
-    argv = ["flower", f"--port={settings.flower_port}", "--address=127.0.0.1"]
-    if settings.flower_basic_auth:
-        argv.append(f"--basic-auth={settings.flower_basic_auth}")
+    os.environ.pop("FLOWER_UNAUTHENTICATED_API", None)
+    os.environ["FLOWER_BASIC_AUTH"] = auth  # Flower reads FLOWER_* itself too: keep them equal
+    if source != "FLOWER_BASIC_AUTH":
+        print(f"atom flower: user {auth.partition(':')[0]!r}, password in {source}", flush=True)
+    argv = ["flower", f"--port={settings.flower_port}", f"--address={args.address}",
+            f"--basic-auth={auth}"]
     make_celery(settings).start(argv)
     return 0
 
@@ -277,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in (("api", "serve the HTTP API"), ("worker", "run a Celery worker"),
                             ("beat", "run the scheduler")):
         sub.add_parser(name, help=help_text, add_help=False)
-    sub.add_parser("flower", help="run Flower for operators")
+    flower = sub.add_parser("flower", help="run Flower for operators")
+    flower.add_argument("--address", default="127.0.0.1",
+                        help="interface to listen on (default: %(default)s)")
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_sub.add_parser("upgrade", help="migrate to the newest schema")
@@ -303,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     settings = Settings.from_env()
     if argv and argv[0] in PROCESSES:
+        from atom import telemetry
+
+        telemetry.setup_process(settings, argv[0])
         _process(PROCESSES[argv[0]], settings, argv[1:])
         return 0
     args = build_parser().parse_args(argv)

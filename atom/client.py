@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import requests
+
+logger = logging.getLogger(__name__)
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -66,6 +70,48 @@ class Client:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"execution {execution_id} still {current['status']}")
             time.sleep(interval)
+
+    def events(self, execution_id: str, read_timeout: float = 60
+               ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """GET /api/executions/{id}/events: ``(event, data)`` until the stream closes."""
+        url = f"{self.base_url}/api/executions/{execution_id}/events"
+        with self.session.get(url, stream=True, timeout=(self.timeout, read_timeout),
+                              headers={"Accept": "text/event-stream"}) as response:
+            if response.status_code >= 400:
+                body = response.json() if response.content else None
+                raise ApiError(response.status_code, body)
+            name, data = "message", []
+            for line in response.iter_lines(decode_unicode=True):
+                if line is None:
+                    continue
+                if line == "":
+                    if data:
+                        yield name, json.loads("\n".join(data))
+                    name, data = "message", []
+                elif line.startswith(":"):
+                    continue
+                elif line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].lstrip())
+
+    def watch(self, execution_id: str, timeout: float = 3600
+              ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The run's events as ``events`` gives them, ending with ``("end", execution)``;
+        when the stream fails, polling takes over and yields ``("snapshot", execution)``."""
+        try:
+            for name, data in self.events(execution_id):
+                yield name, data
+                if name == "end":
+                    return
+        except (requests.RequestException, ApiError, ValueError) as e:
+            logger.info("event stream failed (%s); polling instead", e)
+        last = None
+        for current in self.follow(execution_id, timeout=timeout):
+            last = current
+            yield "snapshot", current
+        if last is not None:
+            yield "end", last
 
     def wait(self, execution_id: str, timeout: float = 120) -> dict[str, Any]:
         """The execution once it has ended."""

@@ -36,7 +36,7 @@ class Settings:
     broker_url: str | None = None
     result_backend: str | None = None
     api_port: int = 5058
-    secret_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
     http_allowlist: tuple[str, ...] = ()
     data_dir: Path = field(default_factory=lambda: Path(".atom"))
     dev: bool = False
@@ -46,7 +46,7 @@ class Settings:
     auto_recovery_enabled: bool = True
     max_parallel_executions: int = 0
     flower_port: int = 5555
-    flower_basic_auth: str | None = None
+    flower_basic_auth: str | None = field(default=None, repr=False)
     function_modules: tuple[str, ...] = ()
     visibility_timeout: int = 3600
     log_level: str = "INFO"
@@ -58,6 +58,16 @@ class Settings:
     schedule_misfire_grace: float = 60.0
     schedule_sweep_interval: float = 5.0
     webhook_max_bytes: int = 256 * 1024
+    log_format: str = "json"
+    metrics_dir: Path | None = None
+    metrics_token: str | None = field(default=None, repr=False)
+    monitor_interval: float = 30.0
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_from: str = "atom@localhost"
+    smtp_starttls: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +101,17 @@ class Settings:
             schedule_misfire_grace=float(env.get("ATOM_SCHEDULE_MISFIRE_GRACE") or 60),
             schedule_sweep_interval=float(env.get("ATOM_SCHEDULE_SWEEP_INTERVAL") or 5),
             webhook_max_bytes=int(env.get("ATOM_WEBHOOK_MAX_BYTES") or 256 * 1024),
+            log_format=(env.get("ATOM_LOG_FORMAT") or "json").lower(),
+            metrics_dir=Path(env["ATOM_METRICS_DIR"]).absolute()
+            if env.get("ATOM_METRICS_DIR") else None,
+            metrics_token=env.get("ATOM_METRICS_TOKEN") or None,
+            monitor_interval=float(env.get("ATOM_MONITOR_INTERVAL") or 30),
+            smtp_host=env.get("ATOM_SMTP_HOST") or None,
+            smtp_port=int(env.get("ATOM_SMTP_PORT") or 25),
+            smtp_username=env.get("ATOM_SMTP_USERNAME") or None,
+            smtp_password=env.get("ATOM_SMTP_PASSWORD") or None,
+            smtp_from=env.get("ATOM_SMTP_FROM") or "atom@localhost",
+            smtp_starttls=_flag(env.get("ATOM_SMTP_STARTTLS"), False),
         )
 
     def with_services(self, database_url: str, redis_url: str) -> Settings:
@@ -117,6 +138,11 @@ class Settings:
         return _with_db(self.redis_url, 1)
 
     @property
+    def metrics_root(self) -> Path:
+        """Where this machine's processes keep their Prometheus files (one folder each)."""
+        return self.metrics_dir or self.data_dir / "metrics"
+
+    @property
     def events_redis(self) -> str:
         """Redis used for pub/sub events and locks: REDIS_URL, else the broker."""
         return self.redis_url or self.celery_broker
@@ -139,6 +165,15 @@ class Settings:
             "ATOM_WEBHOOK_MAX_BYTES": str(self.webhook_max_bytes),
             "WORKFLOW_AUTO_RECOVERY_ENABLED": "1" if self.auto_recovery_enabled else "0",
             "ATOM_FUNCTION_MODULES": ",".join(self.function_modules),
+            "FLOWER_PORT": str(self.flower_port),
+            "ATOM_LOG_LEVEL": self.log_level,
+            "ATOM_LOG_FORMAT": self.log_format,
+            "ATOM_METRICS_DIR": str(self.metrics_root),
+            "ATOM_MONITOR_INTERVAL": str(self.monitor_interval),
+            "WORKFLOW_MONITORING_ENABLED": "1" if self.monitoring_enabled else "0",
+            "ATOM_SMTP_PORT": str(self.smtp_port),
+            "ATOM_SMTP_FROM": self.smtp_from,
+            "ATOM_SMTP_STARTTLS": "1" if self.smtp_starttls else "0",
         }
         optional = {
             "DATABASE_URL": self.database_url,
@@ -147,6 +182,10 @@ class Settings:
             "CELERY_RESULT_BACKEND": self.result_backend,
             "ATOM_SECRET_KEY": self.secret_key,
             "FLOWER_BASIC_AUTH": self.flower_basic_auth,
+            "ATOM_METRICS_TOKEN": self.metrics_token,
+            "ATOM_SMTP_HOST": self.smtp_host,
+            "ATOM_SMTP_USERNAME": self.smtp_username,
+            "ATOM_SMTP_PASSWORD": self.smtp_password,
         }
         env.update({k: v for k, v in optional.items() if v})
         return env

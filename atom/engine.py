@@ -1,7 +1,8 @@
 """Execution lifecycle: the state of runs and steps in PostgreSQL, and the rules that move it.
 
 Functions here take a ``Session`` and ``flush()``; the request or task that called them commits.
-Statuses::
+Every change of status is announced here (``announce_step``, ``announce_execution``) as a live
+event published after the commit (``atom.events``). Statuses::
 
     execution: queued -> running -> succeeded | failed | cancelled   (paused reachable from running)
     step:      pending -> running -> succeeded | failed | skipped | cancelled
@@ -11,14 +12,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from atom import events, metrics
 from atom.compiler import step_graph
+from atom.db import after_commit
 from atom.definition import Definition, FailurePolicy, NodeType, TriggerRule, parse_definition
 from atom.errors import NotFound
 from atom.models import Execution, StepRun, Workflow, WorkflowVersion
@@ -95,6 +98,7 @@ def create_execution(session: Session, workflow: Workflow, version: WorkflowVers
             attempts=1 if is_trigger else 0, output=input_ if is_trigger else None,
             started_at=stamp if is_trigger else None, finished_at=stamp if is_trigger else None))
     session.flush()
+    announce_execution(session, execution)
     return execution
 
 
@@ -164,6 +168,20 @@ def decide(definition: Definition, node_id: str, steps: dict[str, StepRun]) -> D
 # State changes made by the step task and finalize
 
 
+def announce_step(session: Session, step: StepRun) -> None:
+    """Publish the step's current state once the transaction commits."""
+    events.emit(session, events.step_event(
+        step.execution_id, step.node_id, step.status, attempts=step.attempts,
+        action_type=step.action_type, started_at=step.started_at,
+        finished_at=step.finished_at, error=step.error))
+
+
+def announce_execution(session: Session, execution: Execution) -> None:
+    """Publish the execution's current status once the transaction commits."""
+    events.emit(session, events.execution_event(execution.id, execution.status,
+                                                epoch=execution.epoch, error=execution.error))
+
+
 def claim_step(session: Session, step: StepRun, rendered_input: Any,
                task_id: str | None = None) -> None:
     """Mark a step running under this delivery and count the attempt."""
@@ -178,28 +196,49 @@ def claim_step(session: Session, step: StepRun, rendered_input: Any,
     step.started_at = step.started_at or stamp
     step.updated_at = stamp
     session.flush()
+    announce_step(session, step)
+
+
+def schedule_retry(session: Session, step: StepRun, error: dict[str, Any],
+                   delay: float) -> None:
+    """A failed attempt: the step waits (pending) for its retry in ``delay`` seconds."""
+    step.status = StepStatus.PENDING.value
+    step.error = {**error, "retry_in_s": round(delay, 3)}
+    step.retry_at = now() + timedelta(seconds=delay)
+    step.heartbeat_at = None
+    step.updated_at = now()
+    session.flush()
+    announce_step(session, step)
 
 
 def mark_running(session: Session, execution: Execution) -> None:
     """queued -> running, once, when the first step starts."""
     if execution.status != ExecutionStatus.QUEUED.value:
         return  # the common case: no round trip
-    session.execute(update(Execution)
-                    .where(Execution.id == execution.id,
-                           Execution.status == ExecutionStatus.QUEUED.value)
-                    .values(status=ExecutionStatus.RUNNING.value, started_at=now(),
-                            updated_at=now()))
+    result = session.execute(update(Execution)
+                             .where(Execution.id == execution.id,
+                                    Execution.status == ExecutionStatus.QUEUED.value)
+                             .values(status=ExecutionStatus.RUNNING.value, started_at=now(),
+                                     updated_at=now()))
+    if result.rowcount:  # type: ignore[attr-defined]
+        events.emit(session, events.execution_event(
+            execution.id, ExecutionStatus.RUNNING.value, epoch=execution.epoch))
 
 
 def end_step(session: Session, step: StepRun, status: str, *, output: Any = None,
              error: dict[str, Any] | None = None) -> None:
-    """Record a step's final state."""
+    """Record a step's final state (and, once committed, its duration in the metrics)."""
     step.status = status
     step.output = output
     step.error = error
     step.finished_at = now()
     step.updated_at = step.finished_at
     session.flush()
+    announce_step(session, step)
+    if step.started_at is not None:
+        seconds = (step.finished_at - step.started_at).total_seconds()
+        action_type = step.action_type or "unknown"
+        after_commit(session, lambda: metrics.observe_step(action_type, status, seconds))
 
 
 def step_error(node_id: str, error_type: str, message: str) -> dict[str, Any]:
@@ -246,6 +285,7 @@ def finalize(session: Session, execution: Execution) -> None:
         step.status = StepStatus.CANCELLED.value
         step.finished_at = step.finished_at or stamp
         step.updated_at = stamp
+        announce_step(session, step)
     if execution.status == ExecutionStatus.CANCELLED.value:
         pass
     elif failed:
@@ -264,6 +304,7 @@ def finalize(session: Session, execution: Execution) -> None:
     execution.finished_at = stamp
     execution.updated_at = stamp
     session.flush()
+    announce_execution(session, execution)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,12 +42,15 @@ class Problem:
 
 
 class InvalidInput(AtomError):
-    """A request has one or more invalid fields; all of them are listed."""
+    """A request has one or more invalid fields; ``errors`` maps each field to its problems."""
 
     http_status = 422
     subject = "request"
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem] | dict[str, list[str]]):
+        if isinstance(problems, dict):
+            problems = [Problem(field, message) for field, messages in problems.items()
+                        for message in messages]
         self.problems = list(problems)
         count = len(self.problems)
         super().__init__(
@@ -55,6 +58,14 @@ class InvalidInput(AtomError):
             + "; ".join(f"{p.location}: {p.message}" for p in self.problems[:5])
             + (" ..." if count > 5 else "")
         )
+
+    @property
+    def errors(self) -> dict[str, list[str]]:
+        """Every problem, by field."""
+        grouped: dict[str, list[str]] = {}
+        for problem in self.problems:
+            grouped.setdefault(problem.location, []).append(problem.message)
+        return grouped
 
 
 class DefinitionError(InvalidInput):

@@ -1,4 +1,5 @@
-"""Pause, resume, cancel and retry an execution, and re-drive what is left of it.
+"""Pause, resume, cancel and retry an execution, and re-drive what is left of it. Each change
+of status is announced as a live event (``engine.announce_*``) once it commits.
 
 Resume, retry and recovery bump the execution's ``epoch`` and send the *residual* graph (the
 nodes not yet succeeded); tasks of an older epoch exit at once, and a step that already
@@ -55,6 +56,7 @@ def pause(session: Session, tenant_id: uuid.UUID, execution_id: uuid.UUID) -> Ex
     execution.status = ExecutionStatus.PAUSED.value
     execution.updated_at = now()
     session.flush()
+    engine.announce_execution(session, execution)
     return execution
 
 
@@ -74,6 +76,7 @@ def cancel(session: Session, tenant_id: uuid.UUID,
         elif step.status == StepStatus.RUNNING.value and step.task_id:
             running.append(step.task_id)
     session.flush()
+    engine.announce_execution(session, execution)
     return execution, running
 
 
@@ -85,6 +88,7 @@ def resume(session: Session, tenant_id: uuid.UUID, execution_id: uuid.UUID) -> E
     execution.epoch += 1
     execution.updated_at = now()
     session.flush()
+    engine.announce_execution(session, execution)
     return execution
 
 
@@ -99,6 +103,7 @@ def retry(session: Session, tenant_id: uuid.UUID, execution_id: uuid.UUID) -> Ex
             step.finished_at = None
             step.retry_at = None
             step.updated_at = now()
+            engine.announce_step(session, step)
     execution.status = ExecutionStatus.RUNNING.value
     execution.error = None
     execution.output = None
@@ -106,6 +111,7 @@ def retry(session: Session, tenant_id: uuid.UUID, execution_id: uuid.UUID) -> Ex
     execution.epoch += 1
     execution.updated_at = now()
     session.flush()
+    engine.announce_execution(session, execution)
     return execution
 
 

@@ -12,7 +12,9 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -220,3 +222,71 @@ class Webhook(Base):
         ForeignKey("workflows.id", ondelete="CASCADE"), unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AlertRule(Base):
+    """When to raise an alert: a metric compared with a threshold over a window."""
+
+    __tablename__ = "alert_rules"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    workflow_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("workflows.id", ondelete="CASCADE"))
+    """None: the rule is about the whole tenant (or the platform, for queues and workers)."""
+    name: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(40))
+    comparison: Mapped[str] = mapped_column(String(2))
+    threshold: Mapped[float] = mapped_column(Float)
+    window: Mapped[str] = mapped_column(String(16))
+    severity: Mapped[str] = mapped_column(String(16))
+    cooldown: Mapped[int] = mapped_column(Integer)
+    """Seconds after a notified alert during which the rule fires silently."""
+    channels: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    builtin: Mapped[str | None] = mapped_column(String(40))
+    """The key of a built-in rule (one per tenant), None for a user's own."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_evaluated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (UniqueConstraint("tenant_id", "builtin", name="uq_alert_rules_builtin"),
+                      Index("ix_alert_rules_tenant", "tenant_id"))
+
+
+class Alert(Base):
+    """One firing of a rule about one subject, until it resolves."""
+
+    __tablename__ = "alerts"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    rule_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alert_rules.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(String(64), default="")
+    """What the alert is about: a workflow id, or "" for the rule's whole scope."""
+    workflow_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("workflows.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="firing")
+    severity: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float)
+    """The metric's value when the alert fired."""
+    last_value: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    message: Mapped[str] = mapped_column(Text, default="")
+    notify: Mapped[bool] = mapped_column(Boolean, default=True)
+    """False when it fired within the cooldown of an earlier notified alert: it stays silent."""
+    notifications: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    """Delivery results: ``{event, channel, target (redacted), ok, error, at}``."""
+    fired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_alerts_tenant_fired", "tenant_id", "fired_at"),
+        Index("ix_alerts_rule_subject", "rule_id", "subject", "fired_at"),
+        # De-duplication: at most one firing alert per rule and subject.
+        Index("uq_alerts_firing", "rule_id", "subject", unique=True,
+              postgresql_where=text("status = 'firing'")),
+    )
+
+
+# Run statistics select executions by the time they finished (atom.monitoring).
+Index("ix_executions_tenant_finished", Execution.tenant_id, Execution.finished_at)

@@ -7,7 +7,13 @@ import argparse
 import logging
 from datetime import timedelta
 
-from atom.celery_app import MAINTENANCE_QUEUE, RECONCILE, SWEEP_SCHEDULES, make_celery
+from atom.celery_app import (
+    EVALUATE_ALERTS,
+    MAINTENANCE_QUEUE,
+    RECONCILE,
+    SWEEP_SCHEDULES,
+    make_celery,
+)
 from atom.config import Settings
 
 # Beat wakes at least this often: a schedule created or changed while it sleeps is seen
@@ -29,6 +35,11 @@ def periodic_jobs(settings: Settings) -> dict:
         jobs["atom-reconcile"] = {"task": RECONCILE, "schedule": every,
                                   "options": {"queue": MAINTENANCE_QUEUE,
                                               "expires": settings.reconcile_interval}}
+    if settings.monitoring_enabled:
+        jobs["atom-monitor"] = {"task": EVALUATE_ALERTS,
+                                "schedule": timedelta(seconds=settings.monitor_interval),
+                                "options": {"queue": MAINTENANCE_QUEUE,
+                                            "expires": settings.monitor_interval}}
     return jobs
 
 

@@ -11,6 +11,7 @@ time (``atom.schedules.ScheduleEntry``), which the fire task records exactly onc
 from __future__ import annotations
 
 import logging
+import time
 
 from redbeat.schedulers import RedBeatScheduler, get_redis
 from redis.exceptions import LockError
@@ -18,6 +19,7 @@ from redis.exceptions import LockError
 from atom import schedules
 from atom.celery_app import FIRE_SCHEDULE
 from atom.db import make_engine, make_sessionmaker
+from atom.monitoring import BEAT_HEARTBEAT_KEY
 
 logger = logging.getLogger("atom.beat")
 
@@ -54,6 +56,7 @@ class AtomScheduler(RedBeatScheduler):
         """Keep the lock (or stand by), restore missing static entries, send what is due."""
         if self.lock_key and self.lock is not None and not self._keep_lock():
             return self.max_interval
+        self._heartbeat()
         self._restore_static_entries()
         remaining = []
         try:
@@ -77,6 +80,10 @@ class AtomScheduler(RedBeatScheduler):
             return True
         logger.warning("beat: another beat holds the lock; this one stands by")
         return False
+
+    def _heartbeat(self) -> None:
+        """Tell the health check that a beat is active (``atom.monitoring``)."""
+        get_redis(self.app).set(BEAT_HEARTBEAT_KEY, time.time(), ex=3600)
 
     def _restore_static_entries(self) -> None:
         statics = self.app.redbeat_conf.schedule

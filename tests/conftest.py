@@ -4,10 +4,13 @@ ATOM_TEST_REDIS_URL point at others."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -21,9 +24,17 @@ from werkzeug.serving import make_server
 
 from atom.cli import stop_process_group
 from atom.config import Settings
+from atom.telemetry import prepare_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA = ROOT / ".atom" / "test"
+
+# The API under test runs in this process: like `atom api`, it records its metrics in a
+# folder of its own, chosen before prometheus_client is imported; the worker processes the
+# tests start write beside it, so /metrics sees them all.
+METRICS_ROOT = Path(tempfile.mkdtemp(prefix="atom-test-metrics-"))
+prepare_metrics(METRICS_ROOT, "api")
+atexit.register(shutil.rmtree, METRICS_ROOT, True)
 
 
 @pytest.fixture(scope="session")
@@ -75,11 +86,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
              ) -> Settings:
-    """Settings of the platform under test; loopback is allowlisted for the http action."""
+    """Settings of the platform under test; loopback is allowlisted for the http action and
+    the alert webhooks; email goes to a local SMTP server (the ``smtp_inbox`` fixture)."""
+    from atom.embedded import free_port
+
     return Settings(database_url=database_url, redis_url=redis_url,
                     http_allowlist=("127.0.0.0/8", "localhost"),
                     data_dir=tmp_path_factory.mktemp("atom-data"), dev=True,
-                    function_modules=("tests.integration.functions",))
+                    function_modules=("tests.integration.functions",),
+                    metrics_dir=METRICS_ROOT, smtp_host="127.0.0.1", smtp_port=free_port(),
+                    smtp_from="atom-tests@example.com")
 
 
 class Processes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from atom.celery_app import MAINTENANCE_QUEUE, STEPS_QUEUE, make_celery
 from atom.config import Settings
@@ -12,6 +13,18 @@ from workers import maintenance, tasks
 # Longest retry countdown a worker holds is visibility_timeout / 2 (longer ones are parked);
 # below this the margin would be too thin for step time limits and clock skew.
 MIN_VISIBILITY_TIMEOUT = 120
+
+
+def serve_metrics(settings: Settings, port: int) -> None:
+    """Serve this worker's own metrics (its prefork children included) on ``port``."""
+    from prometheus_client import start_http_server
+
+    from atom import metrics
+
+    own = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    only = os.path.basename(own) if own else None
+    start_http_server(port, addr="0.0.0.0",
+                      registry=metrics.registry(settings.metrics_root, only=only))
 
 
 def main(settings: Settings, argv: list[str] | None = None) -> None:
@@ -23,9 +36,11 @@ def main(settings: Settings, argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", default="prefork", help="Celery pool (default: prefork)")
     parser.add_argument("--hostname", "-n", default=None)
     parser.add_argument("--loglevel", "-l", default=settings.log_level)
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve this worker's Prometheus metrics on this port (for when "
+                             "the API runs on another machine)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.loglevel,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(args.loglevel)  # handlers and format: atom.telemetry
     if settings.visibility_timeout < MIN_VISIBILITY_TIMEOUT:
         parser.error(f"ATOM_VISIBILITY_TIMEOUT is {settings.visibility_timeout} s; it must be at "
                      f"least {MIN_VISIBILITY_TIMEOUT} s, longer than any countdown a worker "
@@ -33,9 +48,13 @@ def main(settings: Settings, argv: list[str] | None = None) -> None:
     app = make_celery(settings)
     ctx = tasks.register(app, settings)
     maintenance.register(app, ctx)
+    if args.metrics_port:
+        serve_metrics(settings, args.metrics_port)
     worker_argv = ["worker", f"--concurrency={args.concurrency}", f"--queues={args.queues}",
                    f"--pool={args.pool}", f"--loglevel={args.loglevel}", "--without-mingle",
                    "--without-gossip"]
+    if settings.log_format == "json":
+        worker_argv.insert(0, "--quiet")  # no banner: every line of output is JSON
     if args.hostname:
         worker_argv.append(f"--hostname={args.hostname}")
     app.worker_main(worker_argv)

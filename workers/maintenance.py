@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime
 
 from celery import Celery
 
-from atom import recovery, schedules
-from atom.celery_app import FIRE_SCHEDULE, RECONCILE, SWEEP_SCHEDULES
+from atom import alerts, recovery, schedules
+from atom.celery_app import EVALUATE_ALERTS, FIRE_SCHEDULE, RECONCILE, SWEEP_SCHEDULES
+from atom.monitoring import Probe
 from workers.tasks import DB_ERRORS, WorkerContext
 
 logger = logging.getLogger("atom.maintenance")
@@ -16,6 +18,14 @@ logger = logging.getLogger("atom.maintenance")
 
 def register(app: Celery, ctx: WorkerContext) -> None:
     """Register the maintenance tasks on ``app``."""
+    probes: dict[int, Probe] = {}  # one per process: it holds connections
+
+    def probe() -> Probe:
+        pid = os.getpid()
+        if pid not in probes:
+            probes.clear()
+            probes[pid] = Probe(ctx.factory, app, ctx.settings)
+        return probes[pid]
 
     @app.task(name=RECONCILE, acks_late=True, ignore_result=True)
     def reconcile() -> dict:
@@ -42,3 +52,9 @@ def register(app: Celery, ctx: WorkerContext) -> None:
         if any(counts.values()):
             logger.warning("schedule sweep: %s", counts)
         return counts
+
+    @app.task(name=EVALUATE_ALERTS, acks_late=True, ignore_result=True)
+    def evaluate_alerts() -> dict:
+        if not ctx.settings.monitoring_enabled:
+            return {"enabled": False}
+        return alerts.evaluate(ctx.factory, probe(), ctx.settings)

@@ -23,13 +23,13 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, signals
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from atom import engine, functions
+from atom import engine, events, functions, logs
 from atom.celery_app import FINALIZE, RUN_STEP
 from atom.config import Settings
 from atom.db import make_engine, make_sessionmaker, transaction
@@ -60,8 +60,10 @@ class WorkerContext:
         """A session factory owned by this process."""
         if self._factory is None or self._pid != os.getpid():
             assert self.settings.database_url
+            publisher = events.Publisher(self.settings.events_redis)
             self._factory = make_sessionmaker(make_engine(self.settings.database_url,
-                                                          pool_size=2))
+                                                          pool_size=2),
+                                              **{events.PUBLISHER: publisher})
             self._pid = os.getpid()
         return self._factory
 
@@ -197,6 +199,7 @@ class StepRunner:
                     self.node_id, "Skipped", decision.reason or "skipped"))
                 return None
             engine.mark_running(s, execution)
+            logs.update(tenant=str(execution.tenant_id), attempt=step.attempts + 1)
             node = definition.node(self.node_id)
             try:
                 config = self._render(node, _template_context(execution, steps))
@@ -233,13 +236,8 @@ class StepRunner:
     def _retry_later(self, node: Node, error: Exception, attempt: int) -> None:
         delay = node.retry.delay(attempt)
         with transaction(self.ctx.factory) as s:
-            step = self._step(s)
-            step.status = StepStatus.PENDING.value
-            step.error = {**engine.step_error(node.id, type(error).__name__, str(error)),
-                          "retry_in_s": round(delay, 3)}
-            step.retry_at = now() + timedelta(seconds=delay)
-            step.heartbeat_at = None
-            step.updated_at = now()
+            engine.schedule_retry(s, self._step(s), engine.step_error(
+                node.id, type(error).__name__, str(error)), delay)
         logger.info("step %s of %s: attempt %s failed (%s); retry in %.3g s", node.id,
                     self.execution_id, attempt, error, delay)
         if delay > self.ctx.park_after:
@@ -271,10 +269,30 @@ class StepRunner:
         logger.info("step %s of %s failed: %s", step.node_id, self.execution_id, message)
 
 
+_LOG_TOKENS: dict[str, Any] = {}
+
+
+def _bind_log_context(task_id: str, task: Task, args: tuple, **_: Any) -> None:
+    """Every log line of a step or finalize task names its execution (and node)."""
+    if task.name == RUN_STEP and len(args) >= 2:
+        _LOG_TOKENS[task_id] = logs.bind(execution_id=args[0], node_id=args[1])
+    elif task.name == FINALIZE and args:
+        _LOG_TOKENS[task_id] = logs.bind(execution_id=args[0])
+
+
+def _unbind_log_context(task_id: str, **_: Any) -> None:
+    token = _LOG_TOKENS.pop(task_id, None)
+    if token is not None:
+        logs.unbind(token)
+
+
 def register(app: Celery, settings: Settings) -> WorkerContext:
     """Register the engine's tasks on ``app``; returns the per-process context."""
     ctx = WorkerContext(settings)
     functions.load(settings.function_modules)
+    signals.task_prerun.connect(_bind_log_context, weak=False, dispatch_uid="atom.logs.bind")
+    signals.task_postrun.connect(_unbind_log_context, weak=False,
+                                 dispatch_uid="atom.logs.unbind")
 
     @app.task(name=RUN_STEP, bind=True, acks_late=True, max_retries=None,
               autoretry_for=DB_ERRORS, retry_backoff=1, retry_backoff_max=30,

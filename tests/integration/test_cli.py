@@ -102,6 +102,14 @@ def test_atom_up_runs_everything_on_embedded_services_and_stops_it_all(tmp_path:
         wf = client.create_workflow(json.loads((EXAMPLES / "onboarding.json").read_text()))
         done = client.wait(client.execute(wf["id"], {"userId": "42"})["id"], timeout=60)
         assert done["status"] == "succeeded"
+        # gunicorn workers and prefork children all reach the API's /metrics.
+        exposed = requests.get(f"http://127.0.0.1:{api_port}/metrics", timeout=30).text
+        assert 'atom_step_duration_seconds_count{action_type="transform"' in exposed
+        assert 'endpoint="/api/workflows/<uuid:workflow_id>/execute"' in exposed
+        assert 'atom_executions{status="succeeded"}' in exposed
+        health = requests.get(f"http://127.0.0.1:{api_port}/api/workflows/monitoring/health",
+                              timeout=30).json()
+        assert health["components"]["workers"]["count"] == 1
         _wait_http(f"http://127.0.0.1:{flower_port}/", timeout=30)
         assert requests.get(f"http://127.0.0.1:{flower_port}/api/workers",
                             timeout=5).status_code == 401

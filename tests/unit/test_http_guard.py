@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from atom.errors import PermanentError
-from workers.actions.http import check_target
+from atom.netguard import check_target
 
 PRIVATE_TARGETS = [
     "http://127.0.0.1/",

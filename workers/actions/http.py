@@ -1,66 +1,22 @@
 """``http_request``: call an HTTP API, refusing private, loopback and link-local targets
-unless ``ATOM_HTTP_ALLOWLIST`` admits them (server-side request forgery guard)."""
+unless ``ATOM_HTTP_ALLOWLIST`` admits them (the guard lives in ``atom.netguard``)."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import socket
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import requests
 
 from atom.errors import PermanentError, RetryableError
+from atom.netguard import check_target
 from workers.actions import ActionContext
 
 DEFAULT_TIMEOUT = 30.0
 MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 10 * 1024 * 1024
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def _forbidden(ip: IPAddress) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved
-            or ip.is_multicast or ip.is_unspecified)
-
-
-def _allowed(host: str, ip: IPAddress, allowlist: tuple[str, ...]) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    for entry in allowlist:
-        if entry.lower() == host.lower():
-            return True
-        try:
-            if ip in ipaddress.ip_network(entry, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
-def check_target(url: str, allowlist: tuple[str, ...]) -> None:
-    """Raise PermanentError if ``url`` resolves to an address the platform may not reach."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PermanentError(f"http_request: {url!r} is not an http(s) URL")
-    host = parts.hostname
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as e:
-        raise RetryableError(f"http_request: cannot resolve {host!r}: {e}") from e
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0])
-        if _forbidden(ip) and not _allowed(host, ip, allowlist):
-            raise PermanentError(
-                f"http_request: {host} resolves to {ip}, a private, loopback or link-local "
-                "address; add it to ATOM_HTTP_ALLOWLIST to allow it")
-
 
 def _body(response: requests.Response) -> Any:
     content = response.raw.read(MAX_BODY_BYTES + 1, decode_content=True)

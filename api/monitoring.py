@@ -1,0 +1,163 @@
+"""/api/workflows/monitoring: health (public), run statistics, alert rules and alerts, the
+monitor's status; and /api/workflows/{id}/health, a workflow's health score."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from flask import url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from sqlalchemy import func, select
+
+from api.context import require, session, state, tenant_id
+from api.schemas import (
+    AlertRuleInSchema,
+    AlertRuleSchema,
+    AlertsSchema,
+    HealthSchema,
+    MonitoringMetricsSchema,
+    MonitorStatusSchema,
+    WindowArgs,
+    WorkflowHealthArgs,
+    WorkflowHealthSchema,
+)
+from atom import alerts, monitoring, workflows
+from atom.auth import Role
+from atom.models import Alert, AlertRule
+
+logger = logging.getLogger(__name__)
+
+blp = Blueprint("monitoring", __name__, url_prefix="/api/workflows",
+                description="Monitoring: health, run statistics, alert rules and alerts.")
+
+
+@blp.route("/monitoring/health")
+class Health(MethodView):
+    """The platform's health (public)."""
+
+    @blp.response(200, HealthSchema)
+    @blp.alt_response(503, schema=HealthSchema,
+                      description="The database or the broker is down")
+    def get(self):
+        """Database (SELECT 1), broker (PING), workers (a 1 s ping), beat (its heartbeat)."""
+        report = state().probe.health()
+        return report, 503 if report["status"] == "down" else 200
+
+
+@blp.route("/monitoring/metrics")
+class Metrics(MethodView):
+    """The tenant's run statistics."""
+
+    @require(Role.VIEWER)
+    @blp.arguments(WindowArgs, location="query")
+    @blp.response(200, MonitoringMetricsSchema)
+    def get(self, args: dict[str, Any]):
+        """Executions by status, success rate, duration p50/p95/p99, per workflow; queue
+        depths and workers."""
+        window = args["window"]
+        report = monitoring.window_metrics(session(), tenant_id(),
+                                           monitoring.parse_window(window))
+        probe = state().probe
+        try:
+            report["queues"] = probe.queues()
+        except Exception as e:  # the broker is down: the statistics still stand
+            logger.warning("monitoring: queue depths unavailable: %s", type(e).__name__)
+            report["queues"] = {}
+        report.update(window=window, workers={"count": len(probe.workers())})
+        return report
+
+
+@blp.route("/monitoring/alerts")
+class Alerts(MethodView):
+    """Alert rules and alerts."""
+
+    @require(Role.VIEWER)
+    @blp.response(200, AlertsSchema)
+    def get(self):
+        """Firing alerts, the 50 most recently resolved, and every rule (built-ins too)."""
+        db = session()
+        if alerts.ensure_default_rules(db, tenant_id()):
+            db.commit()
+        return alerts.overview(db, tenant_id())
+
+    @require(Role.EDITOR)
+    @blp.arguments(AlertRuleInSchema)
+    @blp.response(201, AlertRuleSchema)
+    def post(self, document: dict[str, Any]):
+        """Create a rule; 422 lists every problem."""
+        db = session()
+        rule = alerts.create_rule(db, tenant_id(), document)
+        db.commit()
+        location = url_for("monitoring.AlertRuleItem", rule_id=rule.id)
+        return alerts.rule_view(rule), 201, {"Location": location}
+
+
+@blp.route("/monitoring/alerts/rules/<uuid:rule_id>")
+class AlertRuleItem(MethodView):
+    """One alert rule."""
+
+    @require(Role.VIEWER)
+    @blp.response(200, AlertRuleSchema)
+    def get(self, rule_id: uuid.UUID):
+        """The rule (channel URLs redacted)."""
+        return alerts.rule_view(alerts.get_rule(session(), tenant_id(), rule_id))
+
+    @require(Role.EDITOR)
+    @blp.arguments(AlertRuleInSchema)
+    @blp.response(200, AlertRuleSchema)
+    def patch(self, changes: dict[str, Any], rule_id: uuid.UUID):
+        """Change some fields (tune a built-in rule); disabling resolves its alerts."""
+        db = session()
+        rule = alerts.update_rule(db, tenant_id(), rule_id, changes)
+        db.commit()
+        return alerts.rule_view(rule)
+
+    @require(Role.EDITOR)
+    @blp.response(204)
+    @blp.alt_response(409, description="A built-in rule can only be disabled")
+    def delete(self, rule_id: uuid.UUID):
+        """Delete the rule and its alerts."""
+        db = session()
+        alerts.delete_rule(db, tenant_id(), rule_id)
+        db.commit()
+
+
+@blp.route("/monitoring/status")
+class MonitorStatus(MethodView):
+    """The monitor itself."""
+
+    @require(Role.VIEWER)
+    @blp.response(200, MonitorStatusSchema)
+    def get(self):
+        """Whether it runs, how often, its last evaluation, the tenant's rules and alerts."""
+        db = session()
+        app_state = state()
+        total, enabled = db.execute(select(
+            func.count(), func.count().filter(AlertRule.enabled.is_(True)))
+            .where(AlertRule.tenant_id == tenant_id())).one()
+        firing = db.scalar(select(func.count()).where(
+            Alert.tenant_id == tenant_id(), Alert.status == "firing"))
+        return {"enabled": app_state.settings.monitoring_enabled,
+                "interval_s": app_state.settings.monitor_interval,
+                "last_evaluation": app_state.probe.monitor_status(),
+                "rules": {"total": total, "enabled": enabled}, "alerts": {"firing": firing}}
+
+
+@blp.route("/<uuid:workflow_id>/health")
+class WorkflowHealth(MethodView):
+    """A workflow's health score."""
+
+    @require(Role.VIEWER)
+    @blp.arguments(WorkflowHealthArgs, location="query")
+    @blp.response(200, WorkflowHealthSchema)
+    def get(self, args: dict[str, Any], workflow_id: uuid.UUID):
+        """0-100 from its success rate, its p95 against its own baseline, its open alerts."""
+        db = session()
+        workflows.get_workflow(db, tenant_id(), workflow_id)
+        report = monitoring.workflow_health(db, tenant_id(), workflow_id,
+                                            monitoring.parse_window(args["window"]))
+        report["window"] = args["window"]
+        return report
