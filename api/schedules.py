@@ -114,7 +114,8 @@ class ScheduleCollection(MethodView):
         db = session()
         schedule = schedules.create_schedule(db, tenant_id(), body)
         db.commit()
-        schedules.put_entry(state().celery, schedule, state().settings.schedule_misfire_grace)
+        schedules.put_entry(state().celery, schedule, state().settings.schedule_misfire_grace,
+                            schedules.resume_point(db, schedule))
         location = url_for("schedules.ScheduleItem", schedule_id=schedule.id)
         return schedules.schedule_view(schedule), 201, {"Location": location}
 
@@ -138,7 +139,8 @@ class ScheduleItem(MethodView):
         db = session()
         schedule = schedules.update_schedule(db, tenant_id(), schedule_id, changes)
         db.commit()
-        schedules.put_entry(state().celery, schedule, state().settings.schedule_misfire_grace)
+        schedules.put_entry(state().celery, schedule, state().settings.schedule_misfire_grace,
+                            schedules.resume_point(db, schedule))
         return schedules.schedule_view(schedule)
 
     @require(Role.EDITOR)

@@ -233,6 +233,17 @@ def _entry(app: Celery, schedule: Schedule, misfire_grace: float) -> ScheduleEnt
                          options={"queue": MAINTENANCE_QUEUE}, app=app)
 
 
+def resume_point(session: Session, schedule: Schedule) -> datetime:
+    """Where beat's entry should resume: after the last recorded fire, or the sweeper's mark.
+
+    Starting from 'now' instead would leave a slot that falls between the last fire (or the
+    schedule's creation) and the entry's write to the sweeper, seconds late.
+    """
+    last = session.scalar(select(func.max(ScheduleFire.fire_time)).where(
+        ScheduleFire.schedule_id == schedule.id))
+    return max(filter(None, (last, schedule.checked_until)))
+
+
 def put_entry(app: Celery, schedule: Schedule, misfire_grace: float = 60.0,
               last_fired: datetime | None = None) -> None:
     """Create or replace the schedule's RedBeat entry (delete it when disabled).
@@ -263,10 +274,7 @@ def sync_entries(session: Session, app: Celery, misfire_grace: float = 60.0) -> 
     present = {name for name in wanted if client.exists(key(app, name))}
     for name, schedule in wanted.items():
         if name not in present:  # lost (a flushed Redis) or never written: resume the record
-            last = session.scalar(select(func.max(ScheduleFire.fire_time)).where(
-                ScheduleFire.schedule_id == schedule.id))
-            put_entry(app, schedule, misfire_grace, max(filter(None, (
-                last, schedule.checked_until))))
+            put_entry(app, schedule, misfire_grace, resume_point(session, schedule))
     prefix = key(app, ENTRY_PREFIX)
     for raw in client.scan_iter(match=prefix + "*"):
         name = (raw.decode() if isinstance(raw, bytes) else raw)[len(key(app, "")):]

@@ -28,22 +28,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import logging
 import os
-import signal
 import statistics
-import subprocess
 import sys
-import threading
 import time
-import uuid
-from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # api/ and workers/ when run as `python bench/overhead.py`
+from _services import ROOT, admin_key, serve_api, services, start, stop, wait_ready
 
-from atom.config import Settings  # noqa: E402
+from atom.config import Settings
 
 DATA = ROOT / ".atom" / "bench"
 RAW_QUEUE, NOOP = "bench.raw", "bench.noop"
@@ -78,37 +71,6 @@ def make_raw_app(settings: Settings):
 def worker_argv(concurrency: int, hostname: str) -> list[str]:
     return [f"--concurrency={concurrency}", "--pool=prefork", f"--hostname={hostname}",
             "--loglevel=WARNING"]
-
-
-def start(cmd: list[str], settings: Settings, name: str) -> subprocess.Popen:
-    DATA.mkdir(parents=True, exist_ok=True)
-    with open(DATA / f"{name}.log", "w") as log:
-        return subprocess.Popen(cmd, env={**os.environ, **settings.as_env()}, cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the whole process group, SIGKILL after 15 s."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(15)
-    except ProcessLookupError:
-        pass
-
-
-def wait_ready(app, proc: subprocess.Popen, hostname: str, name: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} worker exited; see {DATA / name}.log")
-        if app.control.ping(destination=[hostname], timeout=0.5):
-            return
-    raise RuntimeError(f"{name} worker did not answer within 60 s; see {DATA / name}.log")
 
 
 def time_raw(app, shape: str, size: int) -> float:
@@ -159,39 +121,13 @@ def time_atom(client, db, workflow_id: str) -> tuple[float, float]:
     return (row.finished_at - row.created_at).total_seconds() * 1000, wall
 
 
-def services() -> tuple[Settings, list]:
-    """Settings with services filled in, and the stop() calls of what was started here."""
-    from atom import embedded
-    from atom.migrations import upgrade
-
-    settings, stoppers = replace(Settings.from_env(), data_dir=DATA, dev=True), []
-    database_url, redis_url = settings.database_url, settings.redis_url
-    if not database_url:
-        pg_dir = (DATA / "postgres").resolve()
-        try:
-            embedded.EmbeddedPostgres(pg_dir).url()
-        except Exception:  # not running (or never created): ours to stop
-            stoppers.append(embedded.EmbeddedPostgres(pg_dir).stop)
-        server = embedded.start_postgres(pg_dir)
-        server.drop_database("atom_bench")
-        database_url = server.create_database("atom_bench")
-    if not redis_url and not settings.broker_url:
-        running = embedded.find_running_redis(DATA / "redis")
-        redis = embedded.start_redis(DATA / "redis")
-        redis_url = redis.url
-        if running is None:
-            stoppers.append(redis.stop)
-    settings = settings.with_services(database_url or "", redis_url or "")
-    upgrade(settings.database_url or "")
-    return settings, stoppers
-
-
 def run_raw(settings: Settings, args, shapes: dict[str, int]) -> dict[str, list[float]]:
     app, hostname = make_raw_app(settings), f"bench-raw-{os.getpid()}@localhost"
     proc = start([sys.executable, str(Path(__file__).resolve()), "--raw-worker",
-                  f"--concurrency={args.concurrency}", f"--hostname={hostname}"], settings, "raw")
+                  f"--concurrency={args.concurrency}", f"--hostname={hostname}"], settings,
+                 DATA / "raw.log")
     try:
-        wait_ready(app, proc, hostname, "raw")
+        wait_ready(app, proc, hostname, DATA / "raw.log")
         out = {}
         for shape, size in shapes.items():
             time_raw(app, shape, size)  # warm-up
@@ -204,27 +140,19 @@ def run_raw(settings: Settings, args, shapes: dict[str, int]) -> dict[str, list[
 
 def run_atom(settings: Settings, args) -> dict[str, list[tuple[float, float]]]:
     from sqlalchemy import create_engine
-    from werkzeug.serving import make_server
 
-    from api.app import create_app
-    from atom.auth import Role, create_key, get_or_create_tenant
     from atom.celery_app import make_celery
     from atom.client import Client
-    from atom.db import make_sessionmaker, transaction
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     db = create_engine(settings.database_url or "", isolation_level="AUTOCOMMIT")
-    with transaction(make_sessionmaker(db)) as session:
-        key = create_key(session, get_or_create_tenant(session, f"bench-{uuid.uuid4().hex[:8]}"),
-                         Role.ADMIN, "bench")
-    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    key = admin_key(settings)
+    server, url = serve_api(settings)
     app, hostname = make_celery(settings), f"bench-atom-{os.getpid()}@localhost"
     proc = start([sys.executable, "-m", "atom.cli", "worker",
-                  *worker_argv(args.concurrency, hostname)], settings, "atom")
+                  *worker_argv(args.concurrency, hostname)], settings, DATA / "atom.log")
     try:
-        wait_ready(app, proc, hostname, "atom")
-        client = Client(f"http://127.0.0.1:{server.server_port}", key)
+        wait_ready(app, proc, hostname, DATA / "atom.log")
+        client = Client(url, key)
         out = {}
         for shape, doc in documents(args.chain, args.width).items():
             workflow_id = client.create_workflow(doc)["id"]
@@ -280,7 +208,7 @@ def main() -> int:
             ["worker", *worker_argv(args.concurrency, args.hostname), f"--queues={RAW_QUEUE}",
              "--without-mingle", "--without-gossip"])
         return 0
-    settings, stoppers = services()
+    settings, stoppers = services(DATA, "atom_bench")
     try:
         print("raw Celery ...", file=sys.stderr, flush=True)
         raw = run_raw(settings, args, {"chain": args.chain, "chord": args.width})

@@ -305,3 +305,34 @@ def test_events_start_only_the_callers_matching_workflows(api_url: str, make_key
 
 def _log(proc: subprocess.Popen) -> str:
     return Path(proc.log_path).read_text()  # type: ignore[attr-defined]
+
+
+def test_a_new_schedule_entry_starts_at_the_schedule_not_at_the_write(client: Client,
+                                                                      settings: Settings):
+    """The entry resumes from the record (creation time, last fire): a slot that falls
+    between the insert and the entry's write is still beat's to send, not the sweeper's."""
+    from atom import schedules
+    from atom.celery_app import make_celery
+    from atom.db import make_engine, make_sessionmaker, transaction
+    from atom.models import Schedule
+
+    created = client.request("POST", "/api/schedules", json={
+        "workflow_id": quick_workflow(client), "interval_seconds": 5, "enabled": True})
+    factory = make_sessionmaker(make_engine(settings.database_url or ""))
+    with transaction(factory) as session:
+        stored = session.get(Schedule, created["id"])
+        expected = next(schedules.timing_of(stored).slots_after(stored.checked_until))
+        resume = stored.checked_until
+    from redbeat.schedulers import ensure_conf
+
+    app = make_celery(settings)
+    ensure_conf(app)
+    try:
+        entry = schedules.ScheduleEntry.from_key(
+            schedules.ScheduleEntry.generate_key(app, schedules.entry_name(created["id"])),
+            app=app)
+        assert entry.last_run_at == resume  # not the moment the entry was written
+        assert entry.due_at == expected
+    finally:
+        app.close()
+        client.request("DELETE", f"/api/schedules/{created['id']}")
