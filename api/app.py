@@ -8,7 +8,7 @@ import time
 
 from flask import Flask, Response, g, request
 
-from api import errors, executions, monitoring, schedules, triggers, workflows
+from api import errors, executions, guard, monitoring, schedules, triggers, workflows
 from api.context import AppState
 from atom import events, logs, metrics
 from atom.celery_app import make_celery
@@ -47,6 +47,7 @@ def create_app(settings: Settings) -> Flask:
         metrics=metrics.registry(settings.metrics_root, probe))
     api = errors.AtomApi(app)
     errors.register(app)
+    guard.install(app, settings.webhook_max_bytes)
     api.register_blueprint(monitoring.blp)  # before workflows: its paths are more specific
     api.register_blueprint(workflows.blp)
     api.register_blueprint(executions.blp)
@@ -96,8 +97,9 @@ def _observe_requests(app: Flask) -> None:
         endpoint = request.url_rule.rule if request.url_rule else "<unmatched>"
         metrics.observe_request(endpoint, request.method, response.status_code, seconds)
         # A path that carries a secret (a webhook trigger's token) is logged as its rule.
-        secret = any("token" in name for name in request.view_args or {})
-        path = endpoint if secret else request.path
+        secret = any("token" in name for name in request.view_args or {}) or \
+            request.path.startswith("/api/hooks/")
+        path = (endpoint if request.url_rule else "/api/hooks/***") if secret else request.path
         access_log.info("%s %s %s %.1f ms", request.method, path,
                         response.status_code, seconds * 1000,
                         extra={"method": request.method, "path": path,

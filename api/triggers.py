@@ -74,7 +74,6 @@ class Hook(MethodView):
     def post(self, token: str):
         """Start the workflow; the JSON body becomes the execution's input."""
         app_state = state()
-        request.max_content_length = app_state.settings.webhook_max_bytes
         raw = request.get_data(cache=False)
         try:
             body = json.loads(raw) if raw.strip() else {}

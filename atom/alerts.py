@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -69,7 +70,7 @@ MAX_COOLDOWN = 7 * 86400
 FIELDS = ("name", "metric", "comparison", "threshold", "window", "severity", "cooldown",
           "channels", "workflow_id", "enabled")
 _EMAIL = re.compile(r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+\.[^@\s,;<>\"]+$")
-ALERTS_LOCK = 742003
+ALERTS_LOCK = 742003  # 742001 migrations, 742002 reconciler, 742004 schedule sweep
 
 BUILTIN_RULES: dict[str, dict[str, Any]] = {
     "performance_degradation": {
@@ -115,7 +116,7 @@ def _check_channels(value: Any, problems: dict[str, list[str]]) -> list[dict[str
             continue
         url = channel.get("url")
         if not isinstance(url, str) or len(url) > 2000 or \
-                not re.match(r"^https?://[^/\s]+", url):
+                not re.match(r"^https?://[^/\s]+", url) or not _parses(url):
             problems.setdefault(where, []).append("url must be an http(s) URL")
         elif REDACTED in url:
             problems.setdefault(where, []).append(
@@ -125,6 +126,16 @@ def _check_channels(value: Any, problems: dict[str, list[str]]) -> list[dict[str
     return clean
 
 
+def _parses(url: str) -> bool:
+    """True when urllib can take the URL apart, port included (``h:99999`` cannot)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return False
+    return bool(parts.hostname)
+
+
 def _check_number(doc: dict[str, Any], spec: MetricSpec | None,
                   problems: dict[str, list[str]]) -> float | None:
     value = doc.get("threshold", spec.threshold if spec else None)
@@ -132,7 +143,7 @@ def _check_number(doc: dict[str, Any], spec: MetricSpec | None,
         problems.setdefault("threshold", []).append("required for this metric")
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or \
-            not math.isfinite(value):
+            abs(value) > 1e15 or not math.isfinite(value):
         problems.setdefault("threshold", []).append("a finite number")
         return None
     if spec and spec.fraction and not 0 <= value <= 1:
@@ -184,11 +195,15 @@ def validate_rule(doc: Any) -> dict[str, Any]:
     name = doc.get("name")
     if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
         problems.setdefault("name", []).append("required: 1 to 200 characters")
-    spec = METRICS.get(doc.get("metric"))  # type: ignore[arg-type]
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        problems.setdefault("name", []).append("must not hold control characters (a newline "
+                                               "would end an email's Subject header)")
+    metric = doc.get("metric")
+    spec = METRICS.get(metric) if isinstance(metric, str) else None
     if spec is None:
         problems.setdefault("metric", []).append(f"one of {', '.join(METRICS)}")
     comparison = doc.get("comparison", spec.comparison if spec else ">")
-    if comparison not in COMPARISONS:
+    if not isinstance(comparison, str) or comparison not in COMPARISONS:
         problems.setdefault("comparison", []).append(f"one of {' '.join(COMPARISONS)}")
     threshold = _check_number(doc, spec, problems)
     _check_timing(doc, problems)

@@ -110,6 +110,16 @@ def stop_process_group(proc: subprocess.Popen, sig: int = signal.SIGTERM,
         pass
 
 
+def _masked(url: str | None) -> str:
+    """A service URL with its password hidden (it may come from the environment)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url or "").render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy parses: show nothing of it
+        return "(configured)"
+
+
 def _port_in_use(port: int) -> bool:
     import socket
 
@@ -165,8 +175,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
                      if source == "FLOWER_BASIC_AUTH" else f"login {auth}  (in {source})")
             print(f"  Flower     http://127.0.0.1:{settings.flower_port}   ({login})")
         print(f"  Metrics    {base}/metrics")
-        print(f"  PostgreSQL {settings.database_url}")
-        print(f"  Redis      {settings.redis_url or settings.broker_url}")
+        print(f"  PostgreSQL {_masked(settings.database_url)}")
+        print(f"  Redis      {_masked(settings.redis_url or settings.broker_url)}")
         print(f"  Admin key  {key}   (also in {settings.data_dir / DEV_KEY_FILE})")
         print(f"\n  export ATOM_API_KEY={key}")
         print("  atom submit examples/onboarding.json --wait\n\nCtrl-C stops everything.",

@@ -17,6 +17,9 @@ from atom.errors import DefinitionError, Problem
 from atom.graph import Graph
 from atom.templating import expression_error, syntax_errors
 
+MAX_NODES = 500
+"""The largest workflow accepted (validation and compilation stay well under a second)."""
+MAX_CONNECTIONS = 5000
 _NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 
 
@@ -187,20 +190,30 @@ class _Parser:
         name = doc.get("name")
         if not isinstance(name, str) or not name.strip():
             self.problem("name", "is required and must be a non-empty string")
+        elif len(name.strip()) > 200:
+            self.problem("name", "must be at most 200 characters")
         description = doc.get("description") or ""
         if not isinstance(description, str):
             self.problem("description", "must be a string")
             description = ""
         on_failure = doc.get("on_failure", doc.get("onFailure", "fail_fast"))
-        if on_failure not in {p.value for p in FailurePolicy}:
+        if not isinstance(on_failure, str) or on_failure not in {p.value for p in FailurePolicy}:
             self.problem("on_failure", "must be fail_fast or continue")
             on_failure = "fail_fast"
         raw_nodes, raw_edges = doc.get("nodes"), doc.get("connections", [])
         if not isinstance(raw_nodes, list) or not raw_nodes:
             self.problem("nodes", "is required and must be a non-empty list")
             raw_nodes = []
+        elif len(raw_nodes) > MAX_NODES:
+            self.problem("nodes", f"has {len(raw_nodes)} nodes; a workflow has at most "
+                                  f"{MAX_NODES} (split it, or call one workflow from another)")
+            raw_nodes = []
         if not isinstance(raw_edges, list):
             self.problem("connections", "must be a list")
+            raw_edges = []
+        elif len(raw_edges) > MAX_CONNECTIONS:
+            self.problem("connections", f"has {len(raw_edges)} connections; at most "
+                                        f"{MAX_CONNECTIONS}")
             raw_edges = []
         nodes = [n for i, raw in enumerate(raw_nodes) if (n := self.node(i, raw))]
         ids = [n.id for n in nodes]
@@ -226,7 +239,7 @@ class _Parser:
             return None
         where = f"nodes[{node_id}]"
         kind = raw.get("type")
-        if kind not in {t.value for t in NodeType}:
+        if not isinstance(kind, str) or kind not in {t.value for t in NodeType}:
             self.problem(f"{where}.type", "must be trigger, action or condition", node_id)
             return None
         config = raw.get("config", {})
@@ -304,7 +317,7 @@ class _Parser:
 
     def trigger_rule(self, raw: dict, where: str, node_id: str) -> TriggerRule:
         value = raw.get("trigger_rule", raw.get("triggerRule", "all_success"))
-        if value not in {r.value for r in TriggerRule}:
+        if not isinstance(value, str) or value not in {r.value for r in TriggerRule}:
             self.problem(f"{where}.trigger_rule", "must be one of "
                          + ", ".join(r.value for r in TriggerRule), node_id)
             return TriggerRule.ALL_SUCCESS
@@ -317,16 +330,22 @@ class _Parser:
             self.problem(f"{where}.queue", "must be a queue name (a-z, 0-9, '_', '.', '-')",
                          node_id)
             return None
+        if value and value.startswith("atom.") and value != "atom.steps":
+            self.problem(f"{where}.queue", f"{value!r} is reserved for the platform's own "
+                                           "work; name a worker pool of yours", node_id)
+            return None
         return value
 
     def check_config(self, node: Node, where: str) -> None:
         config, loc = node.config, f"{where}.config"
         if node.type is NodeType.TRIGGER:
             kind = config.get("kind", "event" if "event_type" in config else "manual")
-            if kind not in {k.value for k in TriggerKind}:
+            if not isinstance(kind, str) or kind not in {k.value for k in TriggerKind}:
                 self.problem(f"{loc}.kind", "must be manual, schedule, webhook or event", node.id)
-            elif kind == "event" and not isinstance(config.get("event_type"), str):
-                self.problem(f"{loc}.event_type", "is required for an event trigger", node.id)
+            elif kind == "event" and (not isinstance(config.get("event_type"), str)
+                                      or not 1 <= len(config["event_type"]) <= 200):
+                self.problem(f"{loc}.event_type", "is required for an event trigger "
+                                                  "(1 to 200 characters)", node.id)
             config.setdefault("kind", kind)
         elif node.type is NodeType.CONDITION:
             expression = config.get("expression")
@@ -336,7 +355,7 @@ class _Parser:
                 self.problem(f"{loc}.expression", error, node.id)
         else:
             action = config.get("action_type")
-            if action not in ACTIONS:
+            if not isinstance(action, str) or action not in ACTIONS:
                 self.problem(f"{loc}.action_type", f"unknown action type {action!r}; known: "
                              + ", ".join(sorted(ACTIONS)), node.id)
                 return
@@ -366,7 +385,7 @@ class _Parser:
         if isinstance(when, bool):
             when = "true" if when else "false"
         if nodes[source].type is NodeType.CONDITION:
-            if when not in {"true", "false"}:
+            if not isinstance(when, str) or when not in {"true", "false"}:
                 self.problem(f"{where}.when", f"a connection from condition {source!r} must "
                              "say when: \"true\" or \"false\"", source)
                 return None

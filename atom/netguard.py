@@ -15,11 +15,17 @@ from atom.errors import PermanentError, RetryableError
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+# Carrier-grade NAT space (RFC 6598): not "private" to Python, but cloud metadata lives there.
+_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
+
+
 def _forbidden(ip: IPAddress) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address) and ip.sixtofour:
+        ip = ip.sixtofour
     return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved
-            or ip.is_multicast or ip.is_unspecified)
+            or ip.is_multicast or ip.is_unspecified or ip in _SHARED_ADDRESS_SPACE)
 
 
 def _allowed(host: str, ip: IPAddress, allowlist: tuple[str, ...]) -> bool:

@@ -79,8 +79,9 @@ def deliver(channels: list[dict[str, Any]], payload: dict[str, Any],
     for channel in channels:
         kind = channel.get("type")
         result: dict[str, Any] = {"event": payload["event"], "channel": kind,
-                                  "target": target(channel), "at": time.time()}
+                                  "target": "***", "at": time.time()}
         try:
+            result["target"] = target(channel)
             if kind == "webhook":
                 _post(channel["url"], payload, settings, "alert webhook")
             elif kind == "slack":
@@ -91,7 +92,10 @@ def deliver(channels: list[dict[str, Any]], payload: dict[str, Any],
             else:
                 raise _Failed(f"unknown channel type {kind!r}")
             result["ok"] = True
-        except (_Failed, AtomError, smtplib.SMTPException, OSError) as e:
+        except Exception as e:  # noqa: BLE001 - one channel's failure must not stop the rest
+            if not isinstance(e, _Failed | AtomError | smtplib.SMTPException | OSError):
+                logger.exception("alert %s: unexpected error delivering to a %s channel",
+                                 payload.get("alert_id"), kind)
             result.update(ok=False, error=str(e) or type(e).__name__)
             logger.warning("alert %s: %s delivery to %s failed: %s", payload.get("alert_id"),
                            kind, result["target"], result["error"])

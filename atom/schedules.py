@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from celery import Celery
 from celery.schedules import schedstate
 from celery.schedules import schedule as every
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from redbeat.schedulers import RedBeatSchedulerEntry, ensure_conf, get_redis
 from sqlalchemy import Select, func, select, text
 from sqlalchemy.dialects.postgresql import insert
@@ -129,12 +129,18 @@ def check_timing(cron: Any, interval_seconds: Any, timezone: Any) -> list[Proble
     if (cron is None) == (interval_seconds is None):
         problems.append(Problem("cron", "give exactly one of cron and interval_seconds"))
     if cron is not None:
-        if not isinstance(cron, str) or len(cron.split()) != 5:
+        if not isinstance(cron, str) or len(cron) > 120 or len(cron.split()) != 5:
             problems.append(Problem("cron", "must have 5 fields: minute hour day-of-month "
                                             "month day-of-week, e.g. '*/15 9-17 * * 1-5'"))
         elif not croniter.is_valid(cron):
             problems.append(Problem("cron", f"{cron!r} is not a valid cron expression "
                                             "(a field is out of range or malformed)"))
+        else:
+            try:
+                croniter(cron, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+            except CroniterBadDateError:
+                problems.append(Problem("cron", f"{cron!r} never fires (no such date, "
+                                                "such as 30 February)"))
     if interval_seconds is not None and (
             not isinstance(interval_seconds, int) or isinstance(interval_seconds, bool)
             or not 1 <= interval_seconds <= 366 * 86400):
@@ -274,7 +280,10 @@ def sync_entries(session: Session, app: Celery, misfire_grace: float = 60.0) -> 
     present = {name for name in wanted if client.exists(key(app, name))}
     for name, schedule in wanted.items():
         if name not in present:  # lost (a flushed Redis) or never written: resume the record
-            put_entry(app, schedule, misfire_grace, resume_point(session, schedule))
+            try:
+                put_entry(app, schedule, misfire_grace, resume_point(session, schedule))
+            except Exception:  # noqa: BLE001 - one bad schedule must not stop the others
+                logger.exception("schedule %s: could not restore its entry", schedule.id)
     prefix = key(app, ENTRY_PREFIX)
     for raw in client.scan_iter(match=prefix + "*"):
         name = (raw.decode() if isinstance(raw, bytes) else raw)[len(key(app, "")):]
@@ -367,53 +376,63 @@ def fire(factory: sessionmaker[Session], app: Celery, schedule_id: str, fire_tim
 def sweep(factory: sessionmaker[Session], app: Celery, *, grace: float, misfire_grace: float,
           now: datetime | None = None) -> dict[str, int]:
     """Account for every slot up to ``now - grace``: fire late, catch up, or record missed."""
-    from atom import dispatch
-    from atom.definition import parse_definition
-
     now = now or datetime.now(UTC)
     horizon = now - timedelta(seconds=grace)
     counts = {"late": 0, "catchup": 0, "missed": 0}
     with transaction(factory) as session:
-        if not session.scalar(text("SELECT pg_try_advisory_xact_lock(742003)")):
+        if not session.scalar(text("SELECT pg_try_advisory_xact_lock(742004)")):
             return counts
         ids = list(session.scalars(select(Schedule.id).where(
             Schedule.enabled.is_(True), Schedule.checked_until < horizon)))
     for schedule_id in ids:
-        to_send = []
-        with transaction(factory) as session:
-            schedule = session.scalar(select(Schedule).where(Schedule.id == schedule_id)
-                                      .with_for_update(skip_locked=True))
-            if schedule is None or not schedule.enabled:
-                continue
-            slots = timing_of(schedule).slots_between(schedule.checked_until, horizon)
-            recorded = set(session.scalars(select(ScheduleFire.fire_time).where(
-                ScheduleFire.schedule_id == schedule.id, ScheduleFire.fire_time.in_(slots))))
-            stale = [s for s in slots if s not in recorded
-                     and s < now - timedelta(seconds=misfire_grace)]
-            caught_up = set(stale[:schedule.max_catchup]) if schedule.catchup else set()
-            for slot in slots:
-                if slot in recorded:
-                    continue
-                if slot in stale and slot not in caught_up:
-                    record_fire(session, schedule, slot, "sweeper", missed_reason=(
-                        "missed while the scheduler was down (catchup is off)"
-                        if not schedule.catchup else
-                        f"missed: more than max_catchup={schedule.max_catchup} to catch up"))
-                    counts["missed"] += 1
-                    continue
-                fired = record_fire(session, schedule, slot,
-                                    "catchup" if slot in caught_up else "sweeper")
-                counts["catchup" if slot in caught_up else "late"] += 1
-                if fired.execution is not None:
-                    version = session.get(WorkflowVersion, fired.execution.version_id)
-                    to_send.append((fired.execution, version.plan, version.definition))
-            schedule.checked_until = slots[-1] if len(slots) == MAX_SLOTS_PER_SWEEP \
-                else horizon
-        for execution, plan, document in to_send:
-            dispatch.send(app, plan, parse_definition(document), str(execution.id),
-                          execution.epoch)
+        try:
+            _sweep_one(factory, app, schedule_id, now, horizon, misfire_grace, counts)
+        except Exception:  # noqa: BLE001 - one bad schedule must not stop the others
+            logger.exception("schedule %s: sweep failed; the next pass tries again", schedule_id)
     sync_entries_safely(factory, app, misfire_grace)
     return counts
+
+
+def _sweep_one(factory: sessionmaker[Session], app: Celery, schedule_id: uuid.UUID,
+               now: datetime, horizon: datetime, misfire_grace: float,
+               counts: dict[str, int]) -> None:
+    """One schedule's share of a sweep, in its own transaction."""
+    from atom import dispatch
+    from atom.definition import parse_definition
+
+    to_send = []
+    with transaction(factory) as session:
+        schedule = session.scalar(select(Schedule).where(Schedule.id == schedule_id)
+                                  .with_for_update(skip_locked=True))
+        if schedule is None or not schedule.enabled:
+            return
+        slots = timing_of(schedule).slots_between(schedule.checked_until, horizon)
+        recorded = set(session.scalars(select(ScheduleFire.fire_time).where(
+            ScheduleFire.schedule_id == schedule.id, ScheduleFire.fire_time.in_(slots))))
+        stale = [s for s in slots if s not in recorded
+                 and s < now - timedelta(seconds=misfire_grace)]
+        caught_up = set(stale[:schedule.max_catchup]) if schedule.catchup else set()
+        for slot in slots:
+            if slot in recorded:
+                continue
+            if slot in stale and slot not in caught_up:
+                record_fire(session, schedule, slot, "sweeper", missed_reason=(
+                    "missed while the scheduler was down (catchup is off)"
+                    if not schedule.catchup else
+                    f"missed: more than max_catchup={schedule.max_catchup} to catch up"))
+                counts["missed"] += 1
+                continue
+            fired = record_fire(session, schedule, slot,
+                                "catchup" if slot in caught_up else "sweeper")
+            counts["catchup" if slot in caught_up else "late"] += 1
+            if fired.execution is not None:
+                version = session.get(WorkflowVersion, fired.execution.version_id)
+                to_send.append((fired.execution, version.plan, version.definition))
+        schedule.checked_until = slots[-1] if len(slots) == MAX_SLOTS_PER_SWEEP \
+            else horizon
+    for execution, plan, document in to_send:
+        dispatch.send(app, plan, parse_definition(document), str(execution.id),
+                      execution.epoch)
 
 
 def sync_entries_safely(factory: sessionmaker[Session], app: Celery,

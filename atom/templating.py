@@ -14,13 +14,38 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, Undefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from atom.errors import PermanentError
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+MAX_EXPONENT = 1024
+MAX_REPEAT = 100_000
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, with a bound on what one operator may compute.
+
+    ``3 ** 20000000 ** 2`` or ``'x' * 10 ** 9`` would hold a worker (and the GIL, so its
+    heartbeat) for as long as it takes; both are refused instead.
+    """
+
+    intercepted_binops = frozenset(["**", "*"])
+
+    def call_binop(self, context, operator, left, right):  # noqa: D102 - see class docstring
+        if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+            raise SecurityError(f"exponent {right} is over {MAX_EXPONENT}")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(times, int) and \
+                        len(seq) * times > MAX_REPEAT:
+                    raise SecurityError(f"a repeated sequence would be over {MAX_REPEAT} "
+                                        "items")
+        return super().call_binop(context, operator, left, right)
+
+
+_ENV = _BoundedSandbox(undefined=StrictUndefined, autoescape=False)
 
 
 @lru_cache(maxsize=4096)
@@ -37,6 +62,10 @@ def _is_template(value: str) -> bool:
     return "{{" in value or "{%" in value
 
 
+_COMPILE_ERRORS = (TemplateError, RecursionError, ValueError, OverflowError, MemoryError)
+"""What compiling a template can raise: deep nesting and huge literals are not TemplateErrors."""
+
+
 def _single_expression(value: str) -> str | None:
     """The expression of a string that is exactly one ``{{ expression }}``, else None."""
     match = _SINGLE_EXPRESSION.match(value)
@@ -44,7 +73,7 @@ def _single_expression(value: str) -> str | None:
         return None
     try:  # "{{ a }} and {{ b }}" also matches the pattern but is no single expression
         _expression(match.group("expr"))
-    except TemplateError:
+    except _COMPILE_ERRORS:
         return None
     return match.group("expr")
 
@@ -54,8 +83,9 @@ def _evaluate_compiled(source: str, context: dict, where: str) -> Any:
         value = _expression(source)(**context)
     except TemplateError as e:
         raise PermanentError(f"{where}: {e}") from e
-    except (TypeError, ValueError, ArithmeticError, LookupError) as e:
-        raise PermanentError(f"{where}: {type(e).__name__}: {e}") from e
+    except (TypeError, ValueError, ArithmeticError, LookupError, RecursionError,
+            MemoryError) as e:
+        raise PermanentError(f"{where}: {type(e).__name__}: {e}"[:500]) from e
     if isinstance(value, Undefined):
         # StrictUndefined raises only when used; a bare missing value must fail too.
         try:
@@ -98,8 +128,8 @@ def syntax_errors(value: Any, where: str) -> list[tuple[str, str]]:
         try:
             if _single_expression(value) is None:
                 _template(value)
-        except TemplateError as e:
-            found.append((where, f"template does not parse: {e}"))
+        except _COMPILE_ERRORS as e:
+            found.append((where, f"template does not parse: {type(e).__name__}: {e}"[:300]))
     elif isinstance(value, dict):
         for k, v in value.items():
             found.extend(syntax_errors(v, f"{where}.{k}"))
@@ -113,6 +143,6 @@ def expression_error(expression: str) -> str | None:
     """Why ``expression`` does not parse, or None when it does."""
     try:
         _expression(expression)
-    except TemplateError as e:
-        return f"expression does not parse: {e}"
+    except _COMPILE_ERRORS as e:
+        return f"expression does not parse: {type(e).__name__}: {e}"[:300]
     return None

@@ -23,7 +23,7 @@ class Received:
     received_at: float = 0.0
 
 
-Route = Callable[[Received, re.Match], tuple[int, Any]]
+Route = Callable[[Received, re.Match], tuple]  # (status, body[, headers])
 
 
 @dataclass
@@ -70,14 +70,16 @@ class LoopbackService:
                 for pattern, handler in service.routes:
                     match = pattern.match(f"{self.command} {self.path}")
                     if match:
-                        status, payload = handler(request, match)
+                        status, payload, *extra = handler(request, match)
                         break
                 else:
-                    status, payload = 404, {"error": "no such route"}
+                    status, payload, extra = 404, {"error": "no such route"}, []
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (extra[0] if extra else {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 

@@ -141,3 +141,31 @@ def test_openapi_document_lists_the_contract(api_url: str, path: str):
                      "/api/workflows/validate", "/api/executions",
                      "/api/executions/{execution_id}"]:
         assert expected in spec["paths"], expected
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), [
+    ("POST", "/api/workflows", '{"name": "a\\u0000b", "nodes": []}', "body.name"),
+    ("POST", "/api/workflows/validate", '{"name": "\\ud800", "nodes": []}', "body.name"),
+    ("POST", "/api/events", '{"type": "x", "payload": {"n": NaN}}', "body"),
+    ("POST", "/api/events", '{"type": "x", "payload": ' + "[" * 5000 + "]" * 5000 + "}",
+     "body"),
+    ("POST", "/api/events", '{"type": "x", "payload": ' + "9" * 5000 + "}", "body"),
+    ("GET", "/api/workflows?page=9223372036854775807", None, "page"),
+    ("GET", "/api/workflows?name=%00", None, "name"),
+])
+def test_input_the_database_cannot_store_is_a_422(api_url: str, make_key, method, path,
+                                                   body, field):
+    response = call(api_url, method, path, make_key("admin"), data=body,
+                    headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert field in response.json()["errors"]
+
+
+def test_enum_fields_holding_lists_are_422s_not_500s(api_url: str, make_key):
+    bad = {"name": "t", "on_failure": [1], "nodes": [
+        {"id": "start", "type": ["trigger"]},
+        {"id": "a", "type": "action", "trigger_rule": {}, "config": {"action_type": []}}]}
+    response = call(api_url, "POST", "/api/workflows/validate", make_key("viewer"), json=bad)
+    assert response.status_code == 422
+    locations = {p["location"] for p in response.json()["errors"]["definition"]}
+    assert {"on_failure", "nodes[start].type", "nodes[a].trigger_rule"} <= locations

@@ -175,3 +175,31 @@ def test_nested_canvas_shapes_complete_on_the_real_broker(client: Client):
         assert done["status"] == "succeeded", done
         assert done["metrics"]["steps_succeeded"] == len(names)
         _assert_order_respected(doc, done)
+
+
+def test_redirect_to_another_origin_drops_credentials_and_errors_hide_urls(
+        client: Client, service: LoopbackService):
+    other = LoopbackService().start()
+    try:
+        other.route(r"GET /landing", lambda req, m: (200, {"landed": True}))
+        service.route(r"GET /moved.*", lambda req, m: (302, {}, {"Location": other.url
+                                                                  + "/landing"}))
+        service.route(r"GET /secret.*", lambda req, m: (404, {}))
+        doc = workflow("redirected", [
+            trigger(),
+            action("call", "http_request", url=service.url + "/moved",
+                   headers={"Authorization": "Bearer s3cret", "X-Trace": "kept"}),
+            action("leak", "http_request", url=service.url + "/secret?api_key=s3cret")],
+            [("start", "call"), ("call", "leak")])
+        done = client.wait(client.execute(client.create_workflow(doc)["id"])["id"])
+        steps = by_node(done)
+        assert steps["call"]["output"]["body"] == {"landed": True}
+        (landed,) = other.calls("GET", "/landing")
+        assert "Authorization" not in landed.headers and landed.headers["X-Trace"] == "kept"
+        (moved,) = service.calls("GET", "/moved")
+        assert moved.headers["Authorization"] == "Bearer s3cret"  # the same origin got it
+        assert steps["leak"]["status"] == "failed"
+        assert "404" in steps["leak"]["error"]["message"]
+        assert "s3cret" not in steps["leak"]["error"]["message"]
+    finally:
+        other.stop()

@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from atom.errors import PermanentError, RetryableError
-from atom.netguard import check_target
+from atom.netguard import check_target, redact_url
 from workers.actions import ActionContext
 
 DEFAULT_TIMEOUT = 30.0
 MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 10 * 1024 * 1024
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+# Sent on to another origin after a redirect, these would hand the caller's credentials to it.
+CREDENTIAL_HEADERS = {"authorization", "cookie", "proxy-authorization"}
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port
 
 def _body(response: requests.Response) -> Any:
     content = response.raw.read(MAX_BODY_BYTES + 1, decode_content=True)
@@ -44,17 +51,25 @@ def run(config: dict[str, Any], ctx: ActionContext) -> Any:
     with requests.Session() as session:
         for _ in range(MAX_REDIRECTS + 1):
             check_target(url, ctx.settings.http_allowlist)
+            shown = redact_url(url)  # paths and queries often hold tokens: never in errors
             try:
                 response = session.request(method, url, **kwargs)
             except requests.Timeout as e:
-                raise RetryableError(f"http_request: {method} {url} timed out after "
+                raise RetryableError(f"http_request: {method} {shown} timed out after "
                                      f"{timeout:g} s") from e
             except requests.RequestException as e:
-                raise RetryableError(f"http_request: {method} {url} failed: {e}") from e
+                raise RetryableError(f"http_request: {method} {shown} failed: "
+                                     f"{type(e).__name__}") from e
             if response.is_redirect and "Location" in response.headers:
-                url = urljoin(url, response.headers["Location"])
-                if response.status_code == 303:
-                    method, kwargs["json"] = "GET", None
+                target = urljoin(url, response.headers["Location"])
+                if _origin(target) != _origin(url):
+                    kwargs["headers"] = {k: v for k, v in kwargs["headers"].items()
+                                         if k.lower() not in CREDENTIAL_HEADERS}
+                if response.status_code == 303 or (response.status_code in (301, 302)
+                                                   and method == "POST"):
+                    method = "GET"
+                    kwargs.pop("json", None)
+                url = target
                 response.close()
                 kwargs["params"] = None
                 continue
@@ -66,7 +81,9 @@ def run(config: dict[str, Any], ctx: ActionContext) -> Any:
             raise PermanentError(f"http_request: more than {MAX_REDIRECTS} redirects")
     status = response.status_code
     if status in RETRYABLE_STATUS:
-        raise RetryableError(f"http_request: {method} {url} answered {status}", output)
+        raise RetryableError(f"http_request: {method} {redact_url(url)} answered {status}",
+                             output)
     if status >= 400:
-        raise PermanentError(f"http_request: {method} {url} answered {status}", output)
+        raise PermanentError(f"http_request: {method} {redact_url(url)} answered {status}",
+                             output)
     return output

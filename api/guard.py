@@ -1,0 +1,75 @@
+"""Input PostgreSQL cannot store, refused at the door with a 422 instead of a 500 later.
+
+Python's JSON parser accepts ``NaN`` and ``Infinity`` (JSONB does not), strings may carry NUL
+or lone surrogates (neither text nor JSONB columns take them), and nesting or numbers past
+the parser's own limits raise errors that are not decode errors. One ``before_request`` hook
+checks every JSON body and query string once, for every endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Flask, request
+
+from atom.errors import InvalidInput
+
+MAX_PAGE = 1_000_000
+
+
+def _no_constant(name: str) -> Any:
+    raise InvalidInput({"body": [f"{name} is not JSON (JSON numbers are finite)"]})
+
+
+def _bad_text(value: str) -> str | None:
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        return "must not contain lone surrogate characters"
+    return None
+
+
+def _walk(value: Any, where: str, problems: dict[str, list[str]]) -> None:
+    if isinstance(value, str):
+        if reason := _bad_text(value):
+            problems.setdefault(where, []).append(reason)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if reason := _bad_text(key):
+                problems.setdefault(where, []).append(f"a key {reason}")
+            _walk(item, f"{where}.{key}", problems)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _walk(item, f"{where}[{i}]", problems)
+
+
+def check_request(webhook_max_bytes: int) -> None:
+    """Raise InvalidInput for a query or JSON body that could not be stored."""
+    if request.path.startswith("/api/hooks/"):
+        request.max_content_length = webhook_max_bytes  # before anything reads the body
+    problems: dict[str, list[str]] = {}
+    for key, value in request.args.items(multi=True):
+        if reason := _bad_text(value):
+            problems.setdefault(key, []).append(reason)
+    page = request.args.get("page", "")
+    if page.isdigit() and int(page) > MAX_PAGE:
+        problems.setdefault("page", []).append(f"must be at most {MAX_PAGE}")
+    if request.method in ("POST", "PUT", "PATCH") and request.content_length != 0:
+        raw = request.get_data(cache=True)
+        if raw.strip():
+            try:
+                document = json.loads(raw, parse_constant=_no_constant)
+            except json.JSONDecodeError:
+                document = None  # not JSON at all: the endpoint answers that in its own words
+            except (RecursionError, ValueError) as e:
+                raise InvalidInput({"body": [f"cannot be read: {type(e).__name__}: "
+                                             f"{str(e)[:120]}"]}) from e
+            _walk(document, "body", problems)
+    if problems:
+        raise InvalidInput(problems)
+
+
+def install(app: Flask, webhook_max_bytes: int) -> None:
+    """Run the check before every request of ``app``."""
+    app.before_request(lambda: check_request(webhook_max_bytes))
