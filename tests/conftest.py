@@ -56,7 +56,10 @@ def database_url() -> Iterator[str]:
     else:
         server = embedded.start_postgres(TEST_DATA / "postgres")
         url = server.create_database(name)
-        drop = lambda: server.drop_database(name)  # noqa: E731
+
+        def drop() -> None:  # and stop the server: a test run leaves no process behind
+            server.drop_database(name)
+            server.stop()
     upgrade(url)
     yield url
     drop()
