@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import Celery
 from flask import current_app, g, request
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from atom import logs
@@ -76,3 +77,10 @@ def require(role: Role) -> Callable:
         return wrapper
 
     return decorator
+
+
+def page_of(db: Session, query: Select, pagination: Any) -> list[Any]:
+    """One page of an ordered query; sets the total for flask-smorest's X-Pagination."""
+    pagination.item_count = db.scalar(
+        select(func.count()).select_from(query.order_by(None).subquery()))
+    return list(db.scalars(query.offset(pagination.first_item).limit(pagination.page_size)))

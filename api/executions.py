@@ -10,9 +10,9 @@ from typing import Any
 from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from api.context import require, session, state, tenant_id
+from api.context import page_of, require, session, state, tenant_id
 from api.schemas import ExecutionListArgs, ExecutionSchema
 from atom import engine, events, lifecycle
 from atom.auth import Role
@@ -38,11 +38,8 @@ class ExecutionCollection(MethodView):
             query = query.where(Execution.workflow_id == args["workflow_id"])
         if "status" in args:
             query = query.where(Execution.status == args["status"])
-        pagination_parameters.item_count = db.scalar(
-            select(func.count()).select_from(query.subquery()))
-        rows = db.scalars(query.order_by(Execution.created_at.desc(), Execution.id)
-                          .offset(pagination_parameters.first_item)
-                          .limit(pagination_parameters.page_size))
+        rows = page_of(db, query.order_by(Execution.created_at.desc(), Execution.id),
+                       pagination_parameters)
         return [engine.execution_view(e) for e in rows]
 
 

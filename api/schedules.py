@@ -9,9 +9,8 @@ from flask import url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import INCLUDE, Schema, fields
-from sqlalchemy import func, select
 
-from api.context import require, session, state, tenant_id
+from api.context import page_of, require, session, state, tenant_id
 from atom import schedules
 from atom.auth import Role
 
@@ -85,10 +84,6 @@ class ScheduleListArgs(Schema):
     workflow_id = fields.UUID()
 
 
-def _count(db, query) -> int:
-    return db.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-
-
 @blp.route("")
 class ScheduleCollection(MethodView):
     """The tenant's schedules."""
@@ -101,10 +96,7 @@ class ScheduleCollection(MethodView):
         """List schedules, newest first."""
         db = session()
         query = schedules.list_query(tenant_id(), args.get("workflow_id"))
-        pagination_parameters.item_count = _count(db, query)
-        rows = db.scalars(query.offset(pagination_parameters.first_item)
-                          .limit(pagination_parameters.page_size))
-        return [schedules.schedule_view(s) for s in rows]
+        return [schedules.schedule_view(s) for s in page_of(db, query, pagination_parameters)]
 
     @require(Role.EDITOR)
     @blp.arguments(ScheduleInSchema)
@@ -166,7 +158,4 @@ class ScheduleFires(MethodView):
         db = session()
         schedule = schedules.get_schedule(db, tenant_id(), schedule_id)
         query = schedules.fires_query(schedule)
-        pagination_parameters.item_count = _count(db, query)
-        rows = db.scalars(query.offset(pagination_parameters.first_item)
-                          .limit(pagination_parameters.page_size))
-        return [schedules.fire_view(f) for f in rows]
+        return [schedules.fire_view(f) for f in page_of(db, query, pagination_parameters)]

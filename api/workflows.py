@@ -9,7 +9,7 @@ from flask import url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from api.context import require, session, state, tenant_id
+from api.context import page_of, require, session, state, tenant_id
 from api.schemas import (
     DefinitionSchema,
     ExecuteSchema,
@@ -38,12 +38,7 @@ class WorkflowCollection(MethodView):
         """List workflows, newest first (``?name=`` filters by part of the name)."""
         db = session()
         query = workflows.list_query(tenant_id(), args.get("name"))
-        from sqlalchemy import func, select
-
-        pagination_parameters.item_count = db.scalar(
-            select(func.count()).select_from(query.order_by(None).subquery()))
-        page = list(db.scalars(query.offset(pagination_parameters.first_item)
-                               .limit(pagination_parameters.page_size)))
+        page = page_of(db, query, pagination_parameters)
         versions = workflows.versions_of(db, page)
         return [workflows.workflow_view(w, versions.get(w.id)) for w in page]
 
