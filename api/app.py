@@ -10,11 +10,12 @@ from flask import Flask, Response, g, request
 
 from api import errors, executions, guard, monitoring, schedules, triggers, workflows
 from api.context import AppState
-from atom import events, logs, metrics
 from atom.celery_app import make_celery
 from atom.config import Settings
-from atom.db import make_engine, make_sessionmaker
-from atom.monitoring import Probe
+from atom.observe import logs, metrics
+from atom.observe.monitoring import Probe
+from atom.runs import events
+from atom.store.db import make_engine, make_sessionmaker
 
 access_log = logging.getLogger("atom.api.access")
 
@@ -22,8 +23,9 @@ access_log = logging.getLogger("atom.api.access")
 def create_app(settings: Settings) -> Flask:
     """A Flask app serving the ATOM API for ``settings``."""
     if not settings.database_url:
-        raise RuntimeError("DATABASE_URL is not set (atom api starts embedded services "
-                           "when nothing is configured)")
+        raise RuntimeError(
+            "DATABASE_URL is not set (atom api starts embedded services when nothing is configured)"
+        )
     app = Flask("atom")
     app.config.update(
         API_TITLE="ATOM",
@@ -34,17 +36,28 @@ def create_app(settings: Settings) -> Flask:
         OPENAPI_SWAGGER_UI_PATH="docs",
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
-        API_SPEC_OPTIONS={"components": {"securitySchemes": {
-            "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-            "BearerAuth": {"type": "http", "scheme": "bearer"}}}},
+        API_SPEC_OPTIONS={
+            "components": {
+                "securitySchemes": {
+                    "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                    "BearerAuth": {"type": "http", "scheme": "bearer"},
+                }
+            }
+        },
     )
-    factory = make_sessionmaker(make_engine(settings.database_url),
-                                **{events.PUBLISHER: events.Publisher(settings.events_redis)})
+    factory = make_sessionmaker(
+        make_engine(settings.database_url),
+        **{events.PUBLISHER: events.Publisher(settings.events_redis)},
+    )
     celery = make_celery(settings)
     probe = Probe(factory, celery, settings)
     app.extensions["atom"] = AppState(
-        settings=settings, factory=factory, celery=celery, probe=probe,
-        metrics=metrics.registry(settings.metrics_root, probe))
+        settings=settings,
+        factory=factory,
+        celery=celery,
+        probe=probe,
+        metrics=metrics.registry(settings.metrics_root, probe),
+    )
     api = errors.AtomApi(app)
     errors.register(app)
     guard.install(app, settings.webhook_max_bytes)
@@ -62,12 +75,18 @@ def create_app(settings: Settings) -> Flask:
         if token:
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return Response("metrics need 'Authorization: Bearer <ATOM_METRICS_TOKEN>'\n",
-                                status=401, mimetype="text/plain",
-                                headers={"WWW-Authenticate": "Bearer"})
+                return Response(
+                    "metrics need 'Authorization: Bearer <ATOM_METRICS_TOKEN>'\n",
+                    status=401,
+                    mimetype="text/plain",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
         body = metrics.render(app.extensions["atom"].metrics)
-        return Response(body, mimetype="text/plain",
-                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return Response(
+            body,
+            mimetype="text/plain",
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
 
     @app.teardown_appcontext
     def close_session(_exc: BaseException | None) -> None:
@@ -97,14 +116,24 @@ def _observe_requests(app: Flask) -> None:
         endpoint = request.url_rule.rule if request.url_rule else "<unmatched>"
         metrics.observe_request(endpoint, request.method, response.status_code, seconds)
         # A path that carries a secret (a webhook trigger's token) is logged as its rule.
-        secret = any("token" in name for name in request.view_args or {}) or \
-            request.path.startswith("/api/hooks/")
+        secret = any(
+            "token" in name for name in request.view_args or {}
+        ) or request.path.startswith("/api/hooks/")
         path = (endpoint if request.url_rule else "/api/hooks/***") if secret else request.path
-        access_log.info("%s %s %s %.1f ms", request.method, path,
-                        response.status_code, seconds * 1000,
-                        extra={"method": request.method, "path": path,
-                               "endpoint": endpoint, "status": response.status_code,
-                               "duration_ms": round(seconds * 1000, 1)})
+        access_log.info(
+            "%s %s %s %.1f ms",
+            request.method,
+            path,
+            response.status_code,
+            seconds * 1000,
+            extra={
+                "method": request.method,
+                "path": path,
+                "endpoint": endpoint,
+                "status": response.status_code,
+                "duration_ms": round(seconds * 1000, 1),
+            },
+        )
         return response
 
     @app.teardown_request

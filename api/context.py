@@ -13,10 +13,10 @@ from flask import current_app, g, request
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from atom import logs
-from atom.auth import Role, authenticate
 from atom.config import Settings
-from atom.monitoring import Probe
+from atom.observe import logs
+from atom.observe.monitoring import Probe
+from atom.security.auth import Role, authenticate
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,8 @@ def require(role: Role) -> Callable:
 
         wrapper.__dict__.setdefault("_apidoc", {})
         wrapper._apidoc.setdefault("manual_doc", {}).setdefault(
-            "security", [{"ApiKeyHeader": []}, {"BearerAuth": []}])
+            "security", [{"ApiKeyHeader": []}, {"BearerAuth": []}]
+        )
         return wrapper
 
     return decorator
@@ -82,5 +83,6 @@ def require(role: Role) -> Callable:
 def page_of(db: Session, query: Select, pagination: Any) -> list[Any]:
     """One page of an ordered query; sets the total for flask-smorest's X-Pagination."""
     pagination.item_count = db.scalar(
-        select(func.count()).select_from(query.order_by(None).subquery()))
+        select(func.count()).select_from(query.order_by(None).subquery())
+    )
     return list(db.scalars(query.offset(pagination.first_item).limit(pagination.page_size)))

@@ -14,12 +14,16 @@ from sqlalchemy import select
 
 from api.context import page_of, require, session, state, tenant_id
 from api.schemas import ExecutionListArgs, ExecutionSchema
-from atom import engine, events, lifecycle
-from atom.auth import Role
-from atom.models import Execution
+from atom.runs import engine, events, lifecycle
+from atom.security.auth import Role
+from atom.store.models import Execution
 
-blp = Blueprint("executions", __name__, url_prefix="/api/executions",
-                description="Runs of workflows and their steps.")
+blp = Blueprint(
+    "executions",
+    __name__,
+    url_prefix="/api/executions",
+    description="Runs of workflows and their steps.",
+)
 
 
 @blp.route("")
@@ -38,8 +42,9 @@ class ExecutionCollection(MethodView):
             query = query.where(Execution.workflow_id == args["workflow_id"])
         if "status" in args:
             query = query.where(Execution.status == args["status"])
-        rows = page_of(db, query.order_by(Execution.created_at.desc(), Execution.id),
-                       pagination_parameters)
+        rows = page_of(
+            db, query.order_by(Execution.created_at.desc(), Execution.id), pagination_parameters
+        )
         return [engine.execution_view(e) for e in rows]
 
 
@@ -133,12 +138,17 @@ class ExecutionEvents(MethodView):
     """The run's changes as they happen."""
 
     @require(Role.VIEWER)
-    @blp.doc(responses={"200": {
-        "description": "Server-Sent Events: `snapshot` (the execution as GET shows it), then "
-                       "`step` and `execution` events as they happen, and `end` (the final "
-                       "execution) once it is terminal; then the stream closes. A comment "
-                       "line keeps a quiet stream alive every 15 s.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+    @blp.doc(
+        responses={
+            "200": {
+                "description": "Server-Sent Events: `snapshot` (the execution as GET shows "
+                "it), then `step` and `execution` events as they happen, and `end` (the final "
+                "execution) once it is terminal; then the stream closes. A comment "
+                "line keeps a quiet stream alive every 15 s.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            }
+        }
+    )
     def get(self, execution_id: uuid.UUID):
         """Follow the run: a snapshot first, every step and status change, the end."""
         engine.get_execution(session(), tenant_id(), execution_id)  # 404 for other tenants
@@ -152,13 +162,17 @@ class ExecutionEvents(MethodView):
 
         def stream() -> Iterator[str]:
             yield f": events of execution {execution_id}\n\n"
-            for item in events.follow(app_state.factory, app_state.settings.events_redis,
-                                      execution_id, snapshot):
+            for item in events.follow(
+                app_state.factory, app_state.settings.events_redis, execution_id, snapshot
+            ):
                 if item is None:
                     yield ": keep-alive\n\n"
                     continue
                 name, data = item
                 yield f"event: {name}\ndata: {json.dumps(data, default=str)}\n\n"
 
-        return Response(stream(), mimetype="text/event-stream",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return Response(
+            stream(),
+            mimetype="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )

@@ -63,8 +63,9 @@ def check_request(webhook_max_bytes: int) -> None:
             except json.JSONDecodeError:
                 document = None  # not JSON at all: the endpoint answers that in its own words
             except (RecursionError, ValueError) as e:
-                raise InvalidInput({"body": [f"cannot be read: {type(e).__name__}: "
-                                             f"{str(e)[:120]}"]}) from e
+                raise InvalidInput(
+                    {"body": [f"cannot be read: {type(e).__name__}: {str(e)[:120]}"]}
+                ) from e
             _walk(document, "body", problems)
     if problems:
         raise InvalidInput(problems)

@@ -7,8 +7,8 @@ import argparse
 from gunicorn.app.base import BaseApplication
 
 from api.app import create_app
-from atom import logs
 from atom.config import Settings
+from atom.observe import logs
 
 
 class _Gunicorn(BaseApplication):
@@ -33,16 +33,27 @@ def main(settings: Settings, argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=settings.api_port)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=16,
-                        help="threads per gunicorn worker; an open event stream holds one")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=16,
+        help="threads per gunicorn worker; an open event stream holds one",
+    )
     args = parser.parse_args(argv)
     app = create_app(settings)
     if args.dev:
         app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
         return
-    _Gunicorn(app, {"bind": f"{args.host}:{args.port}", "workers": args.workers,
-                    "threads": args.threads, "timeout": 60, "graceful_timeout": 10,
-                    # The app logs each request itself (one JSON line, atom.api.access).
-                    "accesslog": None,
-                    "logconfig_dict": logs.logging_config(settings.log_level,
-                                                          settings.log_format)}).run()
+    _Gunicorn(
+        app,
+        {
+            "bind": f"{args.host}:{args.port}",
+            "workers": args.workers,
+            "threads": args.threads,
+            "timeout": 60,
+            "graceful_timeout": 10,
+            # The app logs each request itself (one JSON line, atom.api.access).
+            "accesslog": None,
+            "logconfig_dict": logs.logging_config(settings.log_level, settings.log_format),
+        },
+    ).run()

@@ -24,14 +24,20 @@ from api.schemas import (
     WorkflowHealthArgs,
     WorkflowHealthSchema,
 )
-from atom import alerts, monitoring, workflows
-from atom.auth import Role
-from atom.models import Alert, AlertRule
+from atom.alerts import rules as alerts
+from atom.observe import monitoring
+from atom.security.auth import Role
+from atom.store import workflows
+from atom.store.models import Alert, AlertRule
 
 logger = logging.getLogger(__name__)
 
-blp = Blueprint("monitoring", __name__, url_prefix="/api/workflows",
-                description="Monitoring: health, run statistics, alert rules and alerts.")
+blp = Blueprint(
+    "monitoring",
+    __name__,
+    url_prefix="/api/workflows",
+    description="Monitoring: health, run statistics, alert rules and alerts.",
+)
 
 
 @blp.route("/monitoring/health")
@@ -39,8 +45,7 @@ class Health(MethodView):
     """The platform's health (public)."""
 
     @blp.response(200, HealthSchema)
-    @blp.alt_response(503, schema=HealthSchema,
-                      description="The database or the broker is down")
+    @blp.alt_response(503, schema=HealthSchema, description="The database or the broker is down")
     def get(self):
         """Database (SELECT 1), broker (PING), workers (a 1 s ping), beat (its heartbeat)."""
         report = state().probe.health()
@@ -58,8 +63,7 @@ class Metrics(MethodView):
         """Executions by status, success rate, duration p50/p95/p99, per workflow; queue
         depths and workers."""
         window = args["window"]
-        report = monitoring.window_metrics(session(), tenant_id(),
-                                           monitoring.parse_window(window))
+        report = monitoring.window_metrics(session(), tenant_id(), monitoring.parse_window(window))
         probe = state().probe
         try:
             report["queues"] = probe.queues()
@@ -135,15 +139,21 @@ class MonitorStatus(MethodView):
         """Whether it runs, how often, its last evaluation, the tenant's rules and alerts."""
         db = session()
         app_state = state()
-        total, enabled = db.execute(select(
-            func.count(), func.count().filter(AlertRule.enabled.is_(True)))
-            .where(AlertRule.tenant_id == tenant_id())).one()
-        firing = db.scalar(select(func.count()).where(
-            Alert.tenant_id == tenant_id(), Alert.status == "firing"))
-        return {"enabled": app_state.settings.monitoring_enabled,
-                "interval_s": app_state.settings.monitor_interval,
-                "last_evaluation": app_state.probe.monitor_status(),
-                "rules": {"total": total, "enabled": enabled}, "alerts": {"firing": firing}}
+        total, enabled = db.execute(
+            select(func.count(), func.count().filter(AlertRule.enabled.is_(True))).where(
+                AlertRule.tenant_id == tenant_id()
+            )
+        ).one()
+        firing = db.scalar(
+            select(func.count()).where(Alert.tenant_id == tenant_id(), Alert.status == "firing")
+        )
+        return {
+            "enabled": app_state.settings.monitoring_enabled,
+            "interval_s": app_state.settings.monitor_interval,
+            "last_evaluation": app_state.probe.monitor_status(),
+            "rules": {"total": total, "enabled": enabled},
+            "alerts": {"firing": firing},
+        }
 
 
 @blp.route("/<uuid:workflow_id>/health")
@@ -157,7 +167,8 @@ class WorkflowHealth(MethodView):
         """0-100 from its success rate, its p95 against its own baseline, its open alerts."""
         db = session()
         workflows.get_workflow(db, tenant_id(), workflow_id)
-        report = monitoring.workflow_health(db, tenant_id(), workflow_id,
-                                            monitoring.parse_window(args["window"]))
+        report = monitoring.workflow_health(
+            db, tenant_id(), workflow_id, monitoring.parse_window(args["window"])
+        )
         report["window"] = args["window"]
         return report

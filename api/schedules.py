@@ -11,11 +11,15 @@ from flask_smorest import Blueprint
 from marshmallow import INCLUDE, Schema, fields
 
 from api.context import page_of, require, session, state, tenant_id
-from atom import schedules
-from atom.auth import Role
+from atom.schedules import service as schedules
+from atom.security.auth import Role
 
-blp = Blueprint("schedules", __name__, url_prefix="/api/schedules",
-                description="Run workflows on a clock: cron in a timezone, or an interval.")
+blp = Blueprint(
+    "schedules",
+    __name__,
+    url_prefix="/api/schedules",
+    description="Run workflows on a clock: cron in a timezone, or an interval.",
+)
 
 
 class ScheduleInSchema(Schema):
@@ -106,8 +110,12 @@ class ScheduleCollection(MethodView):
         db = session()
         schedule = schedules.create_schedule(db, tenant_id(), body)
         db.commit()
-        schedules.put_entry(state().celery, schedule, state().settings.schedule_misfire_grace,
-                            schedules.resume_point(db, schedule))
+        schedules.put_entry(
+            state().celery,
+            schedule,
+            state().settings.schedule_misfire_grace,
+            schedules.resume_point(db, schedule),
+        )
         location = url_for("schedules.ScheduleItem", schedule_id=schedule.id)
         return schedules.schedule_view(schedule), 201, {"Location": location}
 
@@ -120,8 +128,7 @@ class ScheduleItem(MethodView):
     @blp.response(200, ScheduleSchema)
     def get(self, schedule_id: uuid.UUID):
         """The schedule with its next five fire times."""
-        return schedules.schedule_view(schedules.get_schedule(session(), tenant_id(),
-                                                              schedule_id))
+        return schedules.schedule_view(schedules.get_schedule(session(), tenant_id(), schedule_id))
 
     @require(Role.EDITOR)
     @blp.arguments(SchedulePatchSchema)
@@ -131,8 +138,12 @@ class ScheduleItem(MethodView):
         db = session()
         schedule = schedules.update_schedule(db, tenant_id(), schedule_id, changes)
         db.commit()
-        schedules.put_entry(state().celery, schedule, state().settings.schedule_misfire_grace,
-                            schedules.resume_point(db, schedule))
+        schedules.put_entry(
+            state().celery,
+            schedule,
+            state().settings.schedule_misfire_grace,
+            schedules.resume_point(db, schedule),
+        )
         return schedules.schedule_view(schedule)
 
     @require(Role.EDITOR)

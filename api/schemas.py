@@ -20,8 +20,11 @@ class DefinitionSchema(Schema):
     name = fields.Raw(metadata={"description": "Workflow name", "example": "Onboarding"})
     description = fields.Raw(metadata={"description": "What it does"})
     on_failure = fields.Raw(metadata={"description": "fail_fast (default) or continue"})
-    nodes = fields.Raw(metadata={"description": "List of {id, type, name, config, retry, "
-                                                "timeout, trigger_rule, queue}"})
+    nodes = fields.Raw(
+        metadata={
+            "description": "List of {id, type, name, config, retry, timeout, trigger_rule, queue}"
+        }
+    )
     connections = fields.Raw(metadata={"description": "List of {source, target, when}"})
 
 
@@ -128,7 +131,7 @@ class ExecutionListArgs(Schema):
 def _window(value: str) -> None:
     from marshmallow import ValidationError
 
-    from atom.monitoring import parse_window
+    from atom.observe.monitoring import parse_window
 
     try:
         parse_window(value)
@@ -139,23 +142,32 @@ def _window(value: str) -> None:
 class WindowArgs(Schema):
     """The period statistics cover: a number and s, m, h or d (1s .. 30d)."""
 
-    window = fields.String(load_default="1h", validate=_window,
-                           metadata={"description": "like 5m, 1h, 7d", "example": "1h"})
+    window = fields.String(
+        load_default="1h",
+        validate=_window,
+        metadata={"description": "like 5m, 1h, 7d", "example": "1h"},
+    )
 
 
 class WorkflowHealthArgs(Schema):
     """The period a workflow's health covers."""
 
-    window = fields.String(load_default="24h", validate=_window,
-                           metadata={"description": "like 1h, 24h, 7d", "example": "24h"})
+    window = fields.String(
+        load_default="24h",
+        validate=_window,
+        metadata={"description": "like 1h, 24h, 7d", "example": "24h"},
+    )
 
 
 class HealthSchema(Schema):
     """The platform's health: ok, degraded (no worker or no beat) or down (503)."""
 
     status = fields.String(validate=validate.OneOf(["ok", "degraded", "down"]))
-    components = fields.Dict(metadata={"description": "database, broker, workers {count}, "
-                                                      "beat {status, last_seen, age_s}"})
+    components = fields.Dict(
+        metadata={
+            "description": "database, broker, workers {count}, beat {status, last_seen, age_s}"
+        }
+    )
 
 
 class MonitoringMetricsSchema(Schema):
@@ -168,10 +180,12 @@ class MonitoringMetricsSchema(Schema):
     window_seconds = fields.Integer()
     from_ = fields.String(data_key="from")
     to = fields.String()
-    executions = fields.Dict(metadata={"description": "total, by_status (runs created in "
-                                                      "the window)"})
-    finished = fields.Dict(metadata={"description": "succeeded, failed, cancelled (runs "
-                                                    "that finished in the window)"})
+    executions = fields.Dict(
+        metadata={"description": "total, by_status (runs created in the window)"}
+    )
+    finished = fields.Dict(
+        metadata={"description": "succeeded, failed, cancelled (runs that finished in the window)"}
+    )
     success_rate = fields.Float(allow_none=True)
     duration_ms = fields.Dict(metadata={"description": "p50, p95, p99 of finished runs"})
     workflows = fields.List(fields.Dict())
@@ -187,15 +201,22 @@ class AlertRuleInSchema(Schema):
         unknown = INCLUDE
 
     name = fields.Raw(metadata={"example": "Checkout failing"})
-    metric = fields.Raw(metadata={"description": "error_rate, duration_p95_ms, "
-                                                 "performance_degradation, queue_depth, workers"})
+    metric = fields.Raw(
+        metadata={
+            "description": "error_rate, duration_p95_ms, "
+            "performance_degradation, queue_depth, workers"
+        }
+    )
     comparison = fields.Raw(metadata={"description": "> >= < <= (default > ; < for workers)"})
     threshold = fields.Raw(metadata={"description": "error_rate is a fraction (0.1 = 10 %)"})
     window = fields.Raw(metadata={"description": "like 5m or 1h (default 5m)"})
     severity = fields.Raw(metadata={"description": "low, medium, high, critical"})
     cooldown = fields.Raw(metadata={"description": "seconds (default 300)"})
-    channels = fields.Raw(metadata={"description": '[{"type": "webhook"|"slack", "url": ...}, '
-                                                   '{"type": "email", "to": ...}]'})
+    channels = fields.Raw(
+        metadata={
+            "description": '[{"type": "webhook"|"slack", "url": ...}, {"type": "email", "to": ...}]'
+        }
+    )
     workflow_id = fields.Raw(metadata={"description": "only this workflow's runs"})
     enabled = fields.Raw()
 

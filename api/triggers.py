@@ -14,12 +14,13 @@ from marshmallow import Schema, fields, validate
 
 from api.context import require, session, state, tenant_id
 from api.schemas import ExecutionSchema
-from atom import engine, runner, triggers
-from atom.auth import Role
 from atom.errors import InvalidInput, Problem
+from atom.runs import engine, runner, triggers
+from atom.security.auth import Role
 
-blp = Blueprint("triggers", __name__, url_prefix="/api",
-                description="Start workflows from webhooks and events.")
+blp = Blueprint(
+    "triggers", __name__, url_prefix="/api", description="Start workflows from webhooks and events."
+)
 
 
 class WebhookSchema(Schema):
@@ -82,9 +83,14 @@ class Hook(MethodView):
         db = session()
         workflow = triggers.workflow_for_token(db, token)
         db.rollback()
-        execution = runner.start_execution(app_state.factory, app_state.celery,
-                                           workflow.tenant_id, workflow.id, body,
-                                           {"kind": "webhook"})
+        execution = runner.start_execution(
+            app_state.factory,
+            app_state.celery,
+            workflow.tenant_id,
+            workflow.id,
+            body,
+            {"kind": "webhook"},
+        )
         return engine.execution_view(execution)
 
 
@@ -102,7 +108,15 @@ class Events(MethodView):
         db.rollback()
         event_id = str(uuid.uuid4())
         app_state = state()
-        started = [runner.start_execution(
-            app_state.factory, app_state.celery, tenant_id(), wf.id, event["payload"],
-            triggers.event_trigger(event["type"], event_id)) for wf in matching]
+        started = [
+            runner.start_execution(
+                app_state.factory,
+                app_state.celery,
+                tenant_id(),
+                wf.id,
+                event["payload"],
+                triggers.event_trigger(event["type"], event_id),
+            )
+            for wf in matching
+        ]
         return {"event_id": event_id, "executions": [engine.execution_view(e) for e in started]}

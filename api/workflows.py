@@ -19,11 +19,16 @@ from api.schemas import (
     WorkflowListArgs,
     WorkflowSchema,
 )
-from atom import engine, runner, workflows
-from atom.auth import Role
+from atom.runs import engine, runner
+from atom.security.auth import Role
+from atom.store import workflows
 
-blp = Blueprint("workflows", __name__, url_prefix="/api/workflows",
-                description="Workflow definitions, their versions and plans.")
+blp = Blueprint(
+    "workflows",
+    __name__,
+    url_prefix="/api/workflows",
+    description="Workflow definitions, their versions and plans.",
+)
 
 
 @blp.route("")
@@ -122,9 +127,14 @@ class WorkflowExecute(MethodView):
     def post(self, body: dict[str, Any], workflow_id: uuid.UUID):
         """Start an execution; ``input`` is what templates see as ``input``."""
         app_state = state()
-        execution = runner.start_execution(app_state.factory, app_state.celery, tenant_id(),
-                                           workflow_id, body.get("input") or {},
-                                           {"kind": "api"})
+        execution = runner.start_execution(
+            app_state.factory,
+            app_state.celery,
+            tenant_id(),
+            workflow_id,
+            body.get("input") or {},
+            {"kind": "api"},
+        )
         db = session()
         execution = engine.get_execution(db, tenant_id(), execution.id)
         view = engine.execution_view(execution, engine.steps_of(db, execution))

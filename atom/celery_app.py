@@ -57,8 +57,7 @@ class _TolerantChannel(kombu_redis.Channel):
         try:
             return super()._brpop_read(**options)
         except (ValueError, KeyError, TypeError) as exc:  # the item is already popped
-            logger.error("discarded a malformed broker message (%s: %s)",
-                         type(exc).__name__, exc)
+            logger.error("discarded a malformed broker message (%s: %s)", type(exc).__name__, exc)
             return True
 
 
@@ -82,8 +81,12 @@ def _keep_atom_logging(**_: object) -> None:
 def make_celery(settings: Settings) -> Celery:
     """A Celery app configured for reliability: JSON only, late acks, prefetch 1."""
     signals.setup_logging.connect(_keep_atom_logging, weak=False, dispatch_uid="atom.logging")
-    app = Celery("atom", broker=settings.celery_broker,
-                 backend=_backend_url(settings.celery_backend), set_as_current=False)
+    app = Celery(
+        "atom",
+        broker=settings.celery_broker,
+        backend=_backend_url(settings.celery_backend),
+        set_as_current=False,
+    )
     if settings.celery_broker.split("://", 1)[0] in {"redis", "rediss"}:
         app.conf.broker_transport = "atom.celery_app:TolerantRedisTransport"
     app.conf.update(

@@ -35,8 +35,9 @@ class Client:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request; return the JSON body or raise ApiError."""
-        response = self.session.request(method, self.base_url + path, timeout=self.timeout,
-                                        **kwargs)
+        response = self.session.request(
+            method, self.base_url + path, timeout=self.timeout, **kwargs
+        )
         body = response.json() if response.content else None
         if response.status_code >= 400:
             raise ApiError(response.status_code, body)
@@ -48,15 +49,17 @@ class Client:
 
     def execute(self, workflow_id: str, input_: Any = None) -> dict[str, Any]:
         """POST /api/workflows/{id}/execute."""
-        return self.request("POST", f"/api/workflows/{workflow_id}/execute",
-                            json={"input": input_ or {}})
+        return self.request(
+            "POST", f"/api/workflows/{workflow_id}/execute", json={"input": input_ or {}}
+        )
 
     def execution(self, execution_id: str) -> dict[str, Any]:
         """GET /api/executions/{id}."""
         return self.request("GET", f"/api/executions/{execution_id}")
 
-    def follow(self, execution_id: str, interval: float = 0.25,
-               timeout: float = 3600) -> Iterator[dict[str, Any]]:
+    def follow(
+        self, execution_id: str, interval: float = 0.25, timeout: float = 3600
+    ) -> Iterator[dict[str, Any]]:
         """Yield the execution each time it changes, until it ends (or ``timeout``)."""
         deadline, last = time.monotonic() + timeout, None
         while True:
@@ -71,12 +74,17 @@ class Client:
                 raise TimeoutError(f"execution {execution_id} still {current['status']}")
             time.sleep(interval)
 
-    def events(self, execution_id: str, read_timeout: float = 60
-               ) -> Iterator[tuple[str, dict[str, Any]]]:
+    def events(
+        self, execution_id: str, read_timeout: float = 60
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
         """GET /api/executions/{id}/events: ``(event, data)`` until the stream closes."""
         url = f"{self.base_url}/api/executions/{execution_id}/events"
-        with self.session.get(url, stream=True, timeout=(self.timeout, read_timeout),
-                              headers={"Accept": "text/event-stream"}) as response:
+        with self.session.get(
+            url,
+            stream=True,
+            timeout=(self.timeout, read_timeout),
+            headers={"Accept": "text/event-stream"},
+        ) as response:
             if response.status_code >= 400:
                 body = response.json() if response.content else None
                 raise ApiError(response.status_code, body)
@@ -95,8 +103,9 @@ class Client:
                 elif line.startswith("data:"):
                     data.append(line[5:].lstrip())
 
-    def watch(self, execution_id: str, timeout: float = 3600
-              ) -> Iterator[tuple[str, dict[str, Any]]]:
+    def watch(
+        self, execution_id: str, timeout: float = 3600
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
         """The run's events as ``events`` gives them, ending with ``("end", execution)``;
         when the stream fails, polling takes over and yields ``("snapshot", execution)``."""
         try:

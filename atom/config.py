@@ -103,7 +103,8 @@ class Settings:
             webhook_max_bytes=int(env.get("ATOM_WEBHOOK_MAX_BYTES") or 256 * 1024),
             log_format=(env.get("ATOM_LOG_FORMAT") or "json").lower(),
             metrics_dir=Path(env["ATOM_METRICS_DIR"]).absolute()
-            if env.get("ATOM_METRICS_DIR") else None,
+            if env.get("ATOM_METRICS_DIR")
+            else None,
             metrics_token=env.get("ATOM_METRICS_TOKEN") or None,
             monitor_interval=float(env.get("ATOM_MONITOR_INTERVAL") or 30),
             smtp_host=env.get("ATOM_SMTP_HOST") or None,
@@ -116,8 +117,11 @@ class Settings:
 
     def with_services(self, database_url: str, redis_url: str) -> Settings:
         """A copy with the service URLs filled in (used after starting embedded servers)."""
-        return replace(self, database_url=self.database_url or database_url,
-                       redis_url=self.redis_url or redis_url)
+        return replace(
+            self,
+            database_url=self.database_url or database_url,
+            redis_url=self.redis_url or redis_url,
+        )
 
     @property
     def celery_broker(self) -> str:
@@ -133,8 +137,9 @@ class Settings:
         if self.result_backend:
             return self.result_backend
         if not self.redis_url:
-            raise RuntimeError("No result backend configured: set CELERY_RESULT_BACKEND "
-                               "or REDIS_URL")
+            raise RuntimeError(
+                "No result backend configured: set CELERY_RESULT_BACKEND or REDIS_URL"
+            )
         return _with_db(self.redis_url, 1)
 
     @property

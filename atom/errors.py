@@ -49,8 +49,11 @@ class InvalidInput(AtomError):
 
     def __init__(self, problems: list[Problem] | dict[str, list[str]]):
         if isinstance(problems, dict):
-            problems = [Problem(field, message) for field, messages in problems.items()
-                        for message in messages]
+            problems = [
+                Problem(field, message)
+                for field, messages in problems.items()
+                for message in messages
+            ]
         self.problems = list(problems)
         count = len(self.problems)
         super().__init__(
@@ -85,8 +88,9 @@ class Conflict(AtomError):
 
     http_status = 409
 
-    def __init__(self, message: str, *, status: str | None = None,
-                 allowed: list[str] | None = None):
+    def __init__(
+        self, message: str, *, status: str | None = None, allowed: list[str] | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.allowed = allowed or []

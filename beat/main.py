@@ -27,19 +27,26 @@ LOCK_TIMEOUT = 10
 def periodic_jobs(settings: Settings) -> dict:
     """The platform's own schedule (RedBeat static entries)."""
     sweep = settings.schedule_sweep_interval
-    jobs: dict = {"atom-sweep-schedules": {
-        "task": SWEEP_SCHEDULES, "schedule": timedelta(seconds=sweep),
-        "options": {"queue": MAINTENANCE_QUEUE, "expires": sweep}}}
+    jobs: dict = {
+        "atom-sweep-schedules": {
+            "task": SWEEP_SCHEDULES,
+            "schedule": timedelta(seconds=sweep),
+            "options": {"queue": MAINTENANCE_QUEUE, "expires": sweep},
+        }
+    }
     if settings.auto_recovery_enabled:
         every = timedelta(seconds=settings.reconcile_interval)
-        jobs["atom-reconcile"] = {"task": RECONCILE, "schedule": every,
-                                  "options": {"queue": MAINTENANCE_QUEUE,
-                                              "expires": settings.reconcile_interval}}
+        jobs["atom-reconcile"] = {
+            "task": RECONCILE,
+            "schedule": every,
+            "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.reconcile_interval},
+        }
     if settings.monitoring_enabled:
-        jobs["atom-monitor"] = {"task": EVALUATE_ALERTS,
-                                "schedule": timedelta(seconds=settings.monitor_interval),
-                                "options": {"queue": MAINTENANCE_QUEUE,
-                                            "expires": settings.monitor_interval}}
+        jobs["atom-monitor"] = {
+            "task": EVALUATE_ALERTS,
+            "schedule": timedelta(seconds=settings.monitor_interval),
+            "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.monitor_interval},
+        }
     return jobs
 
 
@@ -48,8 +55,9 @@ def main(settings: Settings, argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="atom beat")
     parser.add_argument("--loglevel", "-l", default=settings.log_level)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.loglevel,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     app = make_celery(settings)
     app.conf.beat_schedule = periodic_jobs(settings)
     # The scheduler rebuilds schedule entries from PostgreSQL when it starts.
@@ -58,5 +66,11 @@ def main(settings: Settings, argv: list[str] | None = None) -> None:
     app.conf.beat_max_loop_interval = MAX_INTERVAL
     app.conf.redbeat_lock_timeout = LOCK_TIMEOUT
     app.conf.redbeat_redis_options = {"retry_period": 30}
-    app.start(["beat", "--scheduler=beat.scheduler:AtomScheduler", f"--loglevel={args.loglevel}",
-               f"--max-interval={MAX_INTERVAL}"])
+    app.start(
+        [
+            "beat",
+            "--scheduler=beat.scheduler:AtomScheduler",
+            f"--loglevel={args.loglevel}",
+            f"--max-interval={MAX_INTERVAL}",
+        ]
+    )

@@ -16,10 +16,10 @@ import time
 from redbeat.schedulers import RedBeatScheduler, get_redis
 from redis.exceptions import LockError
 
-from atom import schedules
 from atom.celery_app import FIRE_SCHEDULE
-from atom.db import make_engine, make_sessionmaker
-from atom.monitoring import BEAT_HEARTBEAT_KEY
+from atom.observe.monitoring import BEAT_HEARTBEAT_KEY
+from atom.schedules import service as schedules
+from atom.store.db import make_engine, make_sessionmaker
 
 logger = logging.getLogger("atom.beat")
 
@@ -36,8 +36,9 @@ class AtomScheduler(RedBeatScheduler):
         if url:
             engine = make_engine(url, pool_size=1)
             try:
-                schedules.sync_entries_safely(make_sessionmaker(engine), self.app,
-                                              self.app.conf.atom_misfire_grace)
+                schedules.sync_entries_safely(
+                    make_sessionmaker(engine), self.app, self.app.conf.atom_misfire_grace
+                )
             finally:
                 engine.dispose()
 
@@ -46,13 +47,14 @@ class AtomScheduler(RedBeatScheduler):
         timing = getattr(entry, "timing", None)
         if timing is None:
             return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
-        due = entry._due()  # noqa: SLF001 - the slot being fired, before reserve() advances
+        due = entry._due()  # the slot being fired, before reserve() advances
         if advance:
             self.reserve(entry)
-        return self.send_task(FIRE_SCHEDULE, (entry.args[0], due.isoformat()), {},
-                              producer=producer, **entry.options)
+        return self.send_task(
+            FIRE_SCHEDULE, (entry.args[0], due.isoformat()), {}, producer=producer, **entry.options
+        )
 
-    def tick(self, min=min, **kwargs):  # noqa: A002 - signature of celery's Scheduler.tick
+    def tick(self, min=min, **kwargs):  # signature of celery's Scheduler.tick
         """Keep the lock (or stand by), restore missing static entries, send what is due."""
         if self.lock_key and self.lock is not None and not self._keep_lock():
             return self.max_interval
@@ -90,8 +92,11 @@ class AtomScheduler(RedBeatScheduler):
         if not statics:
             return
         client = get_redis(self.app)
-        missing = {name: spec for name, spec in statics.items()
-                   if not client.exists(self.Entry.generate_key(self.app, name))}
+        missing = {
+            name: spec
+            for name, spec in statics.items()
+            if not client.exists(self.Entry.generate_key(self.app, name))
+        }
         if missing:
             logger.warning("beat: restoring missing entries: %s", ", ".join(sorted(missing)))
             self.update_from_dict(missing)

@@ -27,8 +27,8 @@ from atom.config import Settings  # noqa: E402
 
 def services(data: Path, database: str) -> tuple[Settings, list[Callable[[], None]]]:
     """Settings with services filled in, and the stop() calls of what was started here."""
-    from atom import embedded
-    from atom.migrations import upgrade
+    from atom.store.migrations import upgrade
+    from cli import embedded
 
     settings = replace(Settings.from_env(), data_dir=data, dev=True)
     stoppers: list[Callable[[], None]] = []
@@ -57,13 +57,19 @@ def start(cmd: list[str], settings: Settings, log: Path) -> subprocess.Popen:
     """Run ``cmd`` in a new session (its own process group), output to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
-        return subprocess.Popen(cmd, env={**os.environ, **settings.as_env()}, cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            env={**os.environ, **settings.as_env()},
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop(proc: subprocess.Popen) -> None:
     """SIGTERM the whole process group, SIGKILL after 15 s."""
-    from atom.cli import stop_process_group
+    from cli.main import stop_process_group
 
     stop_process_group(proc, grace=15.0)
 
@@ -81,8 +87,8 @@ def wait_ready(app, proc: subprocess.Popen, hostname: str, log: Path) -> None:
 
 def admin_key(settings: Settings, tenant_prefix: str = "bench") -> str:
     """An admin API key of a new tenant."""
-    from atom.auth import Role, create_key, get_or_create_tenant
-    from atom.db import make_engine, make_sessionmaker, transaction
+    from atom.security.auth import Role, create_key, get_or_create_tenant
+    from atom.store.db import make_engine, make_sessionmaker, transaction
 
     engine = make_engine(settings.database_url or "")
     try:

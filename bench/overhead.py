@@ -42,11 +42,24 @@ DATA = ROOT / ".atom" / "bench"
 RAW_QUEUE, NOOP = "bench.raw", "bench.noop"
 TIMEOUT = 120.0  # seconds, for any one run
 # make_celery's settings that the raw app copies (everything but ATOM's queues and RedBeat).
-SHARED = ("task_serializer", "result_serializer", "accept_content", "result_accept_content",
-          "task_acks_late", "task_reject_on_worker_lost", "worker_prefetch_multiplier",
-          "broker_transport_options", "broker_connection_retry_on_startup",
-          "result_backend_transport_options", "result_expires", "worker_send_task_events",
-          "task_send_sent_event", "worker_hijack_root_logger", "timezone", "enable_utc")
+SHARED = (
+    "task_serializer",
+    "result_serializer",
+    "accept_content",
+    "result_accept_content",
+    "task_acks_late",
+    "task_reject_on_worker_lost",
+    "worker_prefetch_multiplier",
+    "broker_transport_options",
+    "broker_connection_retry_on_startup",
+    "result_backend_transport_options",
+    "result_expires",
+    "worker_send_task_events",
+    "task_send_sent_event",
+    "worker_hijack_root_logger",
+    "timezone",
+    "enable_utc",
+)
 
 
 def make_raw_app(settings: Settings):
@@ -56,8 +69,12 @@ def make_raw_app(settings: Settings):
     from atom.celery_app import make_celery
 
     atom_app = make_celery(settings)
-    app = Celery("bench", broker=settings.celery_broker, backend=settings.celery_backend,
-                 set_as_current=False)
+    app = Celery(
+        "bench",
+        broker=settings.celery_broker,
+        backend=settings.celery_backend,
+        set_as_current=False,
+    )
     app.conf.update({k: atom_app.conf[k] for k in SHARED}, task_default_queue=RAW_QUEUE)
     atom_app.close()
 
@@ -69,8 +86,12 @@ def make_raw_app(settings: Settings):
 
 
 def worker_argv(concurrency: int, hostname: str) -> list[str]:
-    return [f"--concurrency={concurrency}", "--pool=prefork", f"--hostname={hostname}",
-            "--loglevel=WARNING"]
+    return [
+        f"--concurrency={concurrency}",
+        "--pool=prefork",
+        f"--hostname={hostname}",
+        "--loglevel=WARNING",
+    ]
 
 
 def time_raw(app, shape: str, size: int) -> float:
@@ -78,26 +99,38 @@ def time_raw(app, shape: str, size: int) -> float:
 
     t0 = time.perf_counter()
     sigs = [app.signature(NOOP, immutable=True, queue=RAW_QUEUE) for _ in range(size + 1)]
-    canvas = chain(*sigs[:size], app=app) if shape == "chain" else \
-        chord(group(*sigs[:size], app=app), sigs[size], app=app)
+    canvas = (
+        chain(*sigs[:size], app=app)
+        if shape == "chain"
+        else chord(group(*sigs[:size], app=app), sigs[size], app=app)
+    )
     canvas.apply_async().get(timeout=TIMEOUT)
     return (time.perf_counter() - t0) * 1000
 
 
 def documents(n: int, w: int) -> dict[str, dict]:
     def step(node_id: str) -> dict:
-        return {"id": node_id, "type": "action",
-                "config": {"action_type": "transform", "output": {"ok": True}}}
+        return {
+            "id": node_id,
+            "type": "action",
+            "config": {"action_type": "transform", "output": {"ok": True}},
+        }
 
     trigger = {"id": "start", "type": "trigger", "config": {"kind": "manual"}}
     line = ["start", *[f"s{i}" for i in range(n)]]
     fan = [f"b{i}" for i in range(w)]
     return {
-        "chain": {"name": f"bench-chain-{n}", "nodes": [trigger, *map(step, line[1:])],
-                  "connections": [{"source": a, "target": b} for a, b in itertools.pairwise(line)]},
-        "chord": {"name": f"bench-chord-{w}", "nodes": [trigger, *map(step, fan), step("join")],
-                  "connections": [{"source": "start", "target": b} for b in fan]
-                  + [{"source": b, "target": "join"} for b in fan]},
+        "chain": {
+            "name": f"bench-chain-{n}",
+            "nodes": [trigger, *map(step, line[1:])],
+            "connections": [{"source": a, "target": b} for a, b in itertools.pairwise(line)],
+        },
+        "chord": {
+            "name": f"bench-chord-{w}",
+            "nodes": [trigger, *map(step, fan), step("join")],
+            "connections": [{"source": "start", "target": b} for b in fan]
+            + [{"source": b, "target": "join"} for b in fan],
+        },
     }
 
 
@@ -110,8 +143,11 @@ def time_atom(client, db, workflow_id: str) -> tuple[float, float]:
     query = text("SELECT status, created_at, finished_at FROM executions WHERE id = :id")
     deadline = time.monotonic() + TIMEOUT
     with db.connect() as conn:
-        while (row := conn.execute(query, {"id": execution_id}).one()).status not in \
-                ("succeeded", "failed", "cancelled"):
+        while (row := conn.execute(query, {"id": execution_id}).one()).status not in (
+            "succeeded",
+            "failed",
+            "cancelled",
+        ):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"execution {execution_id} still {row.status}")
             time.sleep(0.005)
@@ -123,9 +159,17 @@ def time_atom(client, db, workflow_id: str) -> tuple[float, float]:
 
 def run_raw(settings: Settings, args, shapes: dict[str, int]) -> dict[str, list[float]]:
     app, hostname = make_raw_app(settings), f"bench-raw-{os.getpid()}@localhost"
-    proc = start([sys.executable, str(Path(__file__).resolve()), "--raw-worker",
-                  f"--concurrency={args.concurrency}", f"--hostname={hostname}"], settings,
-                 DATA / "raw.log")
+    proc = start(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--raw-worker",
+            f"--concurrency={args.concurrency}",
+            f"--hostname={hostname}",
+        ],
+        settings,
+        DATA / "raw.log",
+    )
     try:
         wait_ready(app, proc, hostname, DATA / "raw.log")
         out = {}
@@ -148,8 +192,11 @@ def run_atom(settings: Settings, args) -> dict[str, list[tuple[float, float]]]:
     key = admin_key(settings)
     server, url = serve_api(settings)
     app, hostname = make_celery(settings), f"bench-atom-{os.getpid()}@localhost"
-    proc = start([sys.executable, "-m", "atom.cli", "worker",
-                  *worker_argv(args.concurrency, hostname)], settings, DATA / "atom.log")
+    proc = start(
+        [sys.executable, "-m", "cli", "worker", *worker_argv(args.concurrency, hostname)],
+        settings,
+        DATA / "atom.log",
+    )
     try:
         wait_ready(app, proc, hostname, DATA / "atom.log")
         client = Client(url, key)
@@ -168,29 +215,49 @@ def run_atom(settings: Settings, args) -> dict[str, list[tuple[float, float]]]:
 
 def report(args, raw: dict, atom: dict) -> dict:
     rows = {}
-    for shape, steps, label in (("chain", args.chain, f"chain({args.chain})"),
-                                ("chord", args.width + 1, f"chord({args.width})")):
+    for shape, steps, label in (
+        ("chain", args.chain, f"chain({args.chain})"),
+        ("chord", args.width + 1, f"chord({args.width})"),
+    ):
         raw_ms = statistics.median(raw[shape])
         atom_ms = statistics.median(s for s, _ in atom[shape])
         rows[label] = {
-            "steps": steps, "raw_ms": raw_ms, "atom_ms": atom_ms,
+            "steps": steps,
+            "raw_ms": raw_ms,
+            "atom_ms": atom_ms,
             "atom_wall_ms": statistics.median(w for _, w in atom[shape]),
-            "raw_per_step_ms": raw_ms / steps, "atom_per_step_ms": atom_ms / steps,
-            "overhead_per_step_ms": (atom_ms - raw_ms) / steps, "ratio": atom_ms / raw_ms,
-            "raw_samples_ms": raw[shape], "atom_samples_ms": [s for s, _ in atom[shape]]}
+            "raw_per_step_ms": raw_ms / steps,
+            "atom_per_step_ms": atom_ms / steps,
+            "overhead_per_step_ms": (atom_ms - raw_ms) / steps,
+            "ratio": atom_ms / raw_ms,
+            "raw_samples_ms": raw[shape],
+            "atom_samples_ms": [s for s, _ in atom[shape]],
+        }
     return rows
 
 
 def print_table(args, rows: dict) -> None:
-    cols = ("steps", "raw_ms", "atom_ms", "atom_wall_ms", "raw_per_step_ms", "atom_per_step_ms",
-            "overhead_per_step_ms", "ratio")
+    cols = (
+        "steps",
+        "raw_ms",
+        "atom_ms",
+        "atom_wall_ms",
+        "raw_per_step_ms",
+        "atom_per_step_ms",
+        "overhead_per_step_ms",
+        "ratio",
+    )
     print(f"{'shape':<11}" + "".join(f"{c:>{len(c) + 2}}" for c in cols))
     for label, row in rows.items():
-        print(f"{label:<11}" + "".join(f"{row[c]:>{len(c) + 2}.{0 if c == 'steps' else 2}f}"
-                                       for c in cols))
+        print(
+            f"{label:<11}"
+            + "".join(f"{row[c]:>{len(c) + 2}.{0 if c == 'steps' else 2}f}" for c in cols)
+        )
     ratios = ", ".join(f"{label} {row['ratio']:.1f}x" for label, row in rows.items())
-    print(f"ATOM/raw: {ratios} (medians of {args.repeat}, concurrency {args.concurrency}; "
-          "ATOM = finished_at - created_at)")
+    print(
+        f"ATOM/raw: {ratios} (medians of {args.repeat}, concurrency {args.concurrency}; "
+        "ATOM = finished_at - created_at)"
+    )
 
 
 def main() -> int:
@@ -205,8 +272,14 @@ def main() -> int:
     args = parser.parse_args()
     if args.raw_worker:  # the subprocess mode: run the raw Celery worker
         make_raw_app(Settings.from_env()).worker_main(
-            ["worker", *worker_argv(args.concurrency, args.hostname), f"--queues={RAW_QUEUE}",
-             "--without-mingle", "--without-gossip"])
+            [
+                "worker",
+                *worker_argv(args.concurrency, args.hostname),
+                f"--queues={RAW_QUEUE}",
+                "--without-mingle",
+                "--without-gossip",
+            ]
+        )
         return 0
     settings, stoppers = services(DATA, "atom_bench")
     try:
@@ -219,9 +292,19 @@ def main() -> int:
             stop_service()
     rows = report(args, raw, atom)
     if args.json:
-        print(json.dumps({"args": {k: v for k, v in vars(args).items() if k not in
-                                   ("raw_worker", "hostname", "json")}, "results": rows},
-                         indent=2))
+        print(
+            json.dumps(
+                {
+                    "args": {
+                        k: v
+                        for k, v in vars(args).items()
+                        if k not in ("raw_worker", "hostname", "json")
+                    },
+                    "results": rows,
+                },
+                indent=2,
+            )
+        )
     else:
         print_table(args, rows)
     return 0

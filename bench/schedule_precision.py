@@ -1,7 +1,7 @@
 """How late a scheduled run starts: from a schedule's due time to its execution and its step.
 
-Real processes, as in production: a worker (``python -m atom.cli worker --concurrency C``) and a
-beat (``python -m atom.cli beat``) as subprocesses, the API in this process. The workflow is a
+Real processes, as in production: a worker (``python -m cli worker --concurrency C``) and a
+beat (``python -m cli beat``) as subprocesses, the API in this process. The workflow is a
 trigger followed by one ``transform`` step. An interval schedule (``--interval``, overlap allow)
 runs until ``--fires`` fires are recorded (``--cron`` adds a ``* * * * *`` schedule, which needs
 ``--cron-fires`` minutes); then the schedules are disabled and PostgreSQL is read directly. Per
@@ -83,8 +83,9 @@ class Events:
 
     def _listen(self) -> None:
         with self.app.connection_for_read() as conn:
-            self.receiver = self.app.events.Receiver(conn, handlers={
-                "task-sent": self._on_sent, "task-started": self._on_started})
+            self.receiver = self.app.events.Receiver(
+                conn, handlers={"task-sent": self._on_sent, "task-started": self._on_started}
+            )
             self.listening.set()
             self.receiver.capture(limit=None, timeout=None, wakeup=False)
 
@@ -116,18 +117,25 @@ class Events:
 
 
 def document() -> dict:
-    return {"name": "bench-schedule", "nodes": [
-        {"id": "start", "type": "trigger", "config": {"kind": "schedule"}},
-        {"id": STEP, "type": "action",
-         "config": {"action_type": "transform", "output": {"ok": True}}}],
-        "connections": [{"source": "start", "target": STEP}]}
+    return {
+        "name": "bench-schedule",
+        "nodes": [
+            {"id": "start", "type": "trigger", "config": {"kind": "schedule"}},
+            {
+                "id": STEP,
+                "type": "action",
+                "config": {"action_type": "transform", "output": {"ok": True}},
+            },
+        ],
+        "connections": [{"source": "start", "target": STEP}],
+    }
 
 
 def wait_for_beat(settings: Settings, beat, since: float) -> None:
     """Until the beat is active: it sets its heartbeat on every tick (60 s at most)."""
     import redis
 
-    from atom.monitoring import BEAT_HEARTBEAT_KEY
+    from atom.observe.monitoring import BEAT_HEARTBEAT_KEY
 
     client, deadline = redis.Redis.from_url(settings.events_redis), time.monotonic() + 60
     try:
@@ -146,16 +154,20 @@ def count_fires(db, schedule_ids: dict[str, str]) -> dict[str, int]:
 
     query = text("SELECT count(*) FROM schedule_fires WHERE schedule_id = :id")
     with db.connect() as conn:
-        return {name: conn.execute(query, {"id": sid}).scalar_one()
-                for name, sid in schedule_ids.items()}
+        return {
+            name: conn.execute(query, {"id": sid}).scalar_one()
+            for name, sid in schedule_ids.items()
+        }
 
 
-def wait_for_fires(db, schedule_ids: dict[str, str], want: dict[str, int], procs: dict,
-                   deadline: float) -> bool:
+def wait_for_fires(
+    db, schedule_ids: dict[str, str], want: dict[str, int], procs: dict, deadline: float
+) -> bool:
     """Until each schedule has its fires; False when the deadline came first."""
     shown = None
-    while (counts := count_fires(db, schedule_ids)) and \
-            any(counts[name] < want[name] for name in want):
+    while (counts := count_fires(db, schedule_ids)) and any(
+        counts[name] < want[name] for name in want
+    ):
         for name, proc in procs.items():
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited; see {DATA / name}.log")
@@ -174,13 +186,17 @@ def settle(db, schedule_ids: dict[str, str]) -> None:
     """Wait (bounded) until every run the fires started has ended."""
     from sqlalchemy import text
 
-    query = text("SELECT count(*) FROM schedule_fires f JOIN executions e "
-                 "ON e.id = f.execution_id WHERE f.schedule_id = ANY(CAST(:ids AS uuid[])) "
-                 "AND e.status NOT IN ('succeeded', 'failed', 'cancelled')")
+    query = text(
+        "SELECT count(*) FROM schedule_fires f JOIN executions e "
+        "ON e.id = f.execution_id WHERE f.schedule_id = ANY(CAST(:ids AS uuid[])) "
+        "AND e.status NOT IN ('succeeded', 'failed', 'cancelled')"
+    )
     deadline = time.monotonic() + SETTLE
     with db.connect() as conn:
-        while conn.execute(query, {"ids": list(schedule_ids.values())}).scalar_one() and \
-                time.monotonic() < deadline:
+        while (
+            conn.execute(query, {"ids": list(schedule_ids.values())}).scalar_one()
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.2)
 
 
@@ -197,8 +213,11 @@ def read_fires(db, schedule_id: str, events: Events) -> tuple[list[dict], dict]:
         WHERE f.schedule_id = :id ORDER BY f.fire_time""")
     with db.connect() as conn:
         rows = conn.execute(query, {"id": schedule_id, "step": STEP}).all()
-        schedule = conn.execute(text("SELECT * FROM schedules WHERE id = :id"),
-                                {"id": schedule_id}).one()._asdict()
+        schedule = (
+            conn.execute(text("SELECT * FROM schedules WHERE id = :id"), {"id": schedule_id})
+            .one()
+            ._asdict()
+        )
     fire_stamps, step_stamps = events.stamps()
 
     def epoch(value: datetime | None) -> float | None:
@@ -209,13 +228,23 @@ def read_fires(db, schedule_id: str, events: Events) -> tuple[list[dict], dict]:
         due = row.fire_time.timestamp()
         fire_sent, fire_started = fire_stamps.get((schedule_id, round(due, 6)), (None, None))
         step_sent, step_task_started = step_stamps.get(str(row.execution_id), (None, None))
-        fires.append({
-            "fire_time": row.fire_time.isoformat(), "status": row.status, "source": row.source,
-            "reason": row.reason, "execution_status": row.execution_status,
-            "due": due, "fire_sent": fire_sent, "fire_started": fire_started,
-            "created": epoch(row.created_at), "step_sent": step_sent,
-            "step_task_started": step_task_started, "step_started": epoch(row.started_at),
-            "step_finished": epoch(row.finished_at)})
+        fires.append(
+            {
+                "fire_time": row.fire_time.isoformat(),
+                "status": row.status,
+                "source": row.source,
+                "reason": row.reason,
+                "execution_status": row.execution_status,
+                "due": due,
+                "fire_sent": fire_sent,
+                "fire_started": fire_started,
+                "created": epoch(row.created_at),
+                "step_sent": step_sent,
+                "step_task_started": step_task_started,
+                "step_started": epoch(row.started_at),
+                "step_finished": epoch(row.finished_at),
+            }
+        )
     return fires, schedule
 
 
@@ -228,55 +257,83 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summarize(name: str, fires: list[dict], schedule: dict) -> dict:
-    from atom.schedules import Timing
+    from atom.schedules.service import Timing
 
     for fire in fires:
-        fire["delays_ms"] = {label.strip(): (fire[b] - fire[a]) * 1000
-                             for label, a, b in STAGES
-                             if fire[a] is not None and fire[b] is not None}
+        fire["delays_ms"] = {
+            label.strip(): (fire[b] - fire[a]) * 1000
+            for label, a, b in STAGES
+            if fire[a] is not None and fire[b] is not None
+        }
     delays = {}
     for label, _, _ in STAGES:
-        samples = [(f["delays_ms"][label.strip()], f["fire_time"]) for f in fires
-                   if label.strip() in f["delays_ms"]]
+        samples = [
+            (f["delays_ms"][label.strip()], f["fire_time"])
+            for f in fires
+            if label.strip() in f["delays_ms"]
+        ]
         values = [v for v, _ in samples]
-        delays[label.strip()] = {"n": len(values)} | ({
-            "p50": percentile(values, 50), "p95": percentile(values, 95),
-            "p99": percentile(values, 99), "max": max(values),
-            "max_at": max(samples)[1]} if values else {})
+        delays[label.strip()] = {"n": len(values)} | (
+            {
+                "p50": percentile(values, 50),
+                "p95": percentile(values, 95),
+                "p99": percentile(values, 99),
+                "max": max(values),
+                "max_at": max(samples)[1],
+            }
+            if values
+            else {}
+        )
     recorded = [datetime.fromisoformat(f["fire_time"]) for f in fires]
-    timing = Timing(schedule["cron"], schedule["interval_seconds"], schedule["timezone"],
-                    schedule["anchor"])
-    expected = timing.slots_between(schedule["created_at"], max(recorded), limit=10**6) \
-        if recorded else []
+    timing = Timing(
+        schedule["cron"], schedule["interval_seconds"], schedule["timezone"], schedule["anchor"]
+    )
+    expected = (
+        timing.slots_between(schedule["created_at"], max(recorded), limit=10**6) if recorded else []
+    )
     return {
-        "schedule": name, "id": str(schedule["id"]), "cron": schedule["cron"],
-        "interval_seconds": schedule["interval_seconds"], "fires": len(fires),
+        "schedule": name,
+        "id": str(schedule["id"]),
+        "cron": schedule["cron"],
+        "interval_seconds": schedule["interval_seconds"],
+        "fires": len(fires),
         "by_status": dict(Counter(f["status"] for f in fires)),
         "by_source": dict(Counter(f["source"] for f in fires)),
-        "executions": dict(Counter(f["execution_status"] for f in fires
-                                   if f["execution_status"])),
+        "executions": dict(Counter(f["execution_status"] for f in fires if f["execution_status"])),
         "missing_slots": [s.isoformat() for s in sorted(set(expected) - set(recorded))],
         "unexpected_slots": [s.isoformat() for s in sorted(set(recorded) - set(expected))],
-        "delays_ms": delays, "samples": fires}
+        "delays_ms": delays,
+        "samples": fires,
+    }
 
 
 def print_table(result: dict) -> None:
     for summary in result["schedules"]:
-        print(f"\n{summary['schedule']}: {summary['fires']} fires; status "
-              f"{summary['by_status']}, source {summary['by_source']}, runs "
-              f"{summary['executions']}; missing slots {len(summary['missing_slots'])}"
-              f"{' ' + str(summary['missing_slots']) if summary['missing_slots'] else ''}, "
-              f"off-grid {len(summary['unexpected_slots'])}")
+        print(
+            f"\n{summary['schedule']}: {summary['fires']} fires; status "
+            f"{summary['by_status']}, source {summary['by_source']}, runs "
+            f"{summary['executions']}; missing slots {len(summary['missing_slots'])}"
+            f"{' ' + str(summary['missing_slots']) if summary['missing_slots'] else ''}, "
+            f"off-grid {len(summary['unexpected_slots'])}"
+        )
         print(f"{'delay (ms)':<38}{'n':>5}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}  max at")
         for label, _, _ in STAGES:
             row = summary["delays_ms"][label.strip()]
-            figures = "".join(f"{row[k]:>9.1f}" for k in ("p50", "p95", "p99", "max")) \
-                if row["n"] else f"{'-':>9}" * 4
+            figures = (
+                "".join(f"{row[k]:>9.1f}" for k in ("p50", "p95", "p99", "max"))
+                if row["n"]
+                else f"{'-':>9}" * 4
+            )
             print(f"{label:<38}{row['n']:>5}{figures}  {row.get('max_at', '')}")
         if summary["samples"] and (first := summary["samples"][0]["delays_ms"]):
-            print("first fire: " + ", ".join(
-                f"{label} {first[label]:.1f} ms" for label in
-                ("due -> beat sent the fire", "due -> step started") if label in first))
+            print(
+                "first fire: "
+                + ", ".join(
+                    f"{label} {first[label]:.1f} ms"
+                    for label in ("due -> beat sent the fire", "due -> step started")
+                    if label in first
+                )
+            )
     if result["timed_out"]:
         print(f"\nTIMED OUT after {result['args']['timeout']:.0f} s: fewer fires than asked")
 
@@ -294,32 +351,47 @@ def measure(settings: Settings, args) -> dict:
         events.start()
         server, url = serve_api(settings)
         client = Client(url, admin_key(settings, "bench-schedule"))
-        procs["worker"] = start([sys.executable, "-m", "atom.cli", "worker",
-                                 f"--concurrency={args.concurrency}", f"--hostname={hostname}",
-                                 "--loglevel=WARNING"], settings, DATA / "worker.log")
+        procs["worker"] = start(
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "worker",
+                f"--concurrency={args.concurrency}",
+                f"--hostname={hostname}",
+                "--loglevel=WARNING",
+            ],
+            settings,
+            DATA / "worker.log",
+        )
         wait_ready(app, procs["worker"], hostname, DATA / "worker.log")
         workflow_id = client.create_workflow(document())["id"]
         client.wait(client.execute(workflow_id)["id"], timeout=60)  # warm-up
         beat_started = time.time()
-        procs["beat"] = start([sys.executable, "-m", "atom.cli", "beat", "--loglevel=INFO"],
-                              settings, DATA / "beat.log")
+        procs["beat"] = start(
+            [sys.executable, "-m", "cli", "beat", "--loglevel=INFO"], settings, DATA / "beat.log"
+        )
         wait_for_beat(settings, procs["beat"], beat_started)
         specs = {f"every {args.interval} s": {"interval_seconds": args.interval}}
         want = {f"every {args.interval} s": args.fires}
         if args.cron:
-            specs["cron * * * * *"], want["cron * * * * *"] = {"cron": "* * * * *"}, \
-                args.cron_fires
-        schedule_ids = {name: client.request("POST", "/api/schedules", json={
-            "workflow_id": workflow_id, "overlap": "allow", **spec})["id"]
-            for name, spec in specs.items()}
-        done = wait_for_fires(db, schedule_ids, want, procs,
-                              time.monotonic() + args.timeout)
+            specs["cron * * * * *"], want["cron * * * * *"] = {"cron": "* * * * *"}, args.cron_fires
+        schedule_ids = {
+            name: client.request(
+                "POST",
+                "/api/schedules",
+                json={"workflow_id": workflow_id, "overlap": "allow", **spec},
+            )["id"]
+            for name, spec in specs.items()
+        }
+        done = wait_for_fires(db, schedule_ids, want, procs, time.monotonic() + args.timeout)
         for schedule_id in schedule_ids.values():
             client.request("PATCH", f"/api/schedules/{schedule_id}", json={"enabled": False})
         settle(db, schedule_ids)
         time.sleep(0.5)  # the last events
-        summaries = [summarize(name, *read_fires(db, sid, events))
-                     for name, sid in schedule_ids.items()]
+        summaries = [
+            summarize(name, *read_fires(db, sid, events)) for name, sid in schedule_ids.items()
+        ]
         return {"schedules": summaries, "timed_out": not done}
     finally:
         for proc in reversed(procs.values()):
@@ -335,17 +407,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--interval", type=int, default=1, help="seconds between fires")
     parser.add_argument("--fires", type=int, default=60, help="fires to wait for")
-    parser.add_argument("--cron", action="store_true",
-                        help="also run a '* * * * *' schedule (one fire a minute)")
+    parser.add_argument(
+        "--cron", action="store_true", help="also run a '* * * * *' schedule (one fire a minute)"
+    )
     parser.add_argument("--cron-fires", type=int, default=2, help="cron fires to wait for")
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
-    parser.add_argument("--timeout", type=float,
-                        help="seconds to wait for the fires (default: their span + 60 s)")
+    parser.add_argument(
+        "--timeout", type=float, help="seconds to wait for the fires (default: their span + 60 s)"
+    )
     parser.add_argument("--json", action="store_true", help="print every fire, as JSON")
     args = parser.parse_args()
     if args.timeout is None:
-        args.timeout = max(args.fires * args.interval,
-                           60 * args.cron_fires if args.cron else 0) + 60.0
+        args.timeout = (
+            max(args.fires * args.interval, 60 * args.cron_fires if args.cron else 0) + 60.0
+        )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
     settings, stoppers = services(DATA, DATABASE)
     try:

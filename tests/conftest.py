@@ -22,9 +22,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
-from atom.cli import stop_process_group
 from atom.config import Settings
-from atom.telemetry import prepare_metrics
+from atom.observe.telemetry import prepare_metrics
+from cli.main import stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA = ROOT / ".atom" / "test"
@@ -40,8 +40,8 @@ atexit.register(shutil.rmtree, METRICS_ROOT, True)
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh, migrated database for this test session."""
-    from atom import embedded
-    from atom.migrations import upgrade
+    from atom.store.migrations import upgrade
+    from cli import embedded
 
     given = os.environ.get("ATOM_TEST_DATABASE_URL")
     name = f"atom_test_{os.getpid()}"
@@ -60,6 +60,7 @@ def database_url() -> Iterator[str]:
         def drop() -> None:  # and stop the server: a test run leaves no process behind
             server.drop_database(name)
             server.stop()
+
     upgrade(url)
     yield url
     drop()
@@ -75,7 +76,7 @@ def _drop_given(admin_url: str, name: str) -> None:
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis for this test session (its own server when none is given)."""
-    from atom import embedded
+    from cli import embedded
 
     given = os.environ.get("ATOM_TEST_REDIS_URL")
     if given:
@@ -87,18 +88,25 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-             ) -> Settings:
+def settings(
+    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     """Settings of the platform under test; loopback is allowlisted for the http action and
     the alert webhooks; email goes to a local SMTP server (the ``smtp_inbox`` fixture)."""
-    from atom.embedded import free_port
+    from cli.embedded import free_port
 
-    return Settings(database_url=database_url, redis_url=redis_url,
-                    http_allowlist=("127.0.0.0/8", "localhost"),
-                    data_dir=tmp_path_factory.mktemp("atom-data"), dev=True,
-                    function_modules=("tests.integration.functions",),
-                    metrics_dir=METRICS_ROOT, smtp_host="127.0.0.1", smtp_port=free_port(),
-                    smtp_from="atom-tests@example.com")
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        http_allowlist=("127.0.0.0/8", "localhost"),
+        data_dir=tmp_path_factory.mktemp("atom-data"),
+        dev=True,
+        function_modules=("tests.integration.functions",),
+        metrics_dir=METRICS_ROOT,
+        smtp_host="127.0.0.1",
+        smtp_port=free_port(),
+        smtp_from="atom-tests@example.com",
+    )
 
 
 class Processes:
@@ -108,14 +116,20 @@ class Processes:
         self.settings, self.log_dir = settings, log_dir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, *args: str, env: dict[str, str] | None = None,
-              name: str | None = None) -> subprocess.Popen:
+    def start(
+        self, *args: str, env: dict[str, str] | None = None, name: str | None = None
+    ) -> subprocess.Popen:
         """Run ``atom ARGS`` in its own process group, logging to a file."""
-        log = open(self.log_dir / f"{name or args[0]}-{len(self.procs)}.log", "w")  # noqa: SIM115
+        log = open(self.log_dir / f"{name or args[0]}-{len(self.procs)}.log", "w")
         full_env = {**os.environ, **self.settings.as_env(), **(env or {})}
-        proc = subprocess.Popen([sys.executable, "-m", "atom.cli", *args], env=full_env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=ROOT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", *args],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=ROOT,
+        )
         proc.log_path = log.name  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc
@@ -130,8 +144,9 @@ class Processes:
             self.stop(proc)
 
 
-def wait_for_worker(settings: Settings, proc: subprocess.Popen, timeout: float = 60,
-                    hostname: str | None = None) -> str:
+def wait_for_worker(
+    settings: Settings, proc: subprocess.Popen, timeout: float = 60, hostname: str | None = None
+) -> str:
     """Wait until a worker (the one named ``hostname``, if given) answers a ping."""
     from atom.celery_app import make_celery
 
@@ -141,8 +156,9 @@ def wait_for_worker(settings: Settings, proc: subprocess.Popen, timeout: float =
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError("worker exited:\n" + Path(proc.log_path).read_text()[-4000:])
-            replies = app.control.ping(destination=[hostname] if hostname else None,
-                                       timeout=0.5) or []
+            replies = (
+                app.control.ping(destination=[hostname] if hostname else None, timeout=0.5) or []
+            )
             if replies:
                 return next(iter(replies[0]))
         raise RuntimeError("worker did not answer:\n" + Path(proc.log_path).read_text()[-4000:])
@@ -151,8 +167,7 @@ def wait_for_worker(settings: Settings, proc: subprocess.Popen, timeout: float =
 
 
 @pytest.fixture(scope="session")
-def processes(settings: Settings, tmp_path_factory: pytest.TempPathFactory
-              ) -> Iterator[Processes]:
+def processes(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
     """The session's process manager."""
     procs = Processes(settings, tmp_path_factory.mktemp("logs"))
     yield procs
@@ -182,8 +197,8 @@ def api_url(settings: Settings) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def make_key(settings: Settings) -> Callable[..., str]:
     """Create an API key: make_key(role, tenant=None) (a new tenant unless one is named)."""
-    from atom.auth import Role, create_key, get_or_create_tenant
-    from atom.db import make_engine, make_sessionmaker, transaction
+    from atom.security.auth import Role, create_key, get_or_create_tenant
+    from atom.store.db import make_engine, make_sessionmaker, transaction
 
     factory = make_sessionmaker(make_engine(settings.database_url or ""))
 

@@ -19,40 +19,57 @@ def serve_metrics(settings: Settings, port: int) -> None:
     """Serve this worker's own metrics (its prefork children included) on ``port``."""
     from prometheus_client import start_http_server
 
-    from atom import metrics
+    from atom.observe import metrics
 
     own = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     only = os.path.basename(own) if own else None
-    start_http_server(port, addr="0.0.0.0",
-                      registry=metrics.registry(settings.metrics_root, only=only))
+    start_http_server(
+        port, addr="0.0.0.0", registry=metrics.registry(settings.metrics_root, only=only)
+    )
 
 
 def main(settings: Settings, argv: list[str] | None = None) -> None:
     """Parse worker options and run the worker until it is stopped."""
     parser = argparse.ArgumentParser(prog="atom worker")
     parser.add_argument("--concurrency", "-c", type=int, default=settings.worker_concurrency)
-    parser.add_argument("--queues", "-Q", default=f"{STEPS_QUEUE},{MAINTENANCE_QUEUE}",
-                        help="comma-separated queues (default: %(default)s)")
+    parser.add_argument(
+        "--queues",
+        "-Q",
+        default=f"{STEPS_QUEUE},{MAINTENANCE_QUEUE}",
+        help="comma-separated queues (default: %(default)s)",
+    )
     parser.add_argument("--pool", default="prefork", help="Celery pool (default: prefork)")
     parser.add_argument("--hostname", "-n", default=None)
     parser.add_argument("--loglevel", "-l", default=settings.log_level)
-    parser.add_argument("--metrics-port", type=int, default=None,
-                        help="serve this worker's Prometheus metrics on this port (for when "
-                             "the API runs on another machine)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve this worker's Prometheus metrics on this port (for when "
+        "the API runs on another machine)",
+    )
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(args.loglevel)  # handlers and format: atom.telemetry
     if settings.visibility_timeout < MIN_VISIBILITY_TIMEOUT:
-        parser.error(f"ATOM_VISIBILITY_TIMEOUT is {settings.visibility_timeout} s; it must be at "
-                     f"least {MIN_VISIBILITY_TIMEOUT} s, longer than any countdown a worker "
-                     "holds, or Redis redelivers messages that are still waiting")
+        parser.error(
+            f"ATOM_VISIBILITY_TIMEOUT is {settings.visibility_timeout} s; it must be at "
+            f"least {MIN_VISIBILITY_TIMEOUT} s, longer than any countdown a worker "
+            "holds, or Redis redelivers messages that are still waiting"
+        )
     app = make_celery(settings)
     ctx = tasks.register(app, settings)
     maintenance.register(app, ctx)
     if args.metrics_port:
         serve_metrics(settings, args.metrics_port)
-    worker_argv = ["worker", f"--concurrency={args.concurrency}", f"--queues={args.queues}",
-                   f"--pool={args.pool}", f"--loglevel={args.loglevel}", "--without-mingle",
-                   "--without-gossip"]
+    worker_argv = [
+        "worker",
+        f"--concurrency={args.concurrency}",
+        f"--queues={args.queues}",
+        f"--pool={args.pool}",
+        f"--loglevel={args.loglevel}",
+        "--without-mingle",
+        "--without-gossip",
+    ]
     if settings.log_format == "json":
         worker_argv.insert(0, "--quiet")  # no banner: every line of output is JSON
     if args.hostname:

@@ -8,9 +8,11 @@ from datetime import datetime
 
 from celery import Celery
 
-from atom import alerts, recovery, schedules
+from atom.alerts import rules as alerts
 from atom.celery_app import EVALUATE_ALERTS, FIRE_SCHEDULE, RECONCILE, SWEEP_SCHEDULES
-from atom.monitoring import Probe
+from atom.observe.monitoring import Probe
+from atom.runs import recovery
+from atom.schedules import service as schedules
 from workers.tasks import DB_ERRORS, WorkerContext
 
 logger = logging.getLogger("atom.maintenance")
@@ -33,22 +35,44 @@ def register(app: Celery, ctx: WorkerContext) -> None:
             return {"enabled": False}
         report = recovery.reconcile(ctx.factory, app, ctx.settings)
         if report.redriven:
-            logger.warning("reconcile: re-drove %d stalled executions: %s",
-                           len(report.redriven), ", ".join(report.redriven))
-        return {"stalled": report.stalled, "redriven": report.redriven,
-                "waiting_in_broker": report.waiting_in_broker}
+            logger.warning(
+                "reconcile: re-drove %d stalled executions: %s",
+                len(report.redriven),
+                ", ".join(report.redriven),
+            )
+        return {
+            "stalled": report.stalled,
+            "redriven": report.redriven,
+            "waiting_in_broker": report.waiting_in_broker,
+        }
 
-    @app.task(name=FIRE_SCHEDULE, acks_late=True, ignore_result=True, max_retries=None,
-              autoretry_for=DB_ERRORS, retry_backoff=1, retry_backoff_max=10)
+    @app.task(
+        name=FIRE_SCHEDULE,
+        acks_late=True,
+        ignore_result=True,
+        max_retries=None,
+        autoretry_for=DB_ERRORS,
+        retry_backoff=1,
+        retry_backoff_max=10,
+    )
     def fire_schedule(schedule_id: str, fire_time: str) -> str:
-        return schedules.fire(ctx.factory, app, schedule_id, datetime.fromisoformat(fire_time),
-                              ctx.settings.schedule_misfire_grace)
+        return schedules.fire(
+            ctx.factory,
+            app,
+            schedule_id,
+            datetime.fromisoformat(fire_time),
+            ctx.settings.schedule_misfire_grace,
+        )
 
     @app.task(name=SWEEP_SCHEDULES, acks_late=True, ignore_result=True)
     def sweep_schedules() -> dict:
         settings = ctx.settings
-        counts = schedules.sweep(ctx.factory, app, grace=settings.schedule_grace,
-                                 misfire_grace=settings.schedule_misfire_grace)
+        counts = schedules.sweep(
+            ctx.factory,
+            app,
+            grace=settings.schedule_grace,
+            misfire_grace=settings.schedule_misfire_grace,
+        )
         if any(counts.values()):
             logger.warning("schedule sweep: %s", counts)
         return counts

@@ -29,15 +29,18 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from atom import engine, events, functions, logs
+from atom.actions import functions
 from atom.celery_app import FINALIZE, RUN_STEP
+from atom.clock import now
 from atom.config import Settings
-from atom.db import make_engine, make_sessionmaker, transaction
-from atom.definition import Definition, Node, NodeType
-from atom.engine import ExecutionStatus, StepStatus, now
 from atom.errors import ExecutionError, PermanentError, RetryableError
-from atom.models import Execution, StepRun
-from atom.templating import evaluate, render
+from atom.observe import logs
+from atom.runs import engine, events
+from atom.runs.engine import ExecutionStatus, StepStatus
+from atom.store.db import make_engine, make_sessionmaker, transaction
+from atom.store.models import Execution, StepRun
+from atom.workflow.definition import Definition, Node, NodeType
+from atom.workflow.templating import evaluate, render
 from workers.actions import ActionContext, Handler, handlers
 
 logger = logging.getLogger("atom.worker")
@@ -61,9 +64,10 @@ class WorkerContext:
         if self._factory is None or self._pid != os.getpid():
             assert self.settings.database_url
             publisher = events.Publisher(self.settings.events_redis)
-            self._factory = make_sessionmaker(make_engine(self.settings.database_url,
-                                                          pool_size=2),
-                                              **{events.PUBLISHER: publisher})
+            self._factory = make_sessionmaker(
+                make_engine(self.settings.database_url, pool_size=2),
+                **{events.PUBLISHER: publisher},
+            )
             self._pid = os.getpid()
         return self._factory
 
@@ -74,9 +78,11 @@ class WorkerContext:
 
 
 def _template_context(execution: Execution, steps: dict[str, StepRun]) -> dict[str, Any]:
-    return {"input": execution.input,
-            "steps": {k: {"output": s.output, "status": s.status} for k, s in steps.items()},
-            "execution": {"id": str(execution.id)}}
+    return {
+        "input": execution.input,
+        "steps": {k: {"output": s.output, "status": s.status} for k, s in steps.items()},
+        "execution": {"id": str(execution.id)},
+    }
 
 
 def _check_json(output: Any, node_id: str) -> Any:
@@ -107,9 +113,13 @@ class Heartbeat:
         while not self._stop.wait(self.interval):
             try:
                 with transaction(self.factory) as s:
-                    s.execute(update(StepRun).where(StepRun.id == self.step_id,
-                                                    StepRun.status == StepStatus.RUNNING.value)
-                              .values(heartbeat_at=now()))
+                    s.execute(
+                        update(StepRun)
+                        .where(
+                            StepRun.id == self.step_id, StepRun.status == StepStatus.RUNNING.value
+                        )
+                        .values(heartbeat_at=now())
+                    )
             except DB_ERRORS:
                 logger.warning("heartbeat of step run %s failed; will try again", self.step_id)
 
@@ -117,8 +127,7 @@ class Heartbeat:
 class StepRunner:
     """Runs one delivery of ``atom.run_step``."""
 
-    def __init__(self, ctx: WorkerContext, task: Task, execution_id: str, node_id: str,
-                 epoch: int):
+    def __init__(self, ctx: WorkerContext, task: Task, execution_id: str, node_id: str, epoch: int):
         self.ctx, self.task = ctx, task
         self.execution_id, self.node_id, self.epoch = execution_id, node_id, epoch
         self.log = {"execution_id": execution_id, "node_id": node_id}
@@ -134,11 +143,17 @@ class StepRunner:
                 output = _check_json(self._act(node, config, attempt), node.id)
         except SoftTimeLimitExceeded:
             if self._cancelled():
-                self._end(StepStatus.CANCELLED, None, engine.step_error(
-                    node.id, "Cancelled", "interrupted: the execution was cancelled"))
+                self._end(
+                    StepStatus.CANCELLED,
+                    None,
+                    engine.step_error(
+                        node.id, "Cancelled", "interrupted: the execution was cancelled"
+                    ),
+                )
             else:
-                self._fail(node, "TimeoutError",
-                           f"step {node.id!r} timed out after {node.timeout:g} s")
+                self._fail(
+                    node, "TimeoutError", f"step {node.id!r} timed out after {node.timeout:g} s"
+                )
         except ExecutionError as e:
             status = (e.output or {}).get("status_code") if isinstance(e.output, dict) else None
             transient = isinstance(e, RetryableError) or status in node.retry.retry_on
@@ -156,18 +171,25 @@ class StepRunner:
             self._end(StepStatus.SUCCEEDED, output, None)
 
     def _step(self, session: Session) -> StepRun:
-        return session.scalars(select(StepRun).where(
-            StepRun.execution_id == uuid.UUID(self.execution_id),
-            StepRun.node_id == self.node_id).with_for_update()).one()
+        return session.scalars(
+            select(StepRun)
+            .where(
+                StepRun.execution_id == uuid.UUID(self.execution_id),
+                StepRun.node_id == self.node_id,
+            )
+            .with_for_update()
+        ).one()
 
     def _prepare(self) -> tuple[Node, Any, int, int] | None:
         settings = self.ctx.settings
         with transaction(self.ctx.factory) as s:
             # The execution row lock serializes this decision with pause and cancel (and with
             # the other steps' decisions: a share lock here deadlocks on mark_running).
-            execution = s.scalar(select(Execution)
-                                 .where(Execution.id == uuid.UUID(self.execution_id))
-                                 .with_for_update(key_share=True))
+            execution = s.scalar(
+                select(Execution)
+                .where(Execution.id == uuid.UUID(self.execution_id))
+                .with_for_update(key_share=True)
+            )
             if execution is None or execution.epoch != self.epoch:
                 return None
             definition = engine.load_definition(s, execution.version_id)
@@ -175,28 +197,46 @@ class StepRunner:
             step = steps[self.node_id]
             if step.status in engine.TERMINAL_STEP:
                 return None
-            if step.status == StepStatus.RUNNING.value and step.heartbeat_at and \
-                    now() - step.heartbeat_at < timedelta(seconds=settings.heartbeat_timeout):
+            if (
+                step.status == StepStatus.RUNNING.value
+                and step.heartbeat_at
+                and now() - step.heartbeat_at < timedelta(seconds=settings.heartbeat_timeout)
+            ):
                 # Another delivery runs this step right now: check again once it may be done.
                 raise self.task.retry(countdown=settings.heartbeat_interval, max_retries=None)
             if reason := engine.stop_reason(execution, definition):
-                engine.end_step(s, step, StepStatus.CANCELLED.value,
-                                error=engine.step_error(self.node_id, "Cancelled", reason))
+                engine.end_step(
+                    s,
+                    step,
+                    StepStatus.CANCELLED.value,
+                    error=engine.step_error(self.node_id, "Cancelled", reason),
+                )
                 return None
             if execution.status == ExecutionStatus.PAUSED.value:
                 return None
-            unfinished = [c.source for c in definition.connections if c.target == self.node_id
-                          and steps[c.source].status not in engine.TERMINAL_STEP]
+            unfinished = [
+                c.source
+                for c in definition.connections
+                if c.target == self.node_id and steps[c.source].status not in engine.TERMINAL_STEP
+            ]
             if unfinished:
                 # The canvas should make this impossible; a duplicated message can make a
                 # chord fire early. Never decide on a predecessor that has not ended.
-                logger.warning("step %s of %s started before %s ended; waiting", self.node_id,
-                               self.execution_id, ", ".join(unfinished))
+                logger.warning(
+                    "step %s of %s started before %s ended; waiting",
+                    self.node_id,
+                    self.execution_id,
+                    ", ".join(unfinished),
+                )
                 raise self.task.retry(countdown=1, max_retries=None)
             decision = engine.decide(definition, self.node_id, steps)
             if not decision.run:
-                engine.end_step(s, step, StepStatus.SKIPPED.value, error=engine.step_error(
-                    self.node_id, "Skipped", decision.reason or "skipped"))
+                engine.end_step(
+                    s,
+                    step,
+                    StepStatus.SKIPPED.value,
+                    error=engine.step_error(self.node_id, "Skipped", decision.reason or "skipped"),
+                )
                 return None
             engine.mark_running(s, execution)
             logs.update(tenant=str(execution.tenant_id), attempt=step.attempts + 1)
@@ -215,8 +255,10 @@ class StepRunner:
         config = {k: v for k, v in node.config.items() if k != "action_type"}
         if node.type is NodeType.CONDITION:
             where = f"nodes[{node.id}].config.expression"
-            return {"expression": config["expression"],
-                    "value": evaluate(config["expression"], context, where)}
+            return {
+                "expression": config["expression"],
+                "value": evaluate(config["expression"], context, where),
+            }
         return render(config, context, f"nodes[{node.id}].config")
 
     def _act(self, node: Node, config: Any, attempt: int) -> Any:
@@ -229,17 +271,28 @@ class StepRunner:
 
     def _cancelled(self) -> bool:
         with transaction(self.ctx.factory) as s:
-            status = s.scalar(select(Execution.status)
-                              .where(Execution.id == uuid.UUID(self.execution_id)))
+            status = s.scalar(
+                select(Execution.status).where(Execution.id == uuid.UUID(self.execution_id))
+            )
         return status == ExecutionStatus.CANCELLED.value
 
     def _retry_later(self, node: Node, error: Exception, attempt: int) -> None:
         delay = node.retry.delay(attempt)
         with transaction(self.ctx.factory) as s:
-            engine.schedule_retry(s, self._step(s), engine.step_error(
-                node.id, type(error).__name__, str(error)), delay)
-        logger.info("step %s of %s: attempt %s failed (%s); retry in %.3g s", node.id,
-                    self.execution_id, attempt, error, delay)
+            engine.schedule_retry(
+                s,
+                self._step(s),
+                engine.step_error(node.id, type(error).__name__, str(error)),
+                delay,
+            )
+        logger.info(
+            "step %s of %s: attempt %s failed (%s); retry in %.3g s",
+            node.id,
+            self.execution_id,
+            attempt,
+            error,
+            delay,
+        )
         if delay > self.ctx.park_after:
             # Longer than is safe to hold as a countdown under the broker's visibility
             # timeout: the reconciler re-drives the execution once retry_at has passed.
@@ -261,8 +314,16 @@ class StepRunner:
             if step.status == StepStatus.RUNNING.value:
                 self._end_failed(s, execution, definition, step, error_type, message, output)
 
-    def _end_failed(self, s: Session, execution: Execution, definition: Definition,
-                    step: StepRun, error_type: str, message: str, output: Any = None) -> None:
+    def _end_failed(
+        self,
+        s: Session,
+        execution: Execution,
+        definition: Definition,
+        step: StepRun,
+        error_type: str,
+        message: str,
+        output: Any = None,
+    ) -> None:
         error = engine.step_error(step.node_id, error_type, message)
         engine.end_step(s, step, StepStatus.FAILED.value, output=output, error=error)
         engine.fail_fast(s, execution, definition, error)
@@ -291,17 +352,30 @@ def register(app: Celery, settings: Settings) -> WorkerContext:
     ctx = WorkerContext(settings)
     functions.load(settings.function_modules)
     signals.task_prerun.connect(_bind_log_context, weak=False, dispatch_uid="atom.logs.bind")
-    signals.task_postrun.connect(_unbind_log_context, weak=False,
-                                 dispatch_uid="atom.logs.unbind")
+    signals.task_postrun.connect(_unbind_log_context, weak=False, dispatch_uid="atom.logs.unbind")
 
-    @app.task(name=RUN_STEP, bind=True, acks_late=True, max_retries=None,
-              autoretry_for=DB_ERRORS, retry_backoff=1, retry_backoff_max=30,
-              retry_jitter=True)
+    @app.task(
+        name=RUN_STEP,
+        bind=True,
+        acks_late=True,
+        max_retries=None,
+        autoretry_for=DB_ERRORS,
+        retry_backoff=1,
+        retry_backoff_max=30,
+        retry_jitter=True,
+    )
     def run_step(self: Task, execution_id: str, node_id: str, epoch: int) -> None:
         StepRunner(ctx, self, execution_id, node_id, epoch).run()
 
-    @app.task(name=FINALIZE, acks_late=True, max_retries=None, autoretry_for=DB_ERRORS,
-              retry_backoff=1, retry_backoff_max=30, retry_jitter=True)
+    @app.task(
+        name=FINALIZE,
+        acks_late=True,
+        max_retries=None,
+        autoretry_for=DB_ERRORS,
+        retry_backoff=1,
+        retry_backoff_max=30,
+        retry_jitter=True,
+    )
     def finalize(execution_id: str, epoch: int) -> None:
         with transaction(ctx.factory) as s:
             execution = s.get(Execution, uuid.UUID(execution_id), with_for_update=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from atom.functions import function
+from atom.actions.functions import function
 
 
 @function("add")

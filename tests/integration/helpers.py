@@ -18,11 +18,16 @@ def action(node_id: str, action_type: str, **config: Any) -> dict[str, Any]:
     return {"id": node_id, "type": "action", "config": {"action_type": action_type, **config}}
 
 
-def workflow(name: str, nodes: list[dict], edges: list[tuple[str, str]],
-             **extra: Any) -> dict[str, Any]:
+def workflow(
+    name: str, nodes: list[dict], edges: list[tuple[str, str]], **extra: Any
+) -> dict[str, Any]:
     """A definition document from nodes and (source, target) pairs."""
-    return {"name": name, "nodes": nodes,
-            "connections": [{"source": a, "target": b} for a, b in edges], **extra}
+    return {
+        "name": name,
+        "nodes": nodes,
+        "connections": [{"source": a, "target": b} for a, b in edges],
+        **extra,
+    }
 
 
 def when(step: dict[str, Any], key: str) -> datetime:

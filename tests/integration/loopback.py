@@ -48,8 +48,9 @@ class LoopbackService:
     def calls(self, method: str, path_prefix: str) -> list[Received]:
         """Requests received with this method and path prefix."""
         with self.lock:
-            return [r for r in self.received if r.method == method
-                    and r.path.startswith(path_prefix)]
+            return [
+                r for r in self.received if r.method == method and r.path.startswith(path_prefix)
+            ]
 
     def start(self) -> LoopbackService:
         """Start serving in a daemon thread."""
@@ -63,8 +64,9 @@ class LoopbackService:
                     body = json.loads(raw) if raw else None
                 except ValueError:
                     body = raw.decode(errors="replace")
-                request = Received(self.command, self.path, dict(self.headers), body,
-                                   time.monotonic())
+                request = Received(
+                    self.command, self.path, dict(self.headers), body, time.monotonic()
+                )
                 with service.lock:
                     service.received.append(request)
                 for pattern, handler in service.routes:

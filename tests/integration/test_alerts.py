@@ -30,10 +30,15 @@ class Inbox:
         self.messages: list[tuple[str, list[str], Message]] = []
         self.lock = threading.Lock()
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+    async def handle_DATA(self, server, session, envelope):  # aiosmtpd's name
         with self.lock:
-            self.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
-                                  message_from_bytes(envelope.content, policy=policy.default)))
+            self.messages.append(
+                (
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    message_from_bytes(envelope.content, policy=policy.default),
+                )
+            )
         return "250 OK"
 
     def subjects(self) -> list[str]:
@@ -70,23 +75,38 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
     raise AssertionError(f"timed out waiting for {what}")
 
 
-FLAKY = workflow("checkout", [trigger(), action("charge", "transform",
-                                                output="{{ input.card.number }}")],
-                 [("start", "charge")])
+FLAKY = workflow(
+    "checkout",
+    [trigger(), action("charge", "transform", output="{{ input.card.number }}")],
+    [("start", "charge")],
+)
 
 
 def test_error_rate_fires_once_resolves_and_stays_silent_in_cooldown(
-        client: Client, service: LoopbackService, smtp_inbox: Inbox, fast_beat):
+    client: Client, service: LoopbackService, smtp_inbox: Inbox, fast_beat
+):
     service.route(r"POST /hook\?token=s3cr3t", lambda req, m: (200, {"ok": True}))
     service.route(r"POST /slack/T1/B2/xyz", lambda req, m: (200, {"ok": True}))
     wf = client.create_workflow(FLAKY)
-    rule = client.request("POST", "/api/workflows/monitoring/alerts", json={
-        "name": "Checkout failing", "metric": "error_rate", "comparison": ">",
-        "threshold": 0.5, "window": "10m", "severity": "critical", "cooldown": 600,
-        "workflow_id": wf["id"],
-        "channels": [{"type": "webhook", "url": service.url + "/hook?token=s3cr3t"},
-                     {"type": "slack", "url": service.url + "/slack/T1/B2/xyz"},
-                     {"type": "email", "to": "ops@example.com"}]})
+    rule = client.request(
+        "POST",
+        "/api/workflows/monitoring/alerts",
+        json={
+            "name": "Checkout failing",
+            "metric": "error_rate",
+            "comparison": ">",
+            "threshold": 0.5,
+            "window": "10m",
+            "severity": "critical",
+            "cooldown": 600,
+            "workflow_id": wf["id"],
+            "channels": [
+                {"type": "webhook", "url": service.url + "/hook?token=s3cr3t"},
+                {"type": "slack", "url": service.url + "/slack/T1/B2/xyz"},
+                {"type": "email", "to": "ops@example.com"},
+            ],
+        },
+    )
 
     def hooks(event: str) -> list:
         return [c for c in service.calls("POST", "/hook") if c.body["event"] == event]
@@ -99,50 +119,86 @@ def test_error_rate_fires_once_resolves_and_stays_silent_in_cooldown(
 
     for _ in range(3):
         assert client.wait(client.execute(wf["id"])["id"])["status"] == "failed"
-    wait_until(lambda: hooks("firing") and slack("FIRING") and mails("FIRING"), 30,
-               "the firing notifications")
+    wait_until(
+        lambda: hooks("firing") and slack("FIRING") and mails("FIRING"),
+        30,
+        "the firing notifications",
+    )
     time.sleep(4)  # several more evaluations: still one notification per channel
     assert len(hooks("firing")) == len(slack("FIRING")) == len(mails("FIRING")) == 1
     payload = hooks("firing")[0].body
-    assert (payload["rule"], payload["severity"], payload["metric"], payload["value"],
-            payload["threshold"], payload["workflow_id"]) == (
-        "Checkout failing", "critical", "error_rate", 1.0, 0.5, wf["id"])
-    (mail_from, rcpt, message), = smtp_inbox.messages
+    assert (
+        payload["rule"],
+        payload["severity"],
+        payload["metric"],
+        payload["value"],
+        payload["threshold"],
+        payload["workflow_id"],
+    ) == ("Checkout failing", "critical", "error_rate", 1.0, 0.5, wf["id"])
+    ((mail_from, rcpt, message),) = smtp_inbox.messages
     assert rcpt == ["ops@example.com"] and mail_from == "atom-tests@example.com"
     assert "Checkout failing" in message["Subject"] and "CRITICAL" in message["Subject"]
     assert "value: 1.0" in message.get_content()
 
-    overview = client.session.get(client.base_url + "/api/workflows/monitoring/alerts",
-                                  timeout=30)
+    overview = client.session.get(client.base_url + "/api/workflows/monitoring/alerts", timeout=30)
     assert "s3cr3t" not in overview.text and "/slack/T1" not in overview.text
     (alert,) = [a for a in overview.json()["active"] if a["rule_id"] == rule["id"]]
     assert alert["status"] == "firing" and alert["notified"] is True
-    wait_until(lambda: len([a for a in client.request(
-        "GET", "/api/workflows/monitoring/alerts")["active"] if a["rule_id"] == rule["id"]][0]
-        ["notifications"]) == 3, 10, "delivery results")
-    results = [a for a in client.request("GET", "/api/workflows/monitoring/alerts")["active"]
-               if a["rule_id"] == rule["id"]][0]["notifications"]
-    assert [(r["channel"], r["ok"]) for r in results] == [("webhook", True), ("slack", True),
-                                                          ("email", True)]
+    wait_until(
+        lambda: (
+            len(
+                [
+                    a
+                    for a in client.request("GET", "/api/workflows/monitoring/alerts")["active"]
+                    if a["rule_id"] == rule["id"]
+                ][0]["notifications"]
+            )
+            == 3
+        ),
+        10,
+        "delivery results",
+    )
+    results = [
+        a
+        for a in client.request("GET", "/api/workflows/monitoring/alerts")["active"]
+        if a["rule_id"] == rule["id"]
+    ][0]["notifications"]
+    assert [(r["channel"], r["ok"]) for r in results] == [
+        ("webhook", True),
+        ("slack", True),
+        ("email", True),
+    ]
     assert results[0]["target"] == service.url + "/***"
 
     for _ in range(4):  # 3 failed of 7: under 0.5
         run = client.execute(wf["id"], {"card": {"number": 4242}})
         assert client.wait(run["id"])["status"] == "succeeded"
-    wait_until(lambda: hooks("resolved") and slack("RESOLVED") and mails("RESOLVED"), 30,
-               "the resolved notifications")
+    wait_until(
+        lambda: hooks("resolved") and slack("RESOLVED") and mails("RESOLVED"),
+        30,
+        "the resolved notifications",
+    )
     assert hooks("resolved")[0].body["alert_id"] == alert["id"]
     recent = client.request("GET", "/api/workflows/monitoring/alerts")["recent"]
     assert [a["status"] for a in recent if a["id"] == alert["id"]] == ["resolved"]
 
     for _ in range(5):  # 8 failed of 12: it fires again, inside the cooldown
         client.wait(client.execute(wf["id"])["id"])
-    wait_until(lambda: [a for a in client.request(
-        "GET", "/api/workflows/monitoring/alerts")["active"] if a["rule_id"] == rule["id"]],
-        30, "the second firing")
+    wait_until(
+        lambda: [
+            a
+            for a in client.request("GET", "/api/workflows/monitoring/alerts")["active"]
+            if a["rule_id"] == rule["id"]
+        ],
+        30,
+        "the second firing",
+    )
     time.sleep(3)
-    (second,) = [a for a in client.request("GET", "/api/workflows/monitoring/alerts")["active"]
-                 if a["rule_id"] == rule["id"]]
+    (second,) = [
+        a
+        for a in client.request("GET", "/api/workflows/monitoring/alerts")["active"]
+        if a["rule_id"] == rule["id"]
+    ]
     assert second["id"] != alert["id"] and second["notified"] is False
     assert len(hooks("firing")) == len(slack("FIRING")) == len(mails("FIRING")) == 1
 
@@ -151,19 +207,30 @@ def test_error_rate_fires_once_resolves_and_stays_silent_in_cooldown(
     assert status["alerts"]["firing"] >= 1
 
 
-def test_a_webhook_to_a_private_address_is_refused(client: Client, settings: Settings,
-                                                   smtp_inbox: Inbox, fast_beat):
+def test_a_webhook_to_a_private_address_is_refused(
+    client: Client, settings: Settings, smtp_inbox: Inbox, fast_beat
+):
     """The worker's allowlist admits loopback only: 10.0.0.1 is refused by the guard."""
     wf = client.create_workflow(FLAKY)
-    rule = client.request("POST", "/api/workflows/monitoring/alerts", json={
-        "name": "to a private address", "metric": "error_rate", "threshold": 0.5,
-        "workflow_id": wf["id"], "channels": [{"type": "webhook",
-                                                "url": "http://10.0.0.1/hook?token=zzz"}]})
+    rule = client.request(
+        "POST",
+        "/api/workflows/monitoring/alerts",
+        json={
+            "name": "to a private address",
+            "metric": "error_rate",
+            "threshold": 0.5,
+            "workflow_id": wf["id"],
+            "channels": [{"type": "webhook", "url": "http://10.0.0.1/hook?token=zzz"}],
+        },
+    )
     client.wait(client.execute(wf["id"])["id"])
 
     def results() -> list:
-        active = [a for a in client.request("GET", "/api/workflows/monitoring/alerts")["active"]
-                  if a["rule_id"] == rule["id"]]
+        active = [
+            a
+            for a in client.request("GET", "/api/workflows/monitoring/alerts")["active"]
+            if a["rule_id"] == rule["id"]
+        ]
         return active[0]["notifications"] if active else []
 
     wait_until(results, 30, "a delivery result")

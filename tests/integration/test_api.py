@@ -9,12 +9,14 @@ import requests
 
 from tests.integration.helpers import action, trigger, workflow
 
-VALID = workflow("ok", [trigger(), action("say", "log", message="hi {{ input.who }}")],
-                 [("start", "say")])
+VALID = workflow(
+    "ok", [trigger(), action("say", "log", message="hi {{ input.who }}")], [("start", "say")]
+)
 
 
-def call(api_url: str, method: str, path: str, key: str | None = None,
-         **kwargs) -> requests.Response:
+def call(
+    api_url: str, method: str, path: str, key: str | None = None, **kwargs
+) -> requests.Response:
     headers = kwargs.pop("headers", {})
     if key:
         headers["X-API-Key"] = key
@@ -31,8 +33,12 @@ def test_invalid_definition_lists_every_problem(api_url: str, make_key: Callable
             {"id": "c", "type": "action", "config": {"action_type": "log", "message": "x"}},
             {"id": "d", "type": "action", "config": {"action_type": "log", "message": "y"}},
         ],
-        "connections": [{"source": "start", "target": "a"}, {"source": "a", "target": "ghost"},
-                        {"source": "c", "target": "d"}, {"source": "d", "target": "c"}],
+        "connections": [
+            {"source": "start", "target": "a"},
+            {"source": "a", "target": "ghost"},
+            {"source": "c", "target": "d"},
+            {"source": "d", "target": "c"},
+        ],
     }
     response = call(api_url, "POST", "/api/workflows", make_key("editor"), json=bad)
     assert response.status_code == 422
@@ -68,8 +74,7 @@ def test_auth_roles_and_error_shapes(api_url: str, make_key: Callable[..., str])
     viewer = make_key("viewer")
     forbidden = call(api_url, "POST", "/api/workflows", viewer, json=VALID)
     assert forbidden.status_code == 403 and "editor" in forbidden.json()["message"]
-    bearer = call(api_url, "GET", "/api/workflows",
-                  headers={"Authorization": f"Bearer {viewer}"})
+    bearer = call(api_url, "GET", "/api/workflows", headers={"Authorization": f"Bearer {viewer}"})
     assert bearer.status_code == 200
     missing = call(api_url, "GET", "/api/nowhere", viewer)
     assert missing.status_code == 404 and missing.json()["code"] == 404
@@ -77,19 +82,27 @@ def test_auth_roles_and_error_shapes(api_url: str, make_key: Callable[..., str])
     assert not_uuid.status_code == 404
 
 
-def test_operator_executes_but_cannot_edit(api_url: str, make_key: Callable[..., str],
-                                           worker):
+def test_operator_executes_but_cannot_edit(api_url: str, make_key: Callable[..., str], worker):
     tenant = "ops-tenant"
     editor, operator = make_key("editor", tenant), make_key("operator", tenant)
     created = call(api_url, "POST", "/api/workflows", editor, json=VALID).json()
-    run = call(api_url, "POST", f"/api/workflows/{created['id']}/execute", operator,
-               json={"input": {"who": "ops"}})
+    run = call(
+        api_url,
+        "POST",
+        f"/api/workflows/{created['id']}/execute",
+        operator,
+        json={"input": {"who": "ops"}},
+    )
     assert run.status_code == 202
     assert run.headers["Location"].endswith(f"/api/executions/{run.json()['id']}")
     assert call(api_url, "DELETE", f"/api/workflows/{created['id']}", operator).status_code == 403
     viewer = make_key("viewer", tenant)
-    assert call(api_url, "POST", f"/api/workflows/{created['id']}/execute", viewer,
-                json={}).status_code == 403
+    assert (
+        call(
+            api_url, "POST", f"/api/workflows/{created['id']}/execute", viewer, json={}
+        ).status_code
+        == 403
+    )
 
 
 def test_tenants_never_see_each_other(api_url: str, make_key: Callable[..., str], worker):
@@ -99,10 +112,14 @@ def test_tenants_never_see_each_other(api_url: str, make_key: Callable[..., str]
     assert created.headers["Location"].endswith(f"/api/workflows/{created.json()['id']}")
     wf = created.json()["id"]
     run = call(api_url, "POST", f"/api/workflows/{wf}/execute", mine, json={}).json()
-    for method, path in [("GET", f"/api/workflows/{wf}"), ("GET", f"/api/workflows/{wf}/plan"),
-                         ("PUT", f"/api/workflows/{wf}"), ("DELETE", f"/api/workflows/{wf}"),
-                         ("POST", f"/api/workflows/{wf}/execute"),
-                         ("GET", f"/api/executions/{run['id']}")]:
+    for method, path in [
+        ("GET", f"/api/workflows/{wf}"),
+        ("GET", f"/api/workflows/{wf}/plan"),
+        ("PUT", f"/api/workflows/{wf}"),
+        ("DELETE", f"/api/workflows/{wf}"),
+        ("POST", f"/api/workflows/{wf}/execute"),
+        ("GET", f"/api/executions/{run['id']}"),
+    ]:
         response = call(api_url, method, path, theirs, json=VALID if method == "PUT" else {})
         assert response.status_code == 404, (method, path, response.text)
     assert call(api_url, "GET", "/api/workflows", theirs).json() == []
@@ -113,8 +130,12 @@ def test_tenants_never_see_each_other(api_url: str, make_key: Callable[..., str]
 
 def test_list_pagination_filters_and_soft_delete(api_url: str, make_key: Callable[..., str]):
     key = make_key("editor")
-    ids = [call(api_url, "POST", "/api/workflows", key,
-                json={**VALID, "name": f"report-{i}"}).json()["id"] for i in range(3)]
+    ids = [
+        call(api_url, "POST", "/api/workflows", key, json={**VALID, "name": f"report-{i}"}).json()[
+            "id"
+        ]
+        for i in range(3)
+    ]
     call(api_url, "POST", "/api/workflows", key, json={**VALID, "name": "other"})
     page = call(api_url, "GET", "/api/workflows?name=report&page=1&page_size=2", key)
     assert page.status_code == 200 and len(page.json()) == 2
@@ -136,35 +157,59 @@ def test_body_over_the_limit_is_413(api_url: str, make_key: Callable[..., str]):
 def test_openapi_document_lists_the_contract(api_url: str, path: str):
     spec = requests.get(api_url + path, timeout=10).json()
     assert spec["openapi"].startswith("3.")
-    for expected in ["/api/workflows", "/api/workflows/{workflow_id}",
-                     "/api/workflows/{workflow_id}/plan", "/api/workflows/{workflow_id}/execute",
-                     "/api/workflows/validate", "/api/executions",
-                     "/api/executions/{execution_id}"]:
+    for expected in [
+        "/api/workflows",
+        "/api/workflows/{workflow_id}",
+        "/api/workflows/{workflow_id}/plan",
+        "/api/workflows/{workflow_id}/execute",
+        "/api/workflows/validate",
+        "/api/executions",
+        "/api/executions/{execution_id}",
+    ]:
         assert expected in spec["paths"], expected
 
 
-@pytest.mark.parametrize(("method", "path", "body", "field"), [
-    ("POST", "/api/workflows", '{"name": "a\\u0000b", "nodes": []}', "body.name"),
-    ("POST", "/api/workflows/validate", '{"name": "\\ud800", "nodes": []}', "body.name"),
-    ("POST", "/api/events", '{"type": "x", "payload": {"n": NaN}}', "body"),
-    ("POST", "/api/events", '{"type": "x", "payload": ' + "[" * 5000 + "]" * 5000 + "}",
-     "body"),
-    ("POST", "/api/events", '{"type": "x", "payload": ' + "9" * 5000 + "}", "body"),
-    ("GET", "/api/workflows?page=9223372036854775807", None, "page"),
-    ("GET", "/api/workflows?name=%00", None, "name"),
-])
-def test_input_the_database_cannot_store_is_a_422(api_url: str, make_key, method, path,
-                                                   body, field):
-    response = call(api_url, method, path, make_key("admin"), data=body,
-                    headers={"Content-Type": "application/json"})
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/api/workflows", '{"name": "a\\u0000b", "nodes": []}', "body.name"),
+        ("POST", "/api/workflows/validate", '{"name": "\\ud800", "nodes": []}', "body.name"),
+        ("POST", "/api/events", '{"type": "x", "payload": {"n": NaN}}', "body"),
+        (
+            "POST",
+            "/api/events",
+            '{"type": "x", "payload": ' + "[" * 5000 + "]" * 5000 + "}",
+            "body",
+        ),
+        ("POST", "/api/events", '{"type": "x", "payload": ' + "9" * 5000 + "}", "body"),
+        ("GET", "/api/workflows?page=9223372036854775807", None, "page"),
+        ("GET", "/api/workflows?name=%00", None, "name"),
+    ],
+)
+def test_input_the_database_cannot_store_is_a_422(
+    api_url: str, make_key, method, path, body, field
+):
+    response = call(
+        api_url,
+        method,
+        path,
+        make_key("admin"),
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 422, response.text
     assert field in response.json()["errors"]
 
 
 def test_enum_fields_holding_lists_are_422s_not_500s(api_url: str, make_key):
-    bad = {"name": "t", "on_failure": [1], "nodes": [
-        {"id": "start", "type": ["trigger"]},
-        {"id": "a", "type": "action", "trigger_rule": {}, "config": {"action_type": []}}]}
+    bad = {
+        "name": "t",
+        "on_failure": [1],
+        "nodes": [
+            {"id": "start", "type": ["trigger"]},
+            {"id": "a", "type": "action", "trigger_rule": {}, "config": {"action_type": []}},
+        ],
+    }
     response = call(api_url, "POST", "/api/workflows/validate", make_key("viewer"), json=bad)
     assert response.status_code == 422
     locations = {p["location"] for p in response.json()["errors"]["definition"]}

@@ -47,8 +47,13 @@ def fault_workers(processes: Processes, settings: Settings) -> Iterator:
 
     def start() -> subprocess.Popen:
         name = f"faults{next(_names)}@{socket.gethostname()}"
-        proc = processes.start("worker", f"--queues={QUEUE}", "--concurrency=2",
-                               f"--hostname={name}", name=name.split("@")[0])
+        proc = processes.start(
+            "worker",
+            f"--queues={QUEUE}",
+            "--concurrency=2",
+            f"--hostname={name}",
+            name=name.split("@")[0],
+        )
         started.append(proc)
         wait_for_worker(settings, proc, hostname=name)
         return proc
@@ -71,12 +76,23 @@ def slow_side_effect(service: LoopbackService, seconds: float) -> None:
 
 
 def side_effect_workflow(service: LoopbackService) -> dict:
-    return workflow("side-effect", [
-        trigger(),
-        on_faults(action("call", "http_request", method="POST", url=service.url + "/side-effect",
-                         json={"order": "{{ input.order }}"})),
-        on_faults(action("after", "transform", output="{{ steps.call.output.body.done }}")),
-    ], [("start", "call"), ("call", "after")])
+    return workflow(
+        "side-effect",
+        [
+            trigger(),
+            on_faults(
+                action(
+                    "call",
+                    "http_request",
+                    method="POST",
+                    url=service.url + "/side-effect",
+                    json={"order": "{{ input.order }}"},
+                )
+            ),
+            on_faults(action("after", "transform", output="{{ steps.call.output.body.done }}")),
+        ],
+        [("start", "call"), ("call", "after")],
+    )
 
 
 def wait_until(predicate, timeout: float, what: str) -> None:
@@ -89,12 +105,16 @@ def wait_until(predicate, timeout: float, what: str) -> None:
 
 
 def test_sigkill_worker_mid_step_then_another_finishes_the_run(
-        client: Client, service: LoopbackService, processes: Processes, settings: Settings,
-        beat, fault_workers):
+    client: Client,
+    service: LoopbackService,
+    processes: Processes,
+    settings: Settings,
+    beat,
+    fault_workers,
+):
     slow_side_effect(service, 3)
     first = fault_workers()
-    run = client.execute(client.create_workflow(side_effect_workflow(service))["id"],
-                         {"order": 7})
+    run = client.execute(client.create_workflow(side_effect_workflow(service))["id"], {"order": 7})
     wait_until(lambda: service.calls("POST", "/side-effect"), 20, "the step to start")
     killed_at = time.monotonic()
     processes.stop(first, signal.SIGKILL)
@@ -111,11 +131,15 @@ def test_sigkill_worker_mid_step_then_another_finishes_the_run(
 
 
 def test_flushall_with_no_worker_then_the_run_completes(
-        client: Client, service: LoopbackService, processes: Processes, settings: Settings,
-        beat, fault_workers):
+    client: Client,
+    service: LoopbackService,
+    processes: Processes,
+    settings: Settings,
+    beat,
+    fault_workers,
+):
     slow_side_effect(service, 0)
-    run = client.execute(client.create_workflow(side_effect_workflow(service))["id"],
-                         {"order": 8})
+    run = client.execute(client.create_workflow(side_effect_workflow(service))["id"], {"order": 8})
     broker = redis.Redis.from_url(settings.celery_broker)
     wait_until(lambda: broker.llen(QUEUE) > 0, 10, "the step message to be queued")
     broker.flushall()
@@ -128,11 +152,14 @@ def test_flushall_with_no_worker_then_the_run_completes(
 
 
 def test_the_same_step_message_delivered_twice_has_one_side_effect(
-        client: Client, service: LoopbackService, processes: Processes, settings: Settings,
-        fault_workers):
+    client: Client,
+    service: LoopbackService,
+    processes: Processes,
+    settings: Settings,
+    fault_workers,
+):
     slow_side_effect(service, 2)
-    run = client.execute(client.create_workflow(side_effect_workflow(service))["id"],
-                         {"order": 9})
+    run = client.execute(client.create_workflow(side_effect_workflow(service))["id"], {"order": 9})
     broker = redis.Redis.from_url(settings.celery_broker)
     wait_until(lambda: broker.llen(QUEUE) > 0, 10, "the step message to be queued")
     broker.lpush(QUEUE, broker.lindex(QUEUE, 0))  # the very same message, twice
@@ -148,9 +175,11 @@ def test_the_same_step_message_delivered_twice_has_one_side_effect(
 
 
 def test_database_connections_killed_during_a_run(client: Client, settings: Settings):
-    doc = workflow("db-chaos", [trigger()] + [
-        action(f"s{i}", "delay", seconds=0.4) for i in range(6)],
-        [("start", "s0")] + [(f"s{i}", f"s{i + 1}") for i in range(5)])
+    doc = workflow(
+        "db-chaos",
+        [trigger()] + [action(f"s{i}", "delay", seconds=0.4) for i in range(6)],
+        [("start", "s0")] + [(f"s{i}", f"s{i + 1}") for i in range(5)],
+    )
     run = client.execute(client.create_workflow(doc)["id"])
     admin = create_engine(settings.database_url or "", isolation_level="AUTOCOMMIT")
     killed = 0
@@ -158,9 +187,12 @@ def test_database_connections_killed_during_a_run(client: Client, settings: Sett
         for _ in range(4):
             time.sleep(0.5)
             with admin.connect() as conn:
-                killed += conn.execute(text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+                killed += conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).scalar()
     finally:
         admin.dispose()
     assert killed > 0
@@ -170,23 +202,29 @@ def test_database_connections_killed_during_a_run(client: Client, settings: Sett
 
 
 def test_malformed_and_unknown_messages_are_rejected_and_the_queue_drains(
-        client: Client, service: LoopbackService, processes: Processes, settings: Settings,
-        fault_workers):
+    client: Client,
+    service: LoopbackService,
+    processes: Processes,
+    settings: Settings,
+    fault_workers,
+):
     from atom.celery_app import make_celery
 
     broker = redis.Redis.from_url(settings.celery_broker)
     broker.lpush(QUEUE, b"{this is not json")
-    broker.lpush(QUEUE, b'{"body": "bm90IGpzb24=", "content-type": "application/json", '
-                        b'"content-encoding": "utf-8", "properties": {"body_encoding": '
-                        b'"base64", "delivery_tag": "x"}, "headers": {}}')
+    broker.lpush(
+        QUEUE,
+        b'{"body": "bm90IGpzb24=", "content-type": "application/json", '
+        b'"content-encoding": "utf-8", "properties": {"body_encoding": '
+        b'"base64", "delivery_tag": "x"}, "headers": {}}',
+    )
     app = make_celery(settings)
     app.send_task("atom.no_such_task", args=(1,), queue=QUEUE)
     app.close()
     slow_side_effect(service, 0)
     worker = fault_workers()
 
-    run = client.execute(client.create_workflow(side_effect_workflow(service))["id"],
-                         {"order": 10})
+    run = client.execute(client.create_workflow(side_effect_workflow(service))["id"], {"order": 10})
     done = client.wait(run["id"], timeout=60)
     assert done["status"] == "succeeded", done
     wait_until(lambda: broker.llen(QUEUE) == 0, 30, "the queue to drain")
@@ -198,20 +236,27 @@ def test_malformed_and_unknown_messages_are_rejected_and_the_queue_drains(
 
 
 def test_a_retry_longer_than_half_the_visibility_timeout_is_parked_then_woken(
-        client: Client, service: LoopbackService, processes: Processes, settings: Settings,
-        beat):
+    client: Client, service: LoopbackService, processes: Processes, settings: Settings, beat
+):
     """The worker keeps no countdown the broker could redeliver early: the retry is parked in
     PostgreSQL (retry_at) and the reconciler re-drives the run once it is due."""
-    from atom.db import make_engine, make_sessionmaker, transaction
-    from atom.models import Execution, StepRun
+    from atom.store.db import make_engine, make_sessionmaker, transaction
+    from atom.store.models import Execution, StepRun
 
     answers = [503]
-    service.route(r"POST /side-effect",
-                  lambda req, m: (answers.pop(0), {}) if answers else (200, {"done": True}))
+    service.route(
+        r"POST /side-effect",
+        lambda req, m: (answers.pop(0), {}) if answers else (200, {"done": True}),
+    )
     name = f"faults{next(_names)}@{socket.gethostname()}"
-    parked_worker = processes.start("worker", f"--queues={QUEUE}", "--concurrency=1",
-                                    f"--hostname={name}", env={"ATOM_VISIBILITY_TIMEOUT": "120"},
-                                    name="parking")
+    parked_worker = processes.start(
+        "worker",
+        f"--queues={QUEUE}",
+        "--concurrency=1",
+        f"--hostname={name}",
+        env={"ATOM_VISIBILITY_TIMEOUT": "120"},
+        name="parking",
+    )
     wait_for_worker(settings, parked_worker, hostname=name)
     doc = side_effect_workflow(service)
     doc["nodes"][1]["retry"] = {"max_retries": 2, "retry_delay": 61}  # > 120 s / 2
@@ -234,10 +279,14 @@ def test_a_retry_longer_than_half_the_visibility_timeout_is_parked_then_woken(
         factory = make_sessionmaker(make_engine(settings.database_url or ""))
         past = datetime.now(UTC) - timedelta(seconds=40)
         with transaction(factory) as session:
-            session.execute(update(StepRun).where(StepRun.execution_id == run["id"])
-                            .values(retry_at=past, updated_at=past))
-            session.execute(update(Execution).where(Execution.id == run["id"])
-                            .values(updated_at=past))
+            session.execute(
+                update(StepRun)
+                .where(StepRun.execution_id == run["id"])
+                .values(retry_at=past, updated_at=past)
+            )
+            session.execute(
+                update(Execution).where(Execution.id == run["id"]).values(updated_at=past)
+            )
         done = client.wait(run["id"], timeout=60)
         assert done["status"] == "succeeded", done
         assert by_node(done)["call"]["attempts"] == 2
@@ -250,9 +299,12 @@ def test_worker_refuses_a_visibility_timeout_shorter_than_its_countdowns(setting
     import os
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "atom.cli", "worker"], capture_output=True,
-                            text=True, timeout=60,
-                            env={**os.environ, **settings.as_env(),
-                                 "ATOM_VISIBILITY_TIMEOUT": "30"})
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "worker"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **settings.as_env(), "ATOM_VISIBILITY_TIMEOUT": "30"},
+    )
     assert result.returncode != 0
     assert "ATOM_VISIBILITY_TIMEOUT is 30 s" in result.stderr

@@ -36,46 +36,58 @@ def poll(fetch: Callable[[], dict], ready: Callable[[dict], bool], timeout: floa
 
 
 def test_flower_shows_the_workers_and_step_tasks_with_the_password(
-        processes: Processes, settings: Settings, client: Client, worker):
-    from atom.embedded import free_port
+    processes: Processes, settings: Settings, client: Client, worker
+):
+    from cli.embedded import free_port
     from tests.conftest import wait_for_worker
 
     port = free_port()
-    proc = processes.start("flower", env={"FLOWER_PORT": str(port),
-                                          "FLOWER_BASIC_AUTH": "ops:s3cret-pw"}, name="flower")
+    proc = processes.start(
+        "flower",
+        env={"FLOWER_PORT": str(port), "FLOWER_BASIC_AUTH": "ops:s3cret-pw"},
+        name="flower",
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_flower(url, proc)
         auth = ("ops", "s3cret-pw")
         name = wait_for_worker(settings, worker)
-        workers = poll(lambda: requests.get(url + "/api/workers?refresh=1", auth=auth,
-                                            timeout=30).json(),
-                       lambda found: name in found and found[name].get("registered"))
+        workers = poll(
+            lambda: requests.get(url + "/api/workers?refresh=1", auth=auth, timeout=30).json(),
+            lambda found: name in found and found[name].get("registered"),
+        )
         assert name in workers, workers
         assert "atom.run_step" in workers[name]["registered"]
         assert "atom.finalize" in workers[name]["registered"]
 
-        doc = workflow("seen-in-flower", [trigger(), action("t", "transform", output=1)],
-                       [("start", "t")])
+        doc = workflow(
+            "seen-in-flower", [trigger(), action("t", "transform", output=1)], [("start", "t")]
+        )
         run = client.execute(client.create_workflow(doc)["id"])
         client.wait(run["id"])
-        tasks = poll(lambda: requests.get(url + "/api/tasks?taskname=atom.run_step", auth=auth,
-                                          timeout=30).json(),
-                     lambda found: any(run["id"] in str(t.get("args")) for t in found.values()))
-        assert any(run["id"] in str(t.get("args")) and t.get("state") == "SUCCESS"
-                   for t in tasks.values()), tasks
+        tasks = poll(
+            lambda: requests.get(
+                url + "/api/tasks?taskname=atom.run_step", auth=auth, timeout=30
+            ).json(),
+            lambda found: any(run["id"] in str(t.get("args")) for t in found.values()),
+        )
+        assert any(
+            run["id"] in str(t.get("args")) and t.get("state") == "SUCCESS" for t in tasks.values()
+        ), tasks
 
         assert requests.get(url + "/api/workers", timeout=10).status_code == 401
-        assert requests.get(url + "/api/workers", auth=("ops", "wrong"),
-                            timeout=10).status_code == 401
+        assert (
+            requests.get(url + "/api/workers", auth=("ops", "wrong"), timeout=10).status_code == 401
+        )
         assert requests.get(url + "/", timeout=10).status_code == 401
     finally:
         processes.stop(proc)
 
 
 def test_flower_refuses_to_start_without_auth_outside_dev(settings: Settings, processes):
-    proc = processes.start("flower", env={"ATOM_DEV": "0", "FLOWER_BASIC_AUTH": ""},
-                           name="flower-noauth")
+    proc = processes.start(
+        "flower", env={"ATOM_DEV": "0", "FLOWER_BASIC_AUTH": ""}, name="flower-noauth"
+    )
     assert proc.wait(60) == 2
     assert "FLOWER_BASIC_AUTH" in open(proc.log_path).read()
 
@@ -88,22 +100,28 @@ def test_flower_refuses_malformed_auth(settings: Settings, processes, value: str
 
 
 def test_flower_in_dev_mode_without_auth_uses_generated_credentials(
-        processes: Processes, settings: Settings):
-    from atom.embedded import free_port
+    processes: Processes, settings: Settings
+):
+    from cli.embedded import free_port
 
     port = free_port()
-    proc = processes.start("flower", env={"FLOWER_PORT": str(port), "FLOWER_BASIC_AUTH": "",
-                                          "ATOM_DEV": "1"}, name="flower-dev")
+    proc = processes.start(
+        "flower",
+        env={"FLOWER_PORT": str(port), "FLOWER_BASIC_AUTH": "", "ATOM_DEV": "1"},
+        name="flower-dev",
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_flower(url, proc)
-        user, _, password = (settings.data_dir / "dev-flower-auth").read_text().strip() \
-            .partition(":")
+        user, _, password = (
+            (settings.data_dir / "dev-flower-auth").read_text().strip().partition(":")
+        )
         assert user == "atom" and len(password) >= 20
         assert oct((settings.data_dir / "dev-flower-auth").stat().st_mode & 0o777) == "0o600"
         assert requests.get(url + "/api/workers", timeout=10).status_code == 401
-        assert requests.get(url + "/api/workers", auth=(user, password),
-                            timeout=30).status_code == 200
+        assert (
+            requests.get(url + "/api/workers", auth=(user, password), timeout=30).status_code == 200
+        )
         assert password not in open(proc.log_path).read()
     finally:
         processes.stop(proc)

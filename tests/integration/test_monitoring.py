@@ -52,21 +52,28 @@ def test_health_is_public_and_not_swallowed_by_the_workflow_routes(api_url: str,
         missing = requests.get(api_url + path, timeout=30)
         assert missing.status_code == 404 and missing.json()["code"] == 404, path
     spec = requests.get(api_url + "/api/openapi.json", timeout=30).json()["paths"]
-    for path in (HEALTH, "/api/workflows/monitoring/metrics", "/api/workflows/monitoring/alerts",
-                 "/api/workflows/monitoring/status", "/api/workflows/{workflow_id}/health",
-                 "/api/executions/{execution_id}/events"):
+    for path in (
+        HEALTH,
+        "/api/workflows/monitoring/metrics",
+        "/api/workflows/monitoring/alerts",
+        "/api/workflows/monitoring/status",
+        "/api/workflows/{workflow_id}/health",
+        "/api/executions/{execution_id}/events",
+    ):
         assert path in spec, path
     assert "security" not in spec[HEALTH]["get"]
 
 
 @pytest.mark.parametrize("broken", ["database", "broker"])
 def test_health_is_503_and_down_without_database_or_broker(settings_with, broken: str):
-    from atom.embedded import free_port
+    from cli.embedded import free_port
 
     dead = free_port()
-    changes = ({"database_url": f"postgresql+psycopg2://postgres@127.0.0.1:{dead}/atom"}
-               if broken == "database" else
-               {"redis_url": f"redis://127.0.0.1:{dead}/0", "broker_url": None})
+    changes = (
+        {"database_url": f"postgresql+psycopg2://postgres@127.0.0.1:{dead}/atom"}
+        if broken == "database"
+        else {"redis_url": f"redis://127.0.0.1:{dead}/0", "broker_url": None}
+    )
     url, stop = serve(settings_with(**changes))
     try:
         answer = requests.get(url + HEALTH, timeout=30)
@@ -82,15 +89,22 @@ def test_health_is_503_and_down_without_database_or_broker(settings_with, broken
 
 
 @pytest.fixture
-def own_platform(settings: Settings, processes: Processes, tmp_path: Path
-                 ) -> Iterator[tuple[Settings, str]]:
+def own_platform(
+    settings: Settings, processes: Processes, tmp_path: Path
+) -> Iterator[tuple[Settings, str]]:
     """A Redis, API, beat and workers of their own: stopping these workers stops the last
     worker this API can see, without touching the session's worker."""
-    from atom import embedded
+    from cli import embedded
 
     redis = embedded.start_redis(tmp_path / "redis")
-    own = Settings(**{**settings.__dict__, "redis_url": redis.url,
-                      "auto_recovery_enabled": False, "monitoring_enabled": False})
+    own = Settings(
+        **{
+            **settings.__dict__,
+            "redis_url": redis.url,
+            "auto_recovery_enabled": False,
+            "monitoring_enabled": False,
+        }
+    )
     url, stop = serve(own)
     try:
         yield own, url
@@ -100,7 +114,8 @@ def own_platform(settings: Settings, processes: Processes, tmp_path: Path
 
 
 def test_health_turns_degraded_without_workers_or_beat_and_ok_again(
-        own_platform: tuple[Settings, str], processes: Processes):
+    own_platform: tuple[Settings, str], processes: Processes
+):
     own, url = own_platform
     env = own.as_env()
 
@@ -114,8 +129,14 @@ def test_health_turns_degraded_without_workers_or_beat_and_ok_again(
 
     def start_worker(n: int):
         name = f"health{n}@{socket.gethostname()}"
-        proc = processes.start("worker", "--queues=health-only", "--concurrency=1",
-                               f"--hostname={name}", env=env, name=name.split("@")[0])
+        proc = processes.start(
+            "worker",
+            "--queues=health-only",
+            "--concurrency=1",
+            f"--hostname={name}",
+            env=env,
+            name=name.split("@")[0],
+        )
         wait_for_worker(own, proc, hostname=name)
         return proc
 
@@ -139,8 +160,9 @@ def test_health_turns_degraded_without_workers_or_beat_and_ok_again(
 # ---------------------------------------------------------------------------------------------
 # Workflow health and alert rules
 
-SLOW = workflow("slow", [trigger(), action("w", "delay", seconds="{{ input.s }}")],
-                [("start", "w")])
+SLOW = workflow(
+    "slow", [trigger(), action("w", "delay", seconds="{{ input.s }}")], [("start", "w")]
+)
 
 
 def _age_runs(settings: Settings, execution_ids: list[str], days: float) -> None:
@@ -149,21 +171,25 @@ def _age_runs(settings: Settings, execution_ids: list[str], days: float) -> None
 
     engine = create_engine(settings.database_url or "")
     with engine.begin() as conn:
-        conn.execute(text(
-            "UPDATE executions SET created_at = created_at - make_interval(secs => :s), "
-            "started_at = started_at - make_interval(secs => :s), "
-            "finished_at = finished_at - make_interval(secs => :s) "
-            "WHERE id = ANY(CAST(:ids AS uuid[]))"),
-            {"s": days * 86400, "ids": execution_ids})
+        conn.execute(
+            text(
+                "UPDATE executions SET created_at = created_at - make_interval(secs => :s), "
+                "started_at = started_at - make_interval(secs => :s), "
+                "finished_at = finished_at - make_interval(secs => :s) "
+                "WHERE id = ANY(CAST(:ids AS uuid[]))"
+            ),
+            {"s": days * 86400, "ids": execution_ids},
+        )
     engine.dispose()
 
 
-def test_workflow_health_scores_success_latency_and_alerts(client: Client, api_url: str,
-                                                          settings: Settings, make_key):
-    from atom import alerts
+def test_workflow_health_scores_success_latency_and_alerts(
+    client: Client, api_url: str, settings: Settings, make_key
+):
+    from atom.alerts import rules as alerts
     from atom.celery_app import make_celery
-    from atom.db import make_engine, make_sessionmaker
-    from atom.monitoring import Probe
+    from atom.observe.monitoring import Probe
+    from atom.store.db import make_engine, make_sessionmaker
 
     wf = client.create_workflow(SLOW)
     fresh = client.request("GET", f"/api/workflows/{wf['id']}/health")
@@ -219,49 +245,99 @@ RULES = "/api/workflows/monitoring/alerts"
 
 def test_alert_rule_validation_lists_every_problem(client: Client):
     with pytest.raises(ApiError) as caught:
-        client.request("POST", RULES, json={
-            "metric": "vibes", "threshold": "high", "window": "forever", "severity": "urgent",
-            "cooldown": -5, "channels": [{"type": "pager"}, {"type": "webhook", "url": "ftp://x"},
-                                         {"type": "email", "to": "not-an-address"}],
-            "colour": "red"})
+        client.request(
+            "POST",
+            RULES,
+            json={
+                "metric": "vibes",
+                "threshold": "high",
+                "window": "forever",
+                "severity": "urgent",
+                "cooldown": -5,
+                "channels": [
+                    {"type": "pager"},
+                    {"type": "webhook", "url": "ftp://x"},
+                    {"type": "email", "to": "not-an-address"},
+                ],
+                "colour": "red",
+            },
+        )
     assert caught.value.status == 422
     errors = caught.value.body["errors"]
-    assert set(errors) == {"name", "metric", "threshold", "window", "severity", "cooldown",
-                           "channels[0]", "channels[1]", "channels[2]", "colour"}
+    assert set(errors) == {
+        "name",
+        "metric",
+        "threshold",
+        "window",
+        "severity",
+        "cooldown",
+        "channels[0]",
+        "channels[1]",
+        "channels[2]",
+        "colour",
+    }
     with pytest.raises(ApiError) as caught:
         client.request("POST", RULES, json={"name": "x", "metric": "error_rate", "threshold": 10})
     assert "fraction" in caught.value.body["errors"]["threshold"][0]
     with pytest.raises(ApiError) as caught:
-        client.request("POST", RULES, json={"name": "x", "metric": "workers",
-                                            "workflow_id": "00000000-0000-0000-0000-000000000000"})
+        client.request(
+            "POST",
+            RULES,
+            json={
+                "name": "x",
+                "metric": "workers",
+                "workflow_id": "00000000-0000-0000-0000-000000000000",
+            },
+        )
     assert "platform" in caught.value.body["errors"]["workflow_id"][0]
     with pytest.raises(ApiError) as caught:
-        client.request("POST", RULES, json={"name": "x", "metric": "error_rate",
-                                            "threshold": 0.2,
-                                            "workflow_id": "6a0f3c52-1111-4a5e-9d1e-5d2b0a1c9e77"})
-    assert caught.value.body["errors"] == {"workflow_id": [
-        "no workflow 6a0f3c52-1111-4a5e-9d1e-5d2b0a1c9e77"]}
+        client.request(
+            "POST",
+            RULES,
+            json={
+                "name": "x",
+                "metric": "error_rate",
+                "threshold": 0.2,
+                "workflow_id": "6a0f3c52-1111-4a5e-9d1e-5d2b0a1c9e77",
+            },
+        )
+    assert caught.value.body["errors"] == {
+        "workflow_id": ["no workflow 6a0f3c52-1111-4a5e-9d1e-5d2b0a1c9e77"]
+    }
     with pytest.raises(ApiError) as caught:
         client.request("POST", RULES, data="[1, 2", headers={"Content-Type": "application/json"})
     assert caught.value.status in (400, 422)
 
 
-def test_rules_crud_builtins_roles_and_redacted_secrets(client: Client, api_url: str,
-                                                       make_key):
+def test_rules_crud_builtins_roles_and_redacted_secrets(client: Client, api_url: str, make_key):
     overview = client.request("GET", RULES)
     builtins = {r["builtin"]: r for r in overview["rules"] if r["builtin"]}
     assert set(builtins) == {"performance_degradation", "error_rate"}
-    assert (builtins["performance_degradation"]["threshold"],
-            builtins["performance_degradation"]["severity"],
-            builtins["performance_degradation"]["cooldown"]) == (2.0, "high", 300)
-    assert (builtins["error_rate"]["threshold"], builtins["error_rate"]["severity"],
-            builtins["error_rate"]["cooldown"]) == (0.1, "critical", 600)
+    assert (
+        builtins["performance_degradation"]["threshold"],
+        builtins["performance_degradation"]["severity"],
+        builtins["performance_degradation"]["cooldown"],
+    ) == (2.0, "high", 300)
+    assert (
+        builtins["error_rate"]["threshold"],
+        builtins["error_rate"]["severity"],
+        builtins["error_rate"]["cooldown"],
+    ) == (0.1, "critical", 600)
 
     secret = "https://hooks.example.com/services/T000/B000/s3cr3t-t0ken?x=1"
-    created = client.session.post(api_url + RULES, json={
-        "name": "queue backlog", "metric": "queue_depth", "threshold": 1000,
-        "channels": [{"type": "slack", "url": secret}, {"type": "email", "to": ["a@b.example"]}]},
-        timeout=30)
+    created = client.session.post(
+        api_url + RULES,
+        json={
+            "name": "queue backlog",
+            "metric": "queue_depth",
+            "threshold": 1000,
+            "channels": [
+                {"type": "slack", "url": secret},
+                {"type": "email", "to": ["a@b.example"]},
+            ],
+        },
+        timeout=30,
+    )
     assert created.status_code == 201, created.text
     rule = created.json()
     assert "s3cr3t" not in created.text
@@ -274,18 +350,26 @@ def test_rules_crud_builtins_roles_and_redacted_secrets(client: Client, api_url:
     with pytest.raises(ApiError) as caught:  # a redacted URL sent back is refused
         client.request("PATCH", item, json={"channels": rule["channels"]})
     assert "redacted" in caught.value.body["errors"]["channels[0]"][0]
-    tuned = client.request("PATCH", f"{RULES}/rules/{builtins['error_rate']['id']}",
-                           json={"threshold": 0.25, "window": "30m"})
+    tuned = client.request(
+        "PATCH",
+        f"{RULES}/rules/{builtins['error_rate']['id']}",
+        json={"threshold": 0.25, "window": "30m"},
+    )
     assert (tuned["threshold"], tuned["window"], tuned["metric"]) == (0.25, "30m", "error_rate")
     with pytest.raises(ApiError) as caught:
-        client.request("PATCH", f"{RULES}/rules/{builtins['error_rate']['id']}",
-                       json={"metric": "workers"})
+        client.request(
+            "PATCH", f"{RULES}/rules/{builtins['error_rate']['id']}", json={"metric": "workers"}
+        )
     assert caught.value.status == 422
     with pytest.raises(ApiError) as caught:
         client.request("DELETE", f"{RULES}/rules/{builtins['error_rate']['id']}")
     assert caught.value.status == 409
-    assert client.request("PATCH", f"{RULES}/rules/{builtins['error_rate']['id']}",
-                          json={"enabled": False})["enabled"] is False
+    assert (
+        client.request(
+            "PATCH", f"{RULES}/rules/{builtins['error_rate']['id']}", json={"enabled": False}
+        )["enabled"]
+        is False
+    )
 
     viewer = Client(api_url, make_key("viewer"))
     with pytest.raises(ApiError) as caught:

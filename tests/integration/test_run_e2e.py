@@ -10,20 +10,35 @@ from tests.integration.loopback import LoopbackService
 
 
 def test_linear_workflow_passes_data_between_steps(client: Client, service: LoopbackService):
-    service.route(r"GET /users/(\d+)", lambda req, m: (200, {"id": int(m.group(1)),
-                                                             "name": "Ada", "vip": True}))
+    service.route(
+        r"GET /users/(\d+)",
+        lambda req, m: (200, {"id": int(m.group(1)), "name": "Ada", "vip": True}),
+    )
     service.route(r"POST /welcome", lambda req, m: (201, {"sent_to": req.body["name"]}))
-    doc = workflow("onboarding", [
-        trigger(eventType="user_registered"),
-        action("fetch", "http_request", url=service.url + "/users/{{ input.user_id }}"),
-        action("profile", "transform", output={
-            "name": "{{ steps.fetch.output.body.name }}",
-            "vip": "{{ steps.fetch.output.body.vip }}",
-            "greeting": "Welcome, {{ steps.fetch.output.body.name }}!"}),
-        action("welcome", "http_request", method="POST", url=service.url + "/welcome",
-               json={"name": "{{ steps.profile.output.name }}",
-                     "user_id": "{{ input.user_id }}"}),
-    ], [("start", "fetch"), ("fetch", "profile"), ("profile", "welcome")])
+    doc = workflow(
+        "onboarding",
+        [
+            trigger(eventType="user_registered"),
+            action("fetch", "http_request", url=service.url + "/users/{{ input.user_id }}"),
+            action(
+                "profile",
+                "transform",
+                output={
+                    "name": "{{ steps.fetch.output.body.name }}",
+                    "vip": "{{ steps.fetch.output.body.vip }}",
+                    "greeting": "Welcome, {{ steps.fetch.output.body.name }}!",
+                },
+            ),
+            action(
+                "welcome",
+                "http_request",
+                method="POST",
+                url=service.url + "/welcome",
+                json={"name": "{{ steps.profile.output.name }}", "user_id": "{{ input.user_id }}"},
+            ),
+        ],
+        [("start", "fetch"), ("fetch", "profile"), ("profile", "welcome")],
+    )
     created = client.create_workflow(doc)
     assert created["version"] == 1 and created["trigger_kind"] == "event"
 
@@ -47,12 +62,19 @@ def test_linear_workflow_passes_data_between_steps(client: Client, service: Loop
 
 def test_fan_out_branches_run_at_the_same_time_and_join_waits(client: Client):
     branches = ["north", "south", "east"]
-    doc = workflow("fan-out", [
-        trigger(),
-        *[action(b, "delay", seconds=1) for b in branches],
-        action("report", "transform", output={
-            "waited": [f"{{{{ steps.{b}.output.waited_seconds }}}}" for b in branches]}),
-    ], [("start", b) for b in branches] + [(b, "report") for b in branches])
+    doc = workflow(
+        "fan-out",
+        [
+            trigger(),
+            *[action(b, "delay", seconds=1) for b in branches],
+            action(
+                "report",
+                "transform",
+                output={"waited": [f"{{{{ steps.{b}.output.waited_seconds }}}}" for b in branches]},
+            ),
+        ],
+        [("start", b) for b in branches] + [(b, "report") for b in branches],
+    )
     plan = client.request("GET", f"/api/workflows/{client.create_workflow(doc)['id']}/plan")
     assert plan["series_parallel"] is True and plan["barriers_added"] == []
     assert plan["canvas"]["tasks"][0]["type"] == "chord"
@@ -64,8 +86,9 @@ def test_fan_out_branches_run_at_the_same_time_and_join_waits(client: Client):
     latest_start = max(when(steps[b], "started_at") for b in branches)
     earliest_end = min(when(steps[b], "finished_at") for b in branches)
     assert latest_start < earliest_end, "the three branches did not overlap"
-    assert when(steps["report"], "started_at") >= max(when(steps[b], "finished_at")
-                                                      for b in branches)
+    assert when(steps["report"], "started_at") >= max(
+        when(steps[b], "finished_at") for b in branches
+    )
     assert all(w >= 1.0 for w in steps["report"]["output"]["waited"])
 
 
@@ -81,8 +104,15 @@ def _assert_order_respected(doc: dict, done: dict) -> None:
 def test_dag_that_is_not_series_parallel_runs_in_order(client: Client):
     # a -> c, b -> c, b -> d  (the "N"), fed by the trigger, then both into e
     nodes = [trigger()] + [action(n, "delay", seconds=0.2) for n in "abcde"]
-    edges = [("start", "a"), ("start", "b"), ("a", "c"), ("b", "c"), ("b", "d"),
-             ("c", "e"), ("d", "e")]
+    edges = [
+        ("start", "a"),
+        ("start", "b"),
+        ("a", "c"),
+        ("b", "c"),
+        ("b", "d"),
+        ("c", "e"),
+        ("d", "e"),
+    ]
     doc = workflow("n-shape", nodes, edges)
     created = client.create_workflow(doc)
     plan = client.request("GET", f"/api/workflows/{created['id']}/plan")
@@ -100,26 +130,38 @@ def test_random_dags_respect_every_edge_on_the_real_broker(client: Client):
     for shape in range(3):
         size = rng.randint(5, 9)
         names = [f"n{i}" for i in range(size)]
-        edges = [(names[i], names[j]) for i in range(size) for j in range(i + 1, size)
-                 if rng.random() < 0.3]
+        edges = [
+            (names[i], names[j])
+            for i in range(size)
+            for j in range(i + 1, size)
+            if rng.random() < 0.3
+        ]
         roots = [n for n in names if not any(b == n for _, b in edges)]
         edges += [("start", r) for r in roots]
-        doc = workflow(f"random-{shape}", [trigger()] + [
-            action(n, "transform", output={"me": n}) for n in names], edges)
+        doc = workflow(
+            f"random-{shape}",
+            [trigger()] + [action(n, "transform", output={"me": n}) for n in names],
+            edges,
+        )
         done = client.wait(client.execute(client.create_workflow(doc)["id"])["id"])
         assert done["status"] == "succeeded", done
         assert done["metrics"]["steps_succeeded"] == size
         _assert_order_respected(doc, done)
 
 
-def test_failed_step_fails_the_execution_and_names_the_node(client: Client,
-                                                            service: LoopbackService):
+def test_failed_step_fails_the_execution_and_names_the_node(
+    client: Client, service: LoopbackService
+):
     service.route(r"GET /missing", lambda req, m: (404, {"error": "not here"}))
-    doc = workflow("fails", [
-        trigger(),
-        action("fetch", "http_request", url=service.url + "/missing"),
-        action("after", "log", message="never"),
-    ], [("start", "fetch"), ("fetch", "after")])
+    doc = workflow(
+        "fails",
+        [
+            trigger(),
+            action("fetch", "http_request", url=service.url + "/missing"),
+            action("after", "log", message="never"),
+        ],
+        [("start", "fetch"), ("fetch", "after")],
+    )
     done = client.wait(client.execute(client.create_workflow(doc)["id"])["id"])
 
     assert done["status"] == "failed"
@@ -134,17 +176,20 @@ def test_failed_step_fails_the_execution_and_names_the_node(client: Client,
 
 
 def test_template_error_fails_the_step_with_its_location(client: Client):
-    doc = workflow("bad-template", [
-        trigger(), action("t", "transform", output="{{ input.nope.deeper }}")],
-        [("start", "t")])
+    doc = workflow(
+        "bad-template",
+        [trigger(), action("t", "transform", output="{{ input.nope.deeper }}")],
+        [("start", "t")],
+    )
     done = client.wait(client.execute(client.create_workflow(doc)["id"])["id"])
     assert done["status"] == "failed"
     assert "nodes[t].config.output" in done["error"]["message"]
 
 
 def test_new_version_leaves_a_running_execution_on_its_version(client: Client):
-    doc = workflow("versioned", [trigger(), action("wait", "delay", seconds=1)],
-                   [("start", "wait")])
+    doc = workflow(
+        "versioned", [trigger(), action("wait", "delay", seconds=1)], [("start", "wait")]
+    )
     created = client.create_workflow(doc)
     first = client.execute(created["id"])
     doc["nodes"][1]["config"]["seconds"] = 0
@@ -160,13 +205,27 @@ def test_new_version_leaves_a_running_execution_on_its_version(client: Client):
 def test_nested_canvas_shapes_complete_on_the_real_broker(client: Client):
     # Two "N" shapes side by side compile to chords in a chord header whose bodies are
     # groups; nested diamonds in parallel branches give chords inside chord headers.
-    edges = [("start", "a1"), ("start", "b1"), ("a1", "c1"), ("b1", "c1"), ("b1", "d1"),
-             ("start", "a2"), ("start", "b2"), ("a2", "c2"), ("b2", "c2"), ("b2", "d2"),
-             ("start", "p"), ("p", "q1"), ("p", "q2"), ("q1", "r"), ("q2", "r"),
-             ("r", "s1"), ("r", "s2")]
+    edges = [
+        ("start", "a1"),
+        ("start", "b1"),
+        ("a1", "c1"),
+        ("b1", "c1"),
+        ("b1", "d1"),
+        ("start", "a2"),
+        ("start", "b2"),
+        ("a2", "c2"),
+        ("b2", "c2"),
+        ("b2", "d2"),
+        ("start", "p"),
+        ("p", "q1"),
+        ("p", "q2"),
+        ("q1", "r"),
+        ("q2", "r"),
+        ("r", "s1"),
+        ("r", "s2"),
+    ]
     names = sorted({n for e in edges for n in e} - {"start"})
-    doc = workflow("nested", [trigger()] + [action(n, "delay", seconds=0.1) for n in names],
-                   edges)
+    doc = workflow("nested", [trigger()] + [action(n, "delay", seconds=0.1) for n in names], edges)
     created = client.create_workflow(doc)
     plan = client.request("GET", f"/api/workflows/{created['id']}/plan")
     assert len(plan["barriers_added"]) == 2
@@ -178,19 +237,29 @@ def test_nested_canvas_shapes_complete_on_the_real_broker(client: Client):
 
 
 def test_redirect_to_another_origin_drops_credentials_and_errors_hide_urls(
-        client: Client, service: LoopbackService):
+    client: Client, service: LoopbackService
+):
     other = LoopbackService().start()
     try:
         other.route(r"GET /landing", lambda req, m: (200, {"landed": True}))
-        service.route(r"GET /moved.*", lambda req, m: (302, {}, {"Location": other.url
-                                                                  + "/landing"}))
+        service.route(
+            r"GET /moved.*", lambda req, m: (302, {}, {"Location": other.url + "/landing"})
+        )
         service.route(r"GET /secret.*", lambda req, m: (404, {}))
-        doc = workflow("redirected", [
-            trigger(),
-            action("call", "http_request", url=service.url + "/moved",
-                   headers={"Authorization": "Bearer s3cret", "X-Trace": "kept"}),
-            action("leak", "http_request", url=service.url + "/secret?api_key=s3cret")],
-            [("start", "call"), ("call", "leak")])
+        doc = workflow(
+            "redirected",
+            [
+                trigger(),
+                action(
+                    "call",
+                    "http_request",
+                    url=service.url + "/moved",
+                    headers={"Authorization": "Bearer s3cret", "X-Trace": "kept"},
+                ),
+                action("leak", "http_request", url=service.url + "/secret?api_key=s3cret"),
+            ],
+            [("start", "call"), ("call", "leak")],
+        )
         done = client.wait(client.execute(client.create_workflow(doc)["id"])["id"])
         steps = by_node(done)
         assert steps["call"]["output"]["body"] == {"landed": True}

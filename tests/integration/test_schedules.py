@@ -65,8 +65,11 @@ def assert_no_gaps_or_duplicates(rows: list[dict], step: float) -> None:
 def test_schedule_api_validates_and_describes(client: Client, make_key, api_url: str):
     wf = quick_workflow(client)
     with pytest.raises(ApiError) as bad:
-        client.request("POST", "/api/schedules", json={
-            "workflow_id": wf, "cron": "61 * * * *", "timezone": "Mars/Base"})
+        client.request(
+            "POST",
+            "/api/schedules",
+            json={"workflow_id": wf, "cron": "61 * * * *", "timezone": "Mars/Base"},
+        )
     assert bad.value.status == 422
     where = bad.value.body["errors"]
     assert "not a valid cron" in where["cron"][0] and "IANA" in where["timezone"][0]
@@ -74,17 +77,26 @@ def test_schedule_api_validates_and_describes(client: Client, make_key, api_url:
         client.request("POST", "/api/schedules", json={"workflow_id": wf})
     assert "exactly one of cron and interval_seconds" in neither.value.body["message"]
     with pytest.raises(ApiError) as unknown:
-        client.request("POST", "/api/schedules", json={
-            "workflow_id": "00000000-0000-0000-0000-000000000000", "cron": "* * * * *"})
+        client.request(
+            "POST",
+            "/api/schedules",
+            json={"workflow_id": "00000000-0000-0000-0000-000000000000", "cron": "* * * * *"},
+        )
     assert "no workflow" in unknown.value.body["errors"]["workflow_id"][0]
 
-    created = client.request("POST", "/api/schedules", json={
-        "workflow_id": wf, "cron": "0 9 * * 1-5", "timezone": "Europe/Berlin",
-        "enabled": False})
+    created = client.request(
+        "POST",
+        "/api/schedules",
+        json={
+            "workflow_id": wf,
+            "cron": "0 9 * * 1-5",
+            "timezone": "Europe/Berlin",
+            "enabled": False,
+        },
+    )
     assert created["description"] == "At 09:00 AM, Monday through Friday (Europe/Berlin)"
     assert created["next_runs"] == []  # disabled
-    patched = client.request("PATCH", f"/api/schedules/{created['id']}",
-                             json={"enabled": True})
+    patched = client.request("PATCH", f"/api/schedules/{created['id']}", json={"enabled": True})
     runs = [datetime.fromisoformat(t) for t in patched["next_runs"]]
     assert len(runs) == 5 and all(t.hour == 9 and t.weekday() < 5 for t in runs)
     assert all(t.utcoffset() in (timedelta(hours=1), timedelta(hours=2)) for t in runs)
@@ -103,9 +115,11 @@ def test_schedule_api_validates_and_describes(client: Client, make_key, api_url:
 def test_interval_schedule_fires_on_time_and_disable_stops_it(client: Client, beats):
     beats()
     wf = quick_workflow(client)
-    schedule = client.request("POST", "/api/schedules",
-                              json={"workflow_id": wf, "interval_seconds": 2,
-                                    "input": {"from": "clock"}})
+    schedule = client.request(
+        "POST",
+        "/api/schedules",
+        json={"workflow_id": wf, "interval_seconds": 2, "input": {"from": "clock"}},
+    )
     assert schedule["description"] == "Every 2 seconds"
     rows = wait_for_fires(client, schedule["id"], 4, timeout=30)
     assert_no_gaps_or_duplicates(rows, 2.0)
@@ -114,11 +128,14 @@ def test_interval_schedule_fires_on_time_and_disable_stops_it(client: Client, be
         run = client.wait(row["execution_id"])
         assert run["status"] == "succeeded"
         assert run["input"] == {"from": "clock"}
-        assert run["trigger"] == {"kind": "schedule", "schedule_id": schedule["id"],
-                                  "fire_time": datetime.fromisoformat(row["fire_time"])
-                                  .astimezone(UTC).isoformat()}
-        lateness = datetime.fromisoformat(run["created_at"]) - \
-            datetime.fromisoformat(row["fire_time"])
+        assert run["trigger"] == {
+            "kind": "schedule",
+            "schedule_id": schedule["id"],
+            "fire_time": datetime.fromisoformat(row["fire_time"]).astimezone(UTC).isoformat(),
+        }
+        lateness = datetime.fromisoformat(run["created_at"]) - datetime.fromisoformat(
+            row["fire_time"]
+        )
         assert lateness < timedelta(seconds=2), lateness
 
     client.request("PATCH", f"/api/schedules/{schedule['id']}", json={"enabled": False})
@@ -131,22 +148,29 @@ def test_interval_schedule_fires_on_time_and_disable_stops_it(client: Client, be
 def test_two_beats_at_once_never_double_a_fire(client: Client, beats):
     beats()
     beats()
-    schedule = client.request("POST", "/api/schedules",
-                              json={"workflow_id": quick_workflow(client),
-                                    "interval_seconds": 2, "overlap": "allow"})
+    schedule = client.request(
+        "POST",
+        "/api/schedules",
+        json={"workflow_id": quick_workflow(client), "interval_seconds": 2, "overlap": "allow"},
+    )
     rows = wait_for_fires(client, schedule["id"], 5, timeout=30)
     assert_no_gaps_or_duplicates(rows, 2.0)
-    assert all(f["status"] == "started" for f in rows), \
-        [(f["fire_time"], f["status"], f["reason"], f["source"]) for f in rows
-         if f["status"] != "started"]
+    assert all(f["status"] == "started" for f in rows), [
+        (f["fire_time"], f["status"], f["reason"], f["source"])
+        for f in rows
+        if f["status"] != "started"
+    ]
 
 
 def test_killed_and_restarted_beat_neither_doubles_nor_drops_a_fire(
-        client: Client, beats, processes: Processes):
+    client: Client, beats, processes: Processes
+):
     first = beats()
-    schedule = client.request("POST", "/api/schedules",
-                              json={"workflow_id": quick_workflow(client),
-                                    "interval_seconds": 2, "overlap": "allow"})
+    schedule = client.request(
+        "POST",
+        "/api/schedules",
+        json={"workflow_id": quick_workflow(client), "interval_seconds": 2, "overlap": "allow"},
+    )
     wait_for_fires(client, schedule["id"], 2, timeout=30)
     processes.stop(first, signal.SIGKILL)
     time.sleep(4)
@@ -154,16 +178,20 @@ def test_killed_and_restarted_beat_neither_doubles_nor_drops_a_fire(
     before = len(fires(client, schedule["id"]))
     rows = wait_for_fires(client, schedule["id"], before + 3, timeout=60)
     assert_no_gaps_or_duplicates(rows, 2.0)
-    assert all(f["status"] == "started" for f in rows), \
-        [(f["fire_time"], f["status"], f["reason"], f["source"]) for f in rows
-         if f["status"] != "started"]
+    assert all(f["status"] == "started" for f in rows), [
+        (f["fire_time"], f["status"], f["reason"], f["source"])
+        for f in rows
+        if f["status"] != "started"
+    ]
 
 
 def test_flushall_loses_no_schedule(client: Client, beats, settings: Settings):
     beats()
-    schedule = client.request("POST", "/api/schedules",
-                              json={"workflow_id": quick_workflow(client),
-                                    "interval_seconds": 2, "overlap": "allow"})
+    schedule = client.request(
+        "POST",
+        "/api/schedules",
+        json={"workflow_id": quick_workflow(client), "interval_seconds": 2, "overlap": "allow"},
+    )
     wait_for_fires(client, schedule["id"], 2, timeout=30)
     redis.Redis.from_url(settings.celery_broker).flushall()
     flushed_at = datetime.now(UTC)
@@ -171,24 +199,28 @@ def test_flushall_loses_no_schedule(client: Client, beats, settings: Settings):
     while time.monotonic() < deadline:  # until fires resume and the record is whole again
         rows = fires(client, schedule["id"])
         times = [datetime.fromisoformat(f["fire_time"]) for f in rows]
-        whole = {(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)} \
-            == {2.0}
+        whole = {(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)} == {2.0}
         if whole and times[-1] > flushed_at + timedelta(seconds=6):
             break
         time.sleep(1)
     assert_no_gaps_or_duplicates(rows, 2.0)
     assert times[-1] > flushed_at + timedelta(seconds=6), "no fire after the flush"
     assert all(f["status"] == "started" for f in rows)
-    restored_by = {f["source"] for f in rows if datetime.fromisoformat(f["fire_time"])
-                   > flushed_at}
+    restored_by = {f["source"] for f in rows if datetime.fromisoformat(f["fire_time"]) > flushed_at}
     assert restored_by <= {"beat", "sweeper"}
 
 
 def test_overlap_skip_records_why_no_run_started(client: Client, beats):
     beats()
-    schedule = client.request("POST", "/api/schedules",
-                              json={"workflow_id": quick_workflow(client, seconds=3.5),
-                                    "interval_seconds": 1, "overlap": "skip"})
+    schedule = client.request(
+        "POST",
+        "/api/schedules",
+        json={
+            "workflow_id": quick_workflow(client, seconds=3.5),
+            "interval_seconds": 1,
+            "overlap": "skip",
+        },
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         rows = fires(client, schedule["id"])
@@ -199,28 +231,42 @@ def test_overlap_skip_records_why_no_run_started(client: Client, beats):
     skipped = [f for f in rows if f["status"] == "skipped"]
     assert skipped and all("still running" in f["reason"] for f in skipped)
     runs = [client.wait(f["execution_id"]) for f in rows if f["status"] == "started"]
-    windows = sorted((datetime.fromisoformat(r["created_at"]),
-                      datetime.fromisoformat(r["finished_at"])) for r in runs)
+    windows = sorted(
+        (datetime.fromisoformat(r["created_at"]), datetime.fromisoformat(r["finished_at"]))
+        for r in runs
+    )
     for (_, end), (start, _) in zip(windows, windows[1:], strict=False):
         assert start >= end - timedelta(milliseconds=50), "two runs overlapped"
 
 
 @pytest.mark.parametrize("catchup", [False, True])
-def test_downtime_is_missed_or_caught_up_by_policy(client: Client, settings: Settings,
-                                                   catchup: bool):
-    from atom import schedules
+def test_downtime_is_missed_or_caught_up_by_policy(
+    client: Client, settings: Settings, catchup: bool
+):
     from atom.celery_app import make_celery
-    from atom.db import make_engine, make_sessionmaker, transaction
-    from atom.models import Schedule
+    from atom.schedules import service as schedules
+    from atom.store.db import make_engine, make_sessionmaker, transaction
+    from atom.store.models import Schedule
 
-    schedule = client.request("POST", "/api/schedules", json={
-        "workflow_id": quick_workflow(client), "interval_seconds": 2, "catchup": catchup,
-        "max_catchup": 3, "overlap": "allow"})
+    schedule = client.request(
+        "POST",
+        "/api/schedules",
+        json={
+            "workflow_id": quick_workflow(client),
+            "interval_seconds": 2,
+            "catchup": catchup,
+            "max_catchup": 3,
+            "overlap": "allow",
+        },
+    )
     factory = make_sessionmaker(make_engine(settings.database_url or ""))
     now = datetime.now(UTC)
     with transaction(factory) as session:  # as if the scheduler had been down for 30 s
-        session.execute(update(Schedule).where(Schedule.id == schedule["id"]).values(
-            anchor=now - timedelta(seconds=61), checked_until=now - timedelta(seconds=31)))
+        session.execute(
+            update(Schedule)
+            .where(Schedule.id == schedule["id"])
+            .values(anchor=now - timedelta(seconds=61), checked_until=now - timedelta(seconds=31))
+        )
     app = make_celery(settings)
     try:
         counts = schedules.sweep(factory, app, grace=3, misfire_grace=10, now=now)
@@ -228,8 +274,9 @@ def test_downtime_is_missed_or_caught_up_by_policy(client: Client, settings: Set
         app.close()
     rows = fires(client, schedule["id"])
     assert_no_gaps_or_duplicates(rows, 2.0)
-    stale = [f for f in rows if datetime.fromisoformat(f["fire_time"]) < now - timedelta(
-        seconds=10)]
+    stale = [
+        f for f in rows if datetime.fromisoformat(f["fire_time"]) < now - timedelta(seconds=10)
+    ]
     recent = [f for f in rows if f not in stale]
     assert len(rows) == 14 and len(stale) == 10
     assert all(f["status"] == "started" and f["source"] == "sweeper" for f in recent)
@@ -243,56 +290,83 @@ def test_downtime_is_missed_or_caught_up_by_policy(client: Client, settings: Set
 
 
 def test_webhook_starts_its_workflow_and_rotation_revokes_the_old_token(
-        client: Client, api_url: str, settings: Settings):
-    wf = client.create_workflow(workflow("hooked", [
-        trigger(kind="webhook"), action("echo", "transform", output="{{ input.order.id }}")],
-        [("start", "echo")]))
+    client: Client, api_url: str, settings: Settings
+):
+    wf = client.create_workflow(
+        workflow(
+            "hooked",
+            [trigger(kind="webhook"), action("echo", "transform", output="{{ input.order.id }}")],
+            [("start", "echo")],
+        )
+    )
     hook = client.request("POST", f"/api/workflows/{wf['id']}/webhook")
     assert hook["url"].endswith(f"/api/hooks/{hook['token']}")
-    posted = requests.post(f"{api_url}/api/hooks/{hook['token']}",
-                           json={"order": {"id": 77}}, timeout=10)
+    posted = requests.post(
+        f"{api_url}/api/hooks/{hook['token']}", json={"order": {"id": 77}}, timeout=10
+    )
     assert posted.status_code == 202
     run = client.wait(posted.json()["id"])
     assert run["status"] == "succeeded" and run["output"] == {"echo": 77}
     assert run["trigger"] == {"kind": "webhook"}
 
     rotated = client.request("POST", f"/api/workflows/{wf['id']}/webhook")
-    assert requests.post(f"{api_url}/api/hooks/{hook['token']}", json={},
-                         timeout=10).status_code == 404
-    assert requests.post(f"{api_url}/api/hooks/{rotated['token']}", data="not json",
-                         timeout=10).status_code == 422
+    assert (
+        requests.post(f"{api_url}/api/hooks/{hook['token']}", json={}, timeout=10).status_code
+        == 404
+    )
+    assert (
+        requests.post(
+            f"{api_url}/api/hooks/{rotated['token']}", data="not json", timeout=10
+        ).status_code
+        == 422
+    )
     big = b'{"x": "' + b"a" * settings.webhook_max_bytes + b'"}'
-    too_big = requests.post(f"{api_url}/api/hooks/{rotated['token']}", data=big,
-                            headers={"Content-Type": "application/json"}, timeout=10)
+    too_big = requests.post(
+        f"{api_url}/api/hooks/{rotated['token']}",
+        data=big,
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
     assert too_big.status_code == 413 and too_big.json()["code"] == 413
     client.request("DELETE", f"/api/workflows/{wf['id']}/webhook")
-    assert requests.post(f"{api_url}/api/hooks/{rotated['token']}", json={},
-                         timeout=10).status_code == 404
-    assert requests.post(f"{api_url}/api/hooks/whk_unknown", json={},
-                         timeout=10).status_code == 404
+    assert (
+        requests.post(f"{api_url}/api/hooks/{rotated['token']}", json={}, timeout=10).status_code
+        == 404
+    )
+    assert requests.post(f"{api_url}/api/hooks/whk_unknown", json={}, timeout=10).status_code == 404
 
 
-def test_events_start_only_the_callers_matching_workflows(api_url: str, make_key,
-                                                         worker):
+def test_events_start_only_the_callers_matching_workflows(api_url: str, make_key, worker):
     mine, theirs = Client(api_url, make_key("admin")), Client(api_url, make_key("admin"))
 
     def event_workflow(owner: Client, event_type: str) -> str:
-        return owner.create_workflow(workflow(f"on-{event_type}", [
-            trigger(eventType=event_type),
-            action("got", "transform", output="{{ input.sku }}")], [("start", "got")]))["id"]
+        return owner.create_workflow(
+            workflow(
+                f"on-{event_type}",
+                [
+                    trigger(eventType=event_type),
+                    action("got", "transform", output="{{ input.sku }}"),
+                ],
+                [("start", "got")],
+            )
+        )["id"]
 
     a, b = event_workflow(mine, "order.created"), event_workflow(mine, "order.created")
     event_workflow(mine, "order.cancelled")
     other = event_workflow(theirs, "order.created")
-    result = mine.request("POST", "/api/events",
-                          json={"type": "order.created", "payload": {"sku": "X-1"}})
+    result = mine.request(
+        "POST", "/api/events", json={"type": "order.created", "payload": {"sku": "X-1"}}
+    )
     started = {e["workflow_id"]: e["id"] for e in result["executions"]}
     assert set(started) == {a, b}
     for execution_id in started.values():
         run = mine.wait(execution_id)
         assert run["status"] == "succeeded" and run["output"] == {"got": "X-1"}
-        assert run["trigger"] == {"kind": "event", "event_type": "order.created",
-                                  "event_id": result["event_id"]}
+        assert run["trigger"] == {
+            "kind": "event",
+            "event_type": "order.created",
+            "event_id": result["event_id"],
+        }
     assert theirs.request("GET", f"/api/executions?workflow_id={other}") == []
     viewer = Client(api_url, make_key("viewer"))
     with pytest.raises(ApiError) as denied:
@@ -307,17 +381,21 @@ def _log(proc: subprocess.Popen) -> str:
     return Path(proc.log_path).read_text()  # type: ignore[attr-defined]
 
 
-def test_a_new_schedule_entry_starts_at_the_schedule_not_at_the_write(client: Client,
-                                                                      settings: Settings):
+def test_a_new_schedule_entry_starts_at_the_schedule_not_at_the_write(
+    client: Client, settings: Settings
+):
     """The entry resumes from the record (creation time, last fire): a slot that falls
     between the insert and the entry's write is still beat's to send, not the sweeper's."""
-    from atom import schedules
     from atom.celery_app import make_celery
-    from atom.db import make_engine, make_sessionmaker, transaction
-    from atom.models import Schedule
+    from atom.schedules import service as schedules
+    from atom.store.db import make_engine, make_sessionmaker, transaction
+    from atom.store.models import Schedule
 
-    created = client.request("POST", "/api/schedules", json={
-        "workflow_id": quick_workflow(client), "interval_seconds": 5, "enabled": True})
+    created = client.request(
+        "POST",
+        "/api/schedules",
+        json={"workflow_id": quick_workflow(client), "interval_seconds": 5, "enabled": True},
+    )
     factory = make_sessionmaker(make_engine(settings.database_url or ""))
     with transaction(factory) as session:
         stored = session.get(Schedule, created["id"])
@@ -329,8 +407,8 @@ def test_a_new_schedule_entry_starts_at_the_schedule_not_at_the_write(client: Cl
     ensure_conf(app)
     try:
         entry = schedules.ScheduleEntry.from_key(
-            schedules.ScheduleEntry.generate_key(app, schedules.entry_name(created["id"])),
-            app=app)
+            schedules.ScheduleEntry.generate_key(app, schedules.entry_name(created["id"])), app=app
+        )
         assert entry.last_run_at == resume  # not the moment the entry was written
         assert entry.due_at == expected
     finally:

@@ -18,19 +18,33 @@ def node(base: dict, **extra) -> dict:
 
 
 def if_else(threshold: int = 100) -> dict:
-    doc = workflow("if-else", [
-        trigger(),
-        {"id": "check", "type": "condition",
-         "config": {"expression": f"input.amount > {threshold}"}},
-        action("big", "transform", output="big {{ input.amount }}"),
-        action("small", "transform", output="small {{ input.amount }}"),
-        action("after_small", "log", message="only after small"),
-        node(action("join", "transform", output={
-            "big": "{{ steps.big.status }}", "small": "{{ steps.small.status }}"}),
-            trigger_rule="none_failed"),
-    ], [("start", "check"), ("big", "join"), ("small", "after_small"), ("after_small", "join")])
-    doc["connections"] += [{"source": "check", "target": "big", "when": "true"},
-                           {"source": "check", "target": "small", "when": "false"}]
+    doc = workflow(
+        "if-else",
+        [
+            trigger(),
+            {
+                "id": "check",
+                "type": "condition",
+                "config": {"expression": f"input.amount > {threshold}"},
+            },
+            action("big", "transform", output="big {{ input.amount }}"),
+            action("small", "transform", output="small {{ input.amount }}"),
+            action("after_small", "log", message="only after small"),
+            node(
+                action(
+                    "join",
+                    "transform",
+                    output={"big": "{{ steps.big.status }}", "small": "{{ steps.small.status }}"},
+                ),
+                trigger_rule="none_failed",
+            ),
+        ],
+        [("start", "check"), ("big", "join"), ("small", "after_small"), ("after_small", "join")],
+    )
+    doc["connections"] += [
+        {"source": "check", "target": "big", "when": "true"},
+        {"source": "check", "target": "small", "when": "false"},
+    ]
     return doc
 
 
@@ -67,8 +81,10 @@ def test_all_success_join_after_if_else_is_skipped(client: Client):
 def _flaky(service: LoopbackService, failures: list[int]) -> None:
     answers = list(failures)
     service.routes.clear()
-    service.route(r"GET /flaky", lambda req, m: (answers.pop(0), {"try": "again"}) if answers
-                  else (200, {"ok": True}))
+    service.route(
+        r"GET /flaky",
+        lambda req, m: (answers.pop(0), {"try": "again"}) if answers else (200, {"ok": True}),
+    )
 
 
 def _gaps(service: LoopbackService, path: str) -> list[float]:
@@ -78,10 +94,17 @@ def _gaps(service: LoopbackService, path: str) -> list[float]:
 
 def test_transient_failures_retry_with_growing_gaps(client: Client, service: LoopbackService):
     _flaky(service, [503, 503])
-    doc = workflow("retries", [trigger(), node(
-        action("call", "http_request", url=service.url + "/flaky"),
-        retry={"max_retries": 3, "retry_delay": 0.5, "backoff_multiplier": 3})],
-        [("start", "call")])
+    doc = workflow(
+        "retries",
+        [
+            trigger(),
+            node(
+                action("call", "http_request", url=service.url + "/flaky"),
+                retry={"max_retries": 3, "retry_delay": 0.5, "backoff_multiplier": 3},
+            ),
+        ],
+        [("start", "call")],
+    )
     done = client.wait(client.execute(client.create_workflow(doc)["id"])["id"], timeout=60)
 
     assert done["status"] == "succeeded", done
@@ -93,9 +116,17 @@ def test_transient_failures_retry_with_growing_gaps(client: Client, service: Loo
 
 def test_a_404_fails_at_once_unless_retry_on_names_it(client: Client, service: LoopbackService):
     _flaky(service, [404])
-    once = workflow("no-retry", [trigger(), node(
-        action("call", "http_request", url=service.url + "/flaky"),
-        retry={"max_retries": 3, "retry_delay": 0.1})], [("start", "call")])
+    once = workflow(
+        "no-retry",
+        [
+            trigger(),
+            node(
+                action("call", "http_request", url=service.url + "/flaky"),
+                retry={"max_retries": 3, "retry_delay": 0.1},
+            ),
+        ],
+        [("start", "call")],
+    )
     done = client.wait(client.execute(client.create_workflow(once)["id"])["id"])
     assert done["status"] == "failed"
     assert by_node(done)["call"]["attempts"] == 1
@@ -110,34 +141,49 @@ def test_a_404_fails_at_once_unless_retry_on_names_it(client: Client, service: L
 
 def test_retry_policy_in_auraos_spelling(client: Client, service: LoopbackService):
     _flaky(service, [500])
-    doc = workflow("aura-retry", [trigger(), node(
-        action("call", "http_request", url=service.url + "/flaky"),
-        retryPolicy={"maxRetries": 2, "retryDelay": 200, "backoffMultiplier": 2})],
-        [("start", "call")])
+    doc = workflow(
+        "aura-retry",
+        [
+            trigger(),
+            node(
+                action("call", "http_request", url=service.url + "/flaky"),
+                retryPolicy={"maxRetries": 2, "retryDelay": 200, "backoffMultiplier": 2},
+            ),
+        ],
+        [("start", "call")],
+    )
     done = client.wait(client.execute(client.create_workflow(doc)["id"])["id"])
     assert done["status"] == "succeeded" and by_node(done)["call"]["attempts"] == 2
 
 
 def test_step_over_its_timeout_fails_saying_so(client: Client):
-    doc = workflow("slow", [trigger(), node(action("nap", "delay", seconds=20), timeout=1)],
-                   [("start", "nap")])
+    doc = workflow(
+        "slow", [trigger(), node(action("nap", "delay", seconds=20), timeout=1)], [("start", "nap")]
+    )
     started = time.monotonic()
     done = client.wait(client.execute(client.create_workflow(doc)["id"])["id"], timeout=30)
     assert time.monotonic() - started < 10
     assert done["status"] == "failed"
-    assert done["error"] == {"node_id": "nap", "type": "TimeoutError",
-                             "message": "step 'nap' timed out after 1 s"}
+    assert done["error"] == {
+        "node_id": "nap",
+        "type": "TimeoutError",
+        "message": "step 'nap' timed out after 1 s",
+    }
 
 
 def test_continue_policy_lets_independent_branches_finish(client: Client):
-    doc = workflow("continue", [
-        trigger(),
-        action("bad", "transform", output="{{ input.nothing.here }}"),
-        action("after_bad", "log", message="x"),
-        node(action("good", "delay", seconds=0.3)),
-        action("after_good", "transform", output="done"),
-    ], [("start", "bad"), ("bad", "after_bad"), ("start", "good"), ("good", "after_good")],
-        on_failure="continue")
+    doc = workflow(
+        "continue",
+        [
+            trigger(),
+            action("bad", "transform", output="{{ input.nothing.here }}"),
+            action("after_bad", "log", message="x"),
+            node(action("good", "delay", seconds=0.3)),
+            action("after_good", "transform", output="done"),
+        ],
+        [("start", "bad"), ("bad", "after_bad"), ("start", "good"), ("good", "after_good")],
+        on_failure="continue",
+    )
     done = client.wait(client.execute(client.create_workflow(doc)["id"])["id"])
     assert done["status"] == "failed"
     assert done["error"]["node_id"] == "bad"
@@ -148,11 +194,15 @@ def test_continue_policy_lets_independent_branches_finish(client: Client):
 
 
 def test_python_action_calls_registered_functions_only(client: Client):
-    doc = workflow("python", [
-        trigger(),
-        action("sum", "python", function="add", kwargs={"a": "{{ input.a }}", "b": 2}),
-        action("missing", "python", function="rm_rf"),
-    ], [("start", "sum"), ("sum", "missing")])
+    doc = workflow(
+        "python",
+        [
+            trigger(),
+            action("sum", "python", function="add", kwargs={"a": "{{ input.a }}", "b": 2}),
+            action("missing", "python", function="rm_rf"),
+        ],
+        [("start", "sum"), ("sum", "missing")],
+    )
     done = client.wait(client.execute(client.create_workflow(doc)["id"], {"a": 40})["id"])
     steps = by_node(done)
     assert steps["sum"]["output"] == {"sum": 42}
@@ -172,10 +222,16 @@ def _wait_for(client: Client, execution_id: str, predicate, timeout: float = 20)
 
 
 def test_pause_lets_the_running_step_finish_and_resume_runs_the_rest(client: Client):
-    doc = workflow("pausable", [trigger(), action("a", "delay", seconds=1.5),
-                                action("b", "transform", output="b"),
-                                action("c", "transform", output="c")],
-                   [("start", "a"), ("a", "b"), ("b", "c")])
+    doc = workflow(
+        "pausable",
+        [
+            trigger(),
+            action("a", "delay", seconds=1.5),
+            action("b", "transform", output="b"),
+            action("c", "transform", output="c"),
+        ],
+        [("start", "a"), ("a", "b"), ("b", "c")],
+    )
     run = client.execute(client.create_workflow(doc)["id"])
     _wait_for(client, run["id"], lambda e: by_node(e)["a"]["status"] == "running")
     paused = client.request("POST", f"/api/executions/{run['id']}/pause")
@@ -202,16 +258,19 @@ def test_pause_lets_the_running_step_finish_and_resume_runs_the_rest(client: Cli
 
 
 def test_cancel_interrupts_a_long_delay_within_seconds(client: Client):
-    doc = workflow("long", [trigger(), action("nap", "delay", seconds=30),
-                            action("never", "log", message="x")],
-                   [("start", "nap"), ("nap", "never")])
+    doc = workflow(
+        "long",
+        [trigger(), action("nap", "delay", seconds=30), action("never", "log", message="x")],
+        [("start", "nap"), ("nap", "never")],
+    )
     run = client.execute(client.create_workflow(doc)["id"])
     _wait_for(client, run["id"], lambda e: by_node(e)["nap"]["status"] == "running")
     asked = time.monotonic()
     cancelled = client.request("POST", f"/api/executions/{run['id']}/cancel")
     assert cancelled["status"] == "cancelled"
-    done = _wait_for(client, run["id"], lambda e: by_node(e)["nap"]["status"] == "cancelled",
-                     timeout=10)
+    done = _wait_for(
+        client, run["id"], lambda e: by_node(e)["nap"]["status"] == "cancelled", timeout=10
+    )
     assert time.monotonic() - asked < 5
     steps = by_node(done)
     assert steps["never"]["status"] == "cancelled" and steps["never"]["attempts"] == 0
@@ -221,15 +280,24 @@ def test_cancel_interrupts_a_long_delay_within_seconds(client: Client):
     assert conflict.value.status == 409 and conflict.value.body["allowed_actions"] == []
 
 
-def test_retry_reruns_only_what_failed_and_what_came_after(client: Client,
-                                                           service: LoopbackService):
+def test_retry_reruns_only_what_failed_and_what_came_after(
+    client: Client, service: LoopbackService
+):
     _flaky(service, [400])
-    doc = workflow("retry-from-failure", [
-        trigger(), action("first", "transform", output="{{ input.n + 1 }}"),
-        action("call", "http_request", url=service.url + "/flaky"),
-        action("last", "transform",
-               output="{{ steps.first.output }} then {{ steps.call.output.status_code }}"),
-    ], [("start", "first"), ("first", "call"), ("call", "last")])
+    doc = workflow(
+        "retry-from-failure",
+        [
+            trigger(),
+            action("first", "transform", output="{{ input.n + 1 }}"),
+            action("call", "http_request", url=service.url + "/flaky"),
+            action(
+                "last",
+                "transform",
+                output="{{ steps.first.output }} then {{ steps.call.output.status_code }}",
+            ),
+        ],
+        [("start", "first"), ("first", "call"), ("call", "last")],
+    )
     run = client.execute(client.create_workflow(doc)["id"], {"n": 1})
     failed = client.wait(run["id"])
     assert failed["status"] == "failed"

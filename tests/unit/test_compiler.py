@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atom.compiler import compile_graph, compile_plan, plan_order
-from atom.definition import parse_definition
-from atom.graph import Graph
+from atom.workflow.compiler import compile_graph, compile_plan, plan_order
+from atom.workflow.definition import parse_definition
+from atom.workflow.graph import Graph
 
 FINALIZE = {"type": "finalize"}
 
@@ -108,14 +108,22 @@ def check_shape(tree: dict[str, Any]) -> None:
 
 def test_empty_graph_is_just_finalize():
     plan = compile_graph(Graph([], []))
-    assert plan == {"canvas": chain(FINALIZE), "barriers_added": [],
-                    "series_parallel": True, "steps": 0}
+    assert plan == {
+        "canvas": chain(FINALIZE),
+        "barriers_added": [],
+        "series_parallel": True,
+        "steps": 0,
+    }
 
 
 def test_single_node():
     plan = compile_edges("a", [])
-    assert plan == {"canvas": chain(step("a"), FINALIZE), "barriers_added": [],
-                    "series_parallel": True, "steps": 1}
+    assert plan == {
+        "canvas": chain(step("a"), FINALIZE),
+        "barriers_added": [],
+        "series_parallel": True,
+        "steps": 1,
+    }
 
 
 def test_chain():
@@ -134,7 +142,8 @@ def test_chain_listed_out_of_order_still_runs_in_edge_order():
 def test_diamond_is_a_chord():
     plan = compile_edges("abcd", ["ab", "ac", "bd", "cd"])
     assert plan["canvas"] == chain(
-        step("a"), chord([step("b"), step("c")], chain(step("d"), FINALIZE)))
+        step("a"), chord([step("b"), step("c")], chain(step("d"), FINALIZE))
+    )
     assert plan["series_parallel"] is True
     assert plan["barriers_added"] == []
 
@@ -142,14 +151,16 @@ def test_diamond_is_a_chord():
 def test_wide_fan_out_with_three_branches():
     plan = compile_edges("abcde", ["ab", "ac", "ad", "be", "ce", "de"])
     assert plan["canvas"] == chain(
-        step("a"), chord([step("b"), step("c"), step("d")], chain(step("e"), FINALIZE)))
+        step("a"), chord([step("b"), step("c"), step("d")], chain(step("e"), FINALIZE))
+    )
     assert plan["series_parallel"] is True
 
 
 def test_branches_of_different_lengths_join():
     plan = compile_edges("abcde", ["ab", "bc", "ad", "ce", "de"])
     assert plan["canvas"] == chain(
-        step("a"), chord([chain(step("b"), step("c")), step("d")], chain(step("e"), FINALIZE)))
+        step("a"), chord([chain(step("b"), step("c")), step("d")], chain(step("e"), FINALIZE))
+    )
     assert plan["barriers_added"] == []
 
 
@@ -157,8 +168,7 @@ def test_nested_diamonds():
     # a -> (b -> (c | d) -> e | f) -> g
     plan = compile_edges("abcdefg", ["ab", "af", "bc", "bd", "ce", "de", "eg", "fg"])
     inner = chain(step("b"), chord([step("c"), step("d")], step("e")))
-    assert plan["canvas"] == chain(
-        step("a"), chord([inner, step("f")], chain(step("g"), FINALIZE)))
+    assert plan["canvas"] == chain(step("a"), chord([inner, step("f")], chain(step("g"), FINALIZE)))
     assert plan["series_parallel"] is True
     assert plan["barriers_added"] == []
 
@@ -166,7 +176,8 @@ def test_nested_diamonds():
 def test_two_independent_chains_run_in_parallel():
     plan = compile_edges("abcd", ["ab", "cd"])
     assert plan["canvas"] == chain(
-        chord([chain(step("a"), step("b")), chain(step("c"), step("d"))], FINALIZE))
+        chord([chain(step("a"), step("b")), chain(step("c"), step("d"))], FINALIZE)
+    )
     assert plan["series_parallel"] is True
     order = finished_before(plan)
     assert order == {"a": set(), "b": {"a"}, "c": set(), "d": {"c"}}
@@ -196,11 +207,12 @@ def test_n_shape_needs_one_barrier():
     plan = compile_edges("abcd", ["ac", "bc", "bd"])
     assert plan["series_parallel"] is False
     assert plan["barriers_added"] == [
-        {"after": ["a", "b"], "before": ["c", "d"], "orderings_added": [["a", "d"]]}]
+        {"after": ["a", "b"], "before": ["c", "d"], "orderings_added": [["a", "d"]]}
+    ]
     assert plan["canvas"] == chain(
-        chord([step("a"), step("b")], chord([step("c"), step("d")], FINALIZE)))
-    assert finished_before(plan) == {
-        "a": set(), "b": set(), "c": {"a", "b"}, "d": {"a", "b"}}
+        chord([step("a"), step("b")], chord([step("c"), step("d")], FINALIZE))
+    )
+    assert finished_before(plan) == {"a": set(), "b": set(), "c": {"a", "b"}, "d": {"a", "b"}}
 
 
 def test_w_shape_needs_a_barrier_with_two_orderings():
@@ -208,10 +220,15 @@ def test_w_shape_needs_a_barrier_with_two_orderings():
     plan = compile_edges("abcde", ["ad", "bd", "be", "ce"])
     assert plan["series_parallel"] is False
     assert plan["barriers_added"] == [
-        {"after": ["a", "b", "c"], "before": ["d", "e"],
-         "orderings_added": [["a", "e"], ["c", "d"]]}]
+        {
+            "after": ["a", "b", "c"],
+            "before": ["d", "e"],
+            "orderings_added": [["a", "e"], ["c", "d"]],
+        }
+    ]
     assert plan["canvas"] == chain(
-        chord([step("a"), step("b"), step("c")], chord([step("d"), step("e")], FINALIZE)))
+        chord([step("a"), step("b"), step("c")], chord([step("d"), step("e")], FINALIZE))
+    )
 
 
 def test_bridge_with_a_transitive_rung_is_a_chain():
@@ -226,10 +243,13 @@ def test_bridge_with_a_crossing_rung_needs_a_barrier():
     plan = compile_edges("sabcdt", ["sa", "sb", "ac", "bd", "ad", "ct", "dt"])
     assert plan["series_parallel"] is False
     assert plan["barriers_added"] == [
-        {"after": ["a"], "before": ["b", "c"], "orderings_added": [["a", "b"]]}]
+        {"after": ["a"], "before": ["b", "c"], "orderings_added": [["a", "b"]]}
+    ]
     assert plan["canvas"] == chain(
-        step("s"), step("a"),
-        chord([chain(step("b"), step("d")), step("c")], chain(step("t"), FINALIZE)))
+        step("s"),
+        step("a"),
+        chord([chain(step("b"), step("d")), step("c")], chain(step("t"), FINALIZE)),
+    )
     order = finished_before(plan)
     assert order["b"] == {"s", "a"}
     assert order["t"] == {"s", "a", "b", "c", "d"}
@@ -240,10 +260,13 @@ def test_barrier_names_the_sinks_and_sources_it_joins():
     plan = compile_edges("abcde", ["ab", "ae", "cd", "de"])
     assert plan["series_parallel"] is False
     assert plan["barriers_added"] == [
-        {"after": ["b", "d"], "before": ["e"], "orderings_added": [["b", "e"]]}]
+        {"after": ["b", "d"], "before": ["e"], "orderings_added": [["b", "e"]]}
+    ]
     assert plan["canvas"] == chain(
-        chord([chain(step("a"), step("b")), chain(step("c"), step("d"))],
-              chain(step("e"), FINALIZE)))
+        chord(
+            [chain(step("a"), step("b")), chain(step("c"), step("d"))], chain(step("e"), FINALIZE)
+        )
+    )
 
 
 def test_two_n_shapes_in_parallel_each_get_a_barrier():
@@ -253,16 +276,19 @@ def test_two_n_shapes_in_parallel_each_get_a_barrier():
     check_shape(plan["canvas"])
 
 
-@pytest.mark.parametrize("nodes, edges", [
-    ("a", []),
-    ("abc", ["ab", "bc"]),
-    ("abcd", ["ab", "ac", "bd", "cd"]),
-    ("abcd", ["ab", "cd"]),
-    ("abc", ["ab", "ac"]),
-    ("abcd", ["ac", "bc", "bd"]),
-    ("abcde", ["ad", "bd", "be", "ce"]),
-    ("abcdwxyz", ["ac", "bc", "bd", "wy", "xy", "xz"]),
-])
+@pytest.mark.parametrize(
+    "nodes, edges",
+    [
+        ("a", []),
+        ("abc", ["ab", "bc"]),
+        ("abcd", ["ab", "ac", "bd", "cd"]),
+        ("abcd", ["ab", "cd"]),
+        ("abc", ["ab", "ac"]),
+        ("abcd", ["ac", "bc", "bd"]),
+        ("abcde", ["ad", "bd", "be", "ce"]),
+        ("abcdwxyz", ["ac", "bc", "bd", "wy", "xy", "xz"]),
+    ],
+)
 def test_every_canvas_ends_with_finalize(nodes, edges):
     plan = compile_edges(nodes, edges)
     assert plan["canvas"]["type"] == "chain"
@@ -282,15 +308,17 @@ def test_plan_order_rejects_an_unknown_plan_node():
 
 
 def test_compile_plan_leaves_out_the_trigger():
-    definition = parse_definition({
-        "name": "two steps",
-        "nodes": [
-            {"id": "start", "type": "trigger"},
-            {"id": "a", "type": "action", "config": {"action_type": "log", "message": "a"}},
-            {"id": "b", "type": "action", "config": {"action_type": "log", "message": "b"}},
-        ],
-        "connections": [{"source": "start", "target": "a"}, {"source": "a", "target": "b"}],
-    })
+    definition = parse_definition(
+        {
+            "name": "two steps",
+            "nodes": [
+                {"id": "start", "type": "trigger"},
+                {"id": "a", "type": "action", "config": {"action_type": "log", "message": "a"}},
+                {"id": "b", "type": "action", "config": {"action_type": "log", "message": "b"}},
+            ],
+            "connections": [{"source": "start", "target": "a"}, {"source": "a", "target": "b"}],
+        }
+    )
     plan = compile_plan(definition)
     assert plan["steps"] == 2
     assert plan["canvas"] == chain(step("a"), step("b"), FINALIZE)
@@ -298,15 +326,17 @@ def test_compile_plan_leaves_out_the_trigger():
 
 
 def test_compile_plan_trigger_fan_out_becomes_parallel_branches():
-    definition = parse_definition({
-        "name": "fan out",
-        "nodes": [
-            {"id": "start", "type": "trigger"},
-            {"id": "a", "type": "action", "config": {"action_type": "log", "message": "a"}},
-            {"id": "b", "type": "action", "config": {"action_type": "log", "message": "b"}},
-        ],
-        "connections": [{"source": "start", "target": "a"}, {"source": "start", "target": "b"}],
-    })
+    definition = parse_definition(
+        {
+            "name": "fan out",
+            "nodes": [
+                {"id": "start", "type": "trigger"},
+                {"id": "a", "type": "action", "config": {"action_type": "log", "message": "a"}},
+                {"id": "b", "type": "action", "config": {"action_type": "log", "message": "b"}},
+            ],
+            "connections": [{"source": "start", "target": "a"}, {"source": "start", "target": "b"}],
+        }
+    )
     plan = compile_plan(definition)
     assert plan["canvas"] == chain(chord([step("a"), step("b")], FINALIZE))
     assert plan["steps"] == 2
@@ -322,16 +352,18 @@ def dags(draw) -> tuple[list[str], list[tuple[str, str]]]:
     density = draw(st.integers(0, 100))
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
     rolls = draw(st.lists(st.integers(0, 99), min_size=len(pairs), max_size=len(pairs)))
-    edges = [(f"n{i}", f"n{j}") for (i, j), roll in zip(pairs, rolls, strict=True)
-             if roll < density]
+    edges = [
+        (f"n{i}", f"n{j}") for (i, j), roll in zip(pairs, rolls, strict=True) if roll < density
+    ]
     nodes = draw(st.permutations([f"n{i}" for i in range(n)]))
     return list(nodes), edges
 
 
 SP_TREES = st.recursive(
     st.just("leaf"),
-    lambda children: st.tuples(st.sampled_from(["series", "parallel"]),
-                               st.lists(children, min_size=2, max_size=3)),
+    lambda children: st.tuples(
+        st.sampled_from(["series", "parallel"]), st.lists(children, min_size=2, max_size=3)
+    ),
     max_leaves=12,
 )
 
@@ -376,8 +408,12 @@ def has_induced_n(nodes: list[str], edges: list[tuple[str, str]]) -> bool:
             if (a, c) not in less or a in (b, c) or comparable(a, b):
                 continue
             for d in nodes:
-                if ((b, d) in less and d not in (a, c) and not comparable(c, d)
-                        and not comparable(a, d)):
+                if (
+                    (b, d) in less
+                    and d not in (a, c)
+                    and not comparable(c, d)
+                    and not comparable(a, d)
+                ):
                     return True
     return False
 
@@ -402,8 +438,9 @@ def test_every_dag_compiles_to_a_correct_plan(graph):
     # (e) barriers only add orderings the graph does not already imply, and nothing else
     graph_ancestors = ancestors(nodes, edges)
     implied = transitive_pairs(nodes, edges)
-    added = [tuple(pair) for barrier in plan["barriers_added"]
-             for pair in barrier["orderings_added"]]
+    added = [
+        tuple(pair) for barrier in plan["barriers_added"] for pair in barrier["orderings_added"]
+    ]
     for a, b in added:
         assert a != b
         assert (a, b) not in implied and (b, a) not in implied

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atom.definition import (
+from atom.errors import DefinitionError, Problem
+from atom.workflow.definition import (
     Connection,
     FailurePolicy,
     NodeType,
@@ -18,12 +19,15 @@ from atom.definition import (
     TriggerRule,
     parse_definition,
 )
-from atom.errors import DefinitionError, Problem
 
 
 def log(node_id: str, **extra: Any) -> dict[str, Any]:
-    return {"id": node_id, "type": "action",
-            "config": {"action_type": "log", "message": node_id}, **extra}
+    return {
+        "id": node_id,
+        "type": "action",
+        "config": {"action_type": "log", "message": node_id},
+        **extra,
+    }
 
 
 def problems_of(document: Any) -> list[Problem]:
@@ -37,22 +41,44 @@ ATOM_DOCUMENT = {
     "description": "Alert on big orders.",
     "on_failure": "continue",
     "nodes": [
-        {"id": "start", "type": "trigger", "name": "Order webhook",
-         "config": {"kind": "webhook"}},
-        {"id": "fetch", "type": "action", "name": "Fetch order",
-         "config": {"action_type": "http_request", "method": "GET", "timeout": 10,
-                    "url": "https://orders.example.test/orders/{{ input.order_id }}"},
-         "retry": {"max_retries": 3, "retry_delay": 2, "backoff_multiplier": 3,
-                   "max_delay": 60},
-         "timeout": 30, "queue": "io"},
-        {"id": "big", "type": "condition",
-         "config": {"expression": "steps.fetch.output.body.amount > 100"}},
-        {"id": "alert", "type": "action",
-         "config": {"action_type": "log", "level": "warning",
-                    "message": "big order {{ steps.fetch.output.body.id }}"}},
-        {"id": "done", "type": "action", "trigger_rule": "none_failed",
-         "config": {"action_type": "transform",
-                    "output": {"id": "{{ steps.fetch.output.body.id }}", "tags": ["x"]}}},
+        {"id": "start", "type": "trigger", "name": "Order webhook", "config": {"kind": "webhook"}},
+        {
+            "id": "fetch",
+            "type": "action",
+            "name": "Fetch order",
+            "config": {
+                "action_type": "http_request",
+                "method": "GET",
+                "timeout": 10,
+                "url": "https://orders.example.test/orders/{{ input.order_id }}",
+            },
+            "retry": {"max_retries": 3, "retry_delay": 2, "backoff_multiplier": 3, "max_delay": 60},
+            "timeout": 30,
+            "queue": "io",
+        },
+        {
+            "id": "big",
+            "type": "condition",
+            "config": {"expression": "steps.fetch.output.body.amount > 100"},
+        },
+        {
+            "id": "alert",
+            "type": "action",
+            "config": {
+                "action_type": "log",
+                "level": "warning",
+                "message": "big order {{ steps.fetch.output.body.id }}",
+            },
+        },
+        {
+            "id": "done",
+            "type": "action",
+            "trigger_rule": "none_failed",
+            "config": {
+                "action_type": "transform",
+                "output": {"id": "{{ steps.fetch.output.body.id }}", "tags": ["x"]},
+            },
+        },
     ],
     "connections": [
         {"source": "start", "target": "fetch"},
@@ -68,10 +94,18 @@ AURAOS_DOCUMENT = {
     "onFailure": "continue",
     "nodes": [
         {"id": "t", "type": "trigger", "config": {"eventType": "order.created"}},
-        {"id": "notify", "type": "action", "triggerRule": "all_done",
-         "config": {"actionType": "log", "message": "order {{ input.id }}"},
-         "retryPolicy": {"maxRetries": 2, "retryDelay": 1500, "backoffMultiplier": 2,
-                         "maxDelay": 60000}},
+        {
+            "id": "notify",
+            "type": "action",
+            "triggerRule": "all_done",
+            "config": {"actionType": "log", "message": "order {{ input.id }}"},
+            "retryPolicy": {
+                "maxRetries": 2,
+                "retryDelay": 1500,
+                "backoffMultiplier": 2,
+                "maxDelay": 60000,
+            },
+        },
         {"id": "wait", "type": "action", "config": {"actionType": "delay", "seconds": 5}},
     ],
     "connections": [
@@ -90,15 +124,21 @@ def test_atom_document():
     assert d.description == "Alert on big orders."
     assert d.on_failure is FailurePolicy.CONTINUE
     assert [n.id for n in d.nodes] == ["start", "fetch", "big", "alert", "done"]
-    assert [n.type for n in d.nodes] == [NodeType.TRIGGER, NodeType.ACTION, NodeType.CONDITION,
-                                         NodeType.ACTION, NodeType.ACTION]
+    assert [n.type for n in d.nodes] == [
+        NodeType.TRIGGER,
+        NodeType.ACTION,
+        NodeType.CONDITION,
+        NodeType.ACTION,
+        NodeType.ACTION,
+    ]
     assert d.trigger.id == "start"
     assert d.trigger_kind is TriggerKind.WEBHOOK
     fetch = d.node("fetch")
     assert fetch.name == "Fetch order"
     assert fetch.action_type == "http_request"
-    assert fetch.retry == RetryPolicy(max_retries=3, retry_delay=2.0, backoff_multiplier=3.0,
-                                      max_delay=60.0)
+    assert fetch.retry == RetryPolicy(
+        max_retries=3, retry_delay=2.0, backoff_multiplier=3.0, max_delay=60.0
+    )
     assert fetch.timeout == 30.0
     assert fetch.queue == "io"
     assert fetch.trigger_rule is TriggerRule.ALL_SUCCESS
@@ -125,8 +165,9 @@ def test_auraos_document():
     assert "actionType" not in notify.config
     assert notify.trigger_rule is TriggerRule.ALL_DONE
     # milliseconds become seconds
-    assert notify.retry == RetryPolicy(max_retries=2, retry_delay=1.5, backoff_multiplier=2.0,
-                                       max_delay=60.0)
+    assert notify.retry == RetryPolicy(
+        max_retries=2, retry_delay=1.5, backoff_multiplier=2.0, max_delay=60.0
+    )
     assert d.node("wait").action_type == "delay"
     assert d.connections == (Connection("t", "notify"), Connection("notify", "wait"))
 
@@ -148,19 +189,30 @@ def test_to_dict_round_trip(document):
 
 def test_to_dict_uses_the_atom_spelling():
     text = json.dumps(parse_definition(AURAOS_DOCUMENT).to_dict())
-    for alias in ("sourceNodeId", "targetNodeId", "actionType", "eventType", "retryPolicy",
-                  "triggerRule", "onFailure"):
+    for alias in (
+        "sourceNodeId",
+        "targetNodeId",
+        "actionType",
+        "eventType",
+        "retryPolicy",
+        "triggerRule",
+        "onFailure",
+    ):
         assert alias not in text
     assert '"retry_delay": 1.5' in text
 
 
 @settings(max_examples=100, deadline=None)
 @given(
-    retry=st.fixed_dictionaries({}, optional={
-        "max_retries": st.integers(0, 100),
-        "retry_delay": st.floats(0, 86400),
-        "backoff_multiplier": st.floats(1, 100),
-        "max_delay": st.floats(0, 86400)}),
+    retry=st.fixed_dictionaries(
+        {},
+        optional={
+            "max_retries": st.integers(0, 100),
+            "retry_delay": st.floats(0, 86400),
+            "backoff_multiplier": st.floats(1, 100),
+            "max_delay": st.floats(0, 86400),
+        },
+    ),
     timeout=st.none() | st.floats(0.001, 86400),
     rule=st.sampled_from([r.value for r in TriggerRule]),
     queue=st.none() | st.from_regex(r"[a-z0-9_.\-]{1,20}", fullmatch=True),
@@ -171,8 +223,13 @@ def test_round_trip_of_node_settings(retry, timeout, rule, queue):
         node["timeout"] = timeout
     if queue is not None:
         node["queue"] = queue
-    d = parse_definition({"name": "n", "nodes": [{"id": "t", "type": "trigger"}, node],
-                          "connections": [{"source": "t", "target": "step"}]})
+    d = parse_definition(
+        {
+            "name": "n",
+            "nodes": [{"id": "t", "type": "trigger"}, node],
+            "connections": [{"source": "t", "target": "step"}],
+        }
+    )
     assert parse_definition(d.to_dict()) == d
     assert d.node("step").retry == RetryPolicy(**retry)
 
@@ -185,8 +242,21 @@ def test_retry_delay_grows_and_is_capped():
 # --- invalid documents ---------------------------------------------------------------------
 
 
-REACHABLE = ["a", "dup", "mystery", "nourl", "badmethod", "badtimeout", "noexpr", "badexpr",
-             "check", "rule", "retrying", "aura", "tmpl"]
+REACHABLE = [
+    "a",
+    "dup",
+    "mystery",
+    "nourl",
+    "badmethod",
+    "badtimeout",
+    "noexpr",
+    "badexpr",
+    "check",
+    "rule",
+    "retrying",
+    "aura",
+    "tmpl",
+]
 
 INVALID_DOCUMENT = {
     "name": "many problems",
@@ -199,33 +269,57 @@ INVALID_DOCUMENT = {
         log("lonely"),
         {"id": "mystery", "type": "action", "config": {"action_type": "teleport"}},
         {"id": "nourl", "type": "action", "config": {"action_type": "http_request"}},
-        {"id": "badmethod", "type": "action",
-         "config": {"action_type": "http_request", "url": "https://x.example.test/",
-                    "method": "FETCH"}},
-        {"id": "badtimeout", "type": "action", "timeout": "30s",
-         "config": {"action_type": "http_request", "url": "https://x.example.test/",
-                    "timeout": "soon"}},
+        {
+            "id": "badmethod",
+            "type": "action",
+            "config": {
+                "action_type": "http_request",
+                "url": "https://x.example.test/",
+                "method": "FETCH",
+            },
+        },
+        {
+            "id": "badtimeout",
+            "type": "action",
+            "timeout": "30s",
+            "config": {
+                "action_type": "http_request",
+                "url": "https://x.example.test/",
+                "timeout": "soon",
+            },
+        },
         {"id": "noexpr", "type": "condition", "config": {}},
         {"id": "badexpr", "type": "condition", "config": {"expression": "input.x >"}},
         {"id": "check", "type": "condition", "config": {"expression": "input.x > 1"}},
         log("rule", trigger_rule="sometimes"),
-        log("retrying", retry={"max_retries": -1, "retry_delay": "soon",
-                               "backoff_multiplier": 0.5, "max_delay": 1e9, "jitter": True}),
+        log(
+            "retrying",
+            retry={
+                "max_retries": -1,
+                "retry_delay": "soon",
+                "backoff_multiplier": 0.5,
+                "max_delay": 1e9,
+                "jitter": True,
+            },
+        ),
         log("aura", retryPolicy={"maxRetries": 2.5, "retryDelay": 90_000_000}),
-        {"id": "tmpl", "type": "action",
-         "config": {"action_type": "log", "message": "{{ input.x "}},
+        {
+            "id": "tmpl",
+            "type": "action",
+            "config": {"action_type": "log", "message": "{{ input.x "},
+        },
     ],
     "connections": [
         *({"source": "start", "target": node} for node in REACHABLE),
-        {"source": "a", "target": "b"},                                   # 13
-        {"source": "b", "target": "a"},                                   # 14: cycle
-        {"source": "start", "target": "ghost"},                           # 15: unknown end
-        {"source": "noexpr", "target": "a", "when": "true"},              # 16
-        {"source": "badexpr", "target": "a", "when": "true"},             # 17
-        {"source": "check", "target": "b", "when": "false"},              # 18
-        {"source": "check", "target": "a"},                               # 19: no when
-        {"source": "a", "target": "rule", "when": "true"},                # 20: when on action
-        {"source": "tmpl", "target": "start"},                            # 21: into trigger
+        {"source": "a", "target": "b"},  # 13
+        {"source": "b", "target": "a"},  # 14: cycle
+        {"source": "start", "target": "ghost"},  # 15: unknown end
+        {"source": "noexpr", "target": "a", "when": "true"},  # 16
+        {"source": "badexpr", "target": "a", "when": "true"},  # 17
+        {"source": "check", "target": "b", "when": "false"},  # 18
+        {"source": "check", "target": "a"},  # 19: no when
+        {"source": "a", "target": "rule", "when": "true"},  # 20: when on action
+        {"source": "tmpl", "target": "start"},  # 21: into trigger
     ],
 }
 
@@ -275,51 +369,79 @@ def test_the_error_message_counts_the_problems():
 
 
 def test_no_trigger_is_reported_with_the_other_problems():
-    problems = problems_of({"name": "x", "nodes": [log("a"), {"id": "b", "type": "action"}],
-                            "connections": [{"source": "a", "target": "b"}]})
+    problems = problems_of(
+        {
+            "name": "x",
+            "nodes": [log("a"), {"id": "b", "type": "action"}],
+            "connections": [{"source": "a", "target": "b"}],
+        }
+    )
     assert [(p.location, p.node, p.message) for p in problems] == [
-        ("nodes[b].config.action_type", "b",
-         "unknown action type None; known: delay, http_request, log, python, transform"),
+        (
+            "nodes[b].config.action_type",
+            "b",
+            "unknown action type None; known: delay, http_request, log, python, transform",
+        ),
         ("nodes", None, "a workflow needs exactly one trigger node; it has none"),
     ]
 
 
 def test_two_triggers_are_named():
-    problems = problems_of({"name": "x",
-                            "nodes": [{"id": "t1", "type": "trigger"},
-                                      {"id": "t2", "type": "trigger"}, log("a")],
-                            "connections": [{"source": "t1", "target": "a"},
-                                            {"source": "t2", "target": "a"}]})
+    problems = problems_of(
+        {
+            "name": "x",
+            "nodes": [{"id": "t1", "type": "trigger"}, {"id": "t2", "type": "trigger"}, log("a")],
+            "connections": [{"source": "t1", "target": "a"}, {"source": "t2", "target": "a"}],
+        }
+    )
     assert [(p.location, p.message) for p in problems] == [
-        ("nodes", "a workflow needs exactly one trigger node; it has 2: t1, t2")]
+        ("nodes", "a workflow needs exactly one trigger node; it has 2: t1, t2")
+    ]
 
 
 def test_a_longer_cycle_names_its_nodes_in_order():
-    problems = problems_of({"name": "x",
-                            "nodes": [{"id": "t", "type": "trigger"}, log("a"), log("b"),
-                                      log("c")],
-                            "connections": [{"source": "t", "target": "a"},
-                                            {"source": "a", "target": "b"},
-                                            {"source": "b", "target": "c"},
-                                            {"source": "c", "target": "a"}]})
+    problems = problems_of(
+        {
+            "name": "x",
+            "nodes": [{"id": "t", "type": "trigger"}, log("a"), log("b"), log("c")],
+            "connections": [
+                {"source": "t", "target": "a"},
+                {"source": "a", "target": "b"},
+                {"source": "b", "target": "c"},
+                {"source": "c", "target": "a"},
+            ],
+        }
+    )
     assert [(p.location, p.node, p.message) for p in problems] == [
-        ("connections", "a", "cycle: a -> b -> c -> a")]
+        ("connections", "a", "cycle: a -> b -> c -> a")
+    ]
 
 
-@pytest.mark.parametrize("document, location", [
-    ([], "$"),
-    ({"nodes": [{"id": "t", "type": "trigger"}]}, "name"),
-    ({"name": "x", "nodes": []}, "nodes"),
-    ({"name": "x", "nodes": [{"id": "t", "type": "trigger"}], "connections": {}},
-     "connections"),
-    ({"name": "x", "nodes": [{"id": "1bad", "type": "trigger"}]}, "nodes[0].id"),
-    ({"name": "x", "nodes": [{"id": "t", "type": "robot"}]}, "nodes[t].type"),
-    ({"name": "x", "nodes": [{"id": "t", "type": "trigger", "config": {"kind": "event"}}]},
-     "nodes[t].config.event_type"),
-    ({"name": "x", "nodes": [{"id": "t", "type": "trigger", "config": {"kind": "cron"}}]},
-     "nodes[t].config.kind"),
-    ({"name": "x", "on_failure": "explode", "nodes": [{"id": "t", "type": "trigger"}]},
-     "on_failure"),
-])
+@pytest.mark.parametrize(
+    "document, location",
+    [
+        ([], "$"),
+        ({"nodes": [{"id": "t", "type": "trigger"}]}, "name"),
+        ({"name": "x", "nodes": []}, "nodes"),
+        (
+            {"name": "x", "nodes": [{"id": "t", "type": "trigger"}], "connections": {}},
+            "connections",
+        ),
+        ({"name": "x", "nodes": [{"id": "1bad", "type": "trigger"}]}, "nodes[0].id"),
+        ({"name": "x", "nodes": [{"id": "t", "type": "robot"}]}, "nodes[t].type"),
+        (
+            {"name": "x", "nodes": [{"id": "t", "type": "trigger", "config": {"kind": "event"}}]},
+            "nodes[t].config.event_type",
+        ),
+        (
+            {"name": "x", "nodes": [{"id": "t", "type": "trigger", "config": {"kind": "cron"}}]},
+            "nodes[t].config.kind",
+        ),
+        (
+            {"name": "x", "on_failure": "explode", "nodes": [{"id": "t", "type": "trigger"}]},
+            "on_failure",
+        ),
+    ],
+)
 def test_single_problems_are_located(document, location):
     assert [p.location for p in problems_of(document)] == [location]

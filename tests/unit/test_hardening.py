@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from atom.alerts import validate_rule
-from atom.definition import MAX_NODES, parse_definition
+from atom.alerts.rules import validate_rule
 from atom.errors import DefinitionError, InvalidInput, PermanentError
-from atom.netguard import check_target
-from atom.schedules import check_timing
-from atom.templating import render
+from atom.schedules.service import check_timing
+from atom.security.netguard import check_target
+from atom.workflow.definition import MAX_NODES, parse_definition
+from atom.workflow.templating import render
 
 
-@pytest.mark.parametrize("template", ["{{ (3 ** 20000000 ** 2) % 7 }}",
-                                      "{{ 'x' * 1000000000 }}", "{{ [0] * 10 ** 8 }}"])
+@pytest.mark.parametrize(
+    "template", ["{{ (3 ** 20000000 ** 2) % 7 }}", "{{ 'x' * 1000000000 }}", "{{ [0] * 10 ** 8 }}"]
+)
 def test_templates_cannot_compute_without_bound(template):
     with pytest.raises(PermanentError) as caught:
         render(template, {}, "nodes[t].config.output")
@@ -29,9 +30,11 @@ def test_ordinary_arithmetic_still_works():
 def _chain(n: int) -> dict:
     nodes = [{"id": "start", "type": "trigger"}] + [
         {"id": f"n{i}", "type": "action", "config": {"action_type": "log", "message": "x"}}
-        for i in range(n)]
+        for i in range(n)
+    ]
     edges = [{"source": "start", "target": "n0"}] + [
-        {"source": f"n{i}", "target": f"n{i + 1}"} for i in range(n - 1)]
+        {"source": f"n{i}", "target": f"n{i + 1}"} for i in range(n - 1)
+    ]
     return {"name": "big", "nodes": nodes, "connections": edges}
 
 
@@ -62,8 +65,9 @@ def test_a_cron_that_never_fires_is_refused():
 @pytest.mark.parametrize("url", ["https://h:99999/x", "http://h:abc/", "http://[::1"])
 def test_alert_channel_urls_must_parse(url):
     with pytest.raises(InvalidInput) as caught:
-        validate_rule({"name": "r", "metric": "error_rate",
-                       "channels": [{"type": "webhook", "url": url}]})
+        validate_rule(
+            {"name": "r", "metric": "error_rate", "channels": [{"type": "webhook", "url": url}]}
+        )
     assert "channels[0]" in caught.value.errors
 
 
@@ -73,8 +77,9 @@ def test_alert_rule_names_hold_no_control_characters():
     assert "control characters" in caught.value.errors["name"][0]
 
 
-@pytest.mark.parametrize("url", ["http://100.100.100.200/latest/meta-data",
-                                 "http://[2002:7f00:1::]/"])
+@pytest.mark.parametrize(
+    "url", ["http://100.100.100.200/latest/meta-data", "http://[2002:7f00:1::]/"]
+)
 def test_shared_address_space_and_6to4_loopback_are_refused(url):
     with pytest.raises(PermanentError):
         check_target(url, ())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from atom.errors import PermanentError
-from atom.netguard import check_target
+from atom.security.netguard import check_target
 
 PRIVATE_TARGETS = [
     "http://127.0.0.1/",
@@ -33,37 +33,52 @@ def test_private_targets_are_refused_by_default(url):
         check_target(url, ())
 
 
-@pytest.mark.parametrize("url, allowlist", [
-    ("http://127.0.0.1/", ("127.0.0.0/8",)),
-    ("http://127.0.0.1:9000/x", ("127.0.0.1",)),
-    ("http://localhost/", ("localhost",)),
-    ("http://LocalHost:5058/", ("localhost",)),
-    ("http://localhost/", ("127.0.0.0/8", "::1/128")),
-    ("http://10.0.0.1/", ("10.0.0.0/8",)),
-    ("http://192.168.1.1/", ("192.168.0.0/16",)),
-    ("http://169.254.169.254/", ("169.254.0.0/16",)),
-    ("http://[::1]/", ("::1",)),
-    ("http://127.0.0.1/", ("not a network", "127.0.0.0/8")),
-])
+@pytest.mark.parametrize(
+    "url, allowlist",
+    [
+        ("http://127.0.0.1/", ("127.0.0.0/8",)),
+        ("http://127.0.0.1:9000/x", ("127.0.0.1",)),
+        ("http://localhost/", ("localhost",)),
+        ("http://LocalHost:5058/", ("localhost",)),
+        ("http://localhost/", ("127.0.0.0/8", "::1/128")),
+        ("http://10.0.0.1/", ("10.0.0.0/8",)),
+        ("http://192.168.1.1/", ("192.168.0.0/16",)),
+        ("http://169.254.169.254/", ("169.254.0.0/16",)),
+        ("http://[::1]/", ("::1",)),
+        ("http://127.0.0.1/", ("not a network", "127.0.0.0/8")),
+    ],
+)
 def test_allowlisted_targets_pass(url, allowlist):
     assert check_target(url, allowlist) is None
 
 
-@pytest.mark.parametrize("url, allowlist", [
-    ("http://10.0.0.2/", ("10.0.0.1",)),
-    ("http://169.254.169.254/", ("127.0.0.0/8", "localhost")),
-    ("http://[::1]/", ("127.0.0.0/8",)),
-    ("http://127.0.0.1/", ("localhost",)),  # a name admits only that name
-    ("http://localhost/", ("local",)),
-    ("http://localhost/", ("localhost.example.test",)),
-])
+@pytest.mark.parametrize(
+    "url, allowlist",
+    [
+        ("http://10.0.0.2/", ("10.0.0.1",)),
+        ("http://169.254.169.254/", ("127.0.0.0/8", "localhost")),
+        ("http://[::1]/", ("127.0.0.0/8",)),
+        ("http://127.0.0.1/", ("localhost",)),  # a name admits only that name
+        ("http://localhost/", ("local",)),
+        ("http://localhost/", ("localhost.example.test",)),
+    ],
+)
 def test_the_allowlist_admits_only_what_it_names(url, allowlist):
     with pytest.raises(PermanentError, match="ATOM_HTTP_ALLOWLIST"):
         check_target(url, allowlist)
 
 
-@pytest.mark.parametrize("url", ["ftp://x", "file:///etc/passwd", "gopher://127.0.0.1/",
-                                 "http://", "localhost", "//127.0.0.1/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://x",
+        "file:///etc/passwd",
+        "gopher://127.0.0.1/",
+        "http://",
+        "localhost",
+        "//127.0.0.1/",
+    ],
+)
 def test_non_http_urls_are_refused(url):
     with pytest.raises(PermanentError, match="is not an http"):
         check_target(url, ("127.0.0.0/8", "localhost"))

@@ -10,13 +10,13 @@ import subprocess
 
 import pytest
 
-from atom import logs
-from atom.alerts import validate_rule
-from atom.cli import Progress
+from atom.alerts.rules import validate_rule
 from atom.errors import InvalidInput
-from atom.monitoring import parse_window
-from atom.netguard import redact_url
-from atom.telemetry import remove_stale
+from atom.observe import logs
+from atom.observe.monitoring import parse_window
+from atom.observe.telemetry import remove_stale
+from atom.security.netguard import redact_url
+from cli.main import Progress
 
 
 def _format(record: logging.LogRecord) -> dict:
@@ -24,14 +24,19 @@ def _format(record: logging.LogRecord) -> dict:
 
 
 def test_a_log_line_is_one_json_object_with_the_bound_context():
-    record = logging.LogRecord("atom.worker", logging.INFO, __file__, 1, "step %s done",
-                               ("fetch",), None)
+    record = logging.LogRecord(
+        "atom.worker", logging.INFO, __file__, 1, "step %s done", ("fetch",), None
+    )
     with logs.context(execution_id="e-1", node_id="fetch"):
         logs.update(attempt=2, tenant="t-9")
         doc = _format(record)
     assert doc["message"] == "step fetch done" and doc["level"] == "INFO"
     assert (doc["execution_id"], doc["node_id"], doc["attempt"], doc["tenant"]) == (
-        "e-1", "fetch", 2, "t-9")
+        "e-1",
+        "fetch",
+        2,
+        "t-9",
+    )
     assert "execution_id" not in _format(record)  # unbound after the block
     line = logs.JsonFormatter().format(record)
     assert "\n" not in line
@@ -43,8 +48,7 @@ def test_extras_and_exceptions_are_fields_and_newlines_stay_escaped():
     except ValueError:
         import sys
 
-        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (),
-                                   sys.exc_info())
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
     record.node_id = "n"
     record.status = 503
     line = logs.JsonFormatter().format(record)
@@ -53,8 +57,9 @@ def test_extras_and_exceptions_are_fields_and_newlines_stay_escaped():
     assert doc["node_id"] == "n" and doc["status"] == 503 and "ValueError" in doc["exc"]
 
 
-@pytest.mark.parametrize("text, seconds", [("30s", 30), ("5m", 300), ("1h", 3600),
-                                           ("7d", 604800), (" 2h ", 7200)])
+@pytest.mark.parametrize(
+    "text, seconds", [("30s", 30), ("5m", 300), ("1h", 3600), ("7d", 604800), (" 2h ", 7200)]
+)
 def test_windows(text, seconds):
     assert parse_window(text).total_seconds() == seconds
 
@@ -67,28 +72,51 @@ def test_bad_windows(text):
 
 def test_rule_defaults():
     rule = validate_rule({"name": "slow", "metric": "performance_degradation"})
-    assert (rule["comparison"], rule["threshold"], rule["window"], rule["severity"],
-            rule["cooldown"], rule["channels"], rule["enabled"]) == (
-        ">", 2.0, "5m", "medium", 300, [], True)
+    assert (
+        rule["comparison"],
+        rule["threshold"],
+        rule["window"],
+        rule["severity"],
+        rule["cooldown"],
+        rule["channels"],
+        rule["enabled"],
+    ) == (">", 2.0, "5m", "medium", 300, [], True)
     assert validate_rule({"name": "w", "metric": "workers"})["comparison"] == "<"
 
 
 def test_rule_problems_are_all_listed():
     with pytest.raises(InvalidInput) as caught:
-        validate_rule({"name": "", "metric": "error_rate", "threshold": True, "cooldown": 1.5,
-                       "enabled": "yes", "comparison": "=>",
-                       "channels": [{"type": "email", "to": "a@b.c\nBcc: x@y.z"}]})
-    assert set(caught.value.errors) == {"name", "threshold", "cooldown", "enabled",
-                                        "comparison", "channels[0]"}
+        validate_rule(
+            {
+                "name": "",
+                "metric": "error_rate",
+                "threshold": True,
+                "cooldown": 1.5,
+                "enabled": "yes",
+                "comparison": "=>",
+                "channels": [{"type": "email", "to": "a@b.c\nBcc: x@y.z"}],
+            }
+        )
+    assert set(caught.value.errors) == {
+        "name",
+        "threshold",
+        "cooldown",
+        "enabled",
+        "comparison",
+        "channels[0]",
+    }
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("https://hooks.slack.com/services/T/B/secret", "https://hooks.slack.com/***"),
-    ("http://127.0.0.1:8080/hook?token=x", "http://127.0.0.1:8080/***"),
-    ("https://example.com", "https://example.com/"),
-    ("https://user:pw@example.com/", "https://example.com/"),
-    ("not a url", "***"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("https://hooks.slack.com/services/T/B/secret", "https://hooks.slack.com/***"),
+        ("http://127.0.0.1:8080/hook?token=x", "http://127.0.0.1:8080/***"),
+        ("https://example.com", "https://example.com/"),
+        ("https://user:pw@example.com/", "https://example.com/"),
+        ("not a url", "***"),
+    ],
+)
 def test_redaction(url, shown):
     assert redact_url(url) == shown
 
@@ -106,12 +134,17 @@ def test_stale_metrics_folders_of_dead_processes_are_removed(tmp_path):
 
 def test_progress_bar_counts_ended_steps_but_not_the_trigger():
     progress = Progress(width=10)
-    progress.load({"steps": [{"node_id": "start", "status": "succeeded",
-                              "action_type": "trigger"},
-                             {"node_id": "a", "status": "succeeded", "action_type": "log"},
-                             {"node_id": "b", "status": "running", "action_type": "log"},
-                             {"node_id": "c", "status": "pending", "action_type": "log"},
-                             {"node_id": "d", "status": "skipped", "action_type": "log"}]})
+    progress.load(
+        {
+            "steps": [
+                {"node_id": "start", "status": "succeeded", "action_type": "trigger"},
+                {"node_id": "a", "status": "succeeded", "action_type": "log"},
+                {"node_id": "b", "status": "running", "action_type": "log"},
+                {"node_id": "c", "status": "pending", "action_type": "log"},
+                {"node_id": "d", "status": "skipped", "action_type": "log"},
+            ]
+        }
+    )
     assert progress.bar() == "[#####.....] 2/4"
     progress.see({"node_id": "b", "status": "failed"})
     assert progress.bar() == "[########..] 3/4"

@@ -34,5 +34,10 @@ def handlers() -> dict[str, Handler]:
     """Every action type's handler, by ``action_type``."""
     from workers.actions import delay, http, log, python, transform
 
-    return {"http_request": http.run, "transform": transform.run, "delay": delay.run,
-            "log": log.run, "python": python.run}
+    return {
+        "http_request": http.run,
+        "transform": transform.run,
+        "delay": delay.run,
+        "log": log.run,
+        "python": python.run,
+    }

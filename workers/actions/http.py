@@ -10,7 +10,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from atom.errors import PermanentError, RetryableError
-from atom.netguard import check_target, redact_url
+from atom.security.netguard import check_target, redact_url
 from workers.actions import ActionContext
 
 DEFAULT_TIMEOUT = 30.0
@@ -24,6 +24,7 @@ CREDENTIAL_HEADERS = {"authorization", "cookie", "proxy-authorization"}
 def _origin(url: str) -> tuple[str, str | None, int | None]:
     parts = urlsplit(url)
     return parts.scheme, parts.hostname, parts.port
+
 
 def _body(response: requests.Response) -> Any:
     content = response.raw.read(MAX_BODY_BYTES + 1, decode_content=True)
@@ -44,8 +45,13 @@ def run(config: dict[str, Any], ctx: ActionContext) -> Any:
     headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
     headers.setdefault("Idempotency-Key", ctx.idempotency_key)
     timeout = float(config.get("timeout") or DEFAULT_TIMEOUT)
-    kwargs: dict[str, Any] = {"headers": headers, "params": config.get("params") or None,
-                              "timeout": timeout, "allow_redirects": False, "stream": True}
+    kwargs: dict[str, Any] = {
+        "headers": headers,
+        "params": config.get("params") or None,
+        "timeout": timeout,
+        "allow_redirects": False,
+        "stream": True,
+    }
     if "json" in config:
         kwargs["json"] = config["json"]
     with requests.Session() as session:
@@ -55,18 +61,24 @@ def run(config: dict[str, Any], ctx: ActionContext) -> Any:
             try:
                 response = session.request(method, url, **kwargs)
             except requests.Timeout as e:
-                raise RetryableError(f"http_request: {method} {shown} timed out after "
-                                     f"{timeout:g} s") from e
+                raise RetryableError(
+                    f"http_request: {method} {shown} timed out after {timeout:g} s"
+                ) from e
             except requests.RequestException as e:
-                raise RetryableError(f"http_request: {method} {shown} failed: "
-                                     f"{type(e).__name__}") from e
+                raise RetryableError(
+                    f"http_request: {method} {shown} failed: {type(e).__name__}"
+                ) from e
             if response.is_redirect and "Location" in response.headers:
                 target = urljoin(url, response.headers["Location"])
                 if _origin(target) != _origin(url):
-                    kwargs["headers"] = {k: v for k, v in kwargs["headers"].items()
-                                         if k.lower() not in CREDENTIAL_HEADERS}
-                if response.status_code == 303 or (response.status_code in (301, 302)
-                                                   and method == "POST"):
+                    kwargs["headers"] = {
+                        k: v
+                        for k, v in kwargs["headers"].items()
+                        if k.lower() not in CREDENTIAL_HEADERS
+                    }
+                if response.status_code == 303 or (
+                    response.status_code in (301, 302) and method == "POST"
+                ):
                     method = "GET"
                     kwargs.pop("json", None)
                 url = target
@@ -74,16 +86,17 @@ def run(config: dict[str, Any], ctx: ActionContext) -> Any:
                 kwargs["params"] = None
                 continue
             with response:
-                output = {"status_code": response.status_code,
-                          "headers": dict(response.headers), "body": _body(response)}
+                output = {
+                    "status_code": response.status_code,
+                    "headers": dict(response.headers),
+                    "body": _body(response),
+                }
             break
         else:
             raise PermanentError(f"http_request: more than {MAX_REDIRECTS} redirects")
     status = response.status_code
     if status in RETRYABLE_STATUS:
-        raise RetryableError(f"http_request: {method} {redact_url(url)} answered {status}",
-                             output)
+        raise RetryableError(f"http_request: {method} {redact_url(url)} answered {status}", output)
     if status >= 400:
-        raise PermanentError(f"http_request: {method} {redact_url(url)} answered {status}",
-                             output)
+        raise PermanentError(f"http_request: {method} {redact_url(url)} answered {status}", output)
     return output

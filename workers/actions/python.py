@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from atom import functions
+from atom.actions import functions
 from atom.errors import PermanentError
 from workers.actions import ActionContext
 
@@ -16,8 +16,10 @@ def run(config: dict[str, Any], ctx: ActionContext) -> Any:
     fn = functions.lookup(name)
     if fn is None:
         known = ", ".join(functions.names()) or "none"
-        raise PermanentError(f"python: no function registered as {name!r} (registered: "
-                             f"{known}); list its module in ATOM_FUNCTION_MODULES")
+        raise PermanentError(
+            f"python: no function registered as {name!r} (registered: "
+            f"{known}); list its module in ATOM_FUNCTION_MODULES"
+        )
     try:
         return fn(*(config.get("args") or []), **(config.get("kwargs") or {}))
     except TypeError as e:

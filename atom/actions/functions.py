@@ -1,0 +1,67 @@
+"""Functions that the ``python`` action may call, registered by name.
+
+ATOM never runs source code sent in a request. Teams write ordinary Python modules::
+
+    from atom.actions.functions import function
+
+    @function("score_lead")
+    def score_lead(email: str, revenue: float = 0) -> dict:
+        return {"email": email, "score": min(100, revenue / 1000)}
+
+and make them known to workers either by listing the module in ``ATOM_FUNCTION_MODULES``
+(comma-separated) or through the ``atom.functions`` entry-point group of an installed
+package. A workflow then names the function: ``{"action_type": "python",
+"function": "score_lead", "kwargs": {"email": "{{ input.email }}"}}``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "atom.functions"
+
+_REGISTRY: dict[str, Callable[..., Any]] = {}
+
+
+def function(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register ``fn`` under ``name`` for the ``python`` action."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing is not fn:
+            raise ValueError(
+                f"a function is already registered as {name!r}: "
+                f"{existing.__module__}.{existing.__qualname__}"
+            )
+        _REGISTRY[name] = fn
+        return fn
+
+    return register
+
+
+def load(modules: Iterable[str]) -> dict[str, Callable[..., Any]]:
+    """Import the configured modules and entry points; return the registry."""
+    for module in modules:
+        importlib.import_module(module)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        loaded = entry.load()
+        if callable(loaded) and entry.name not in _REGISTRY:
+            _REGISTRY[entry.name] = loaded
+    logger.info("python action functions: %s", ", ".join(sorted(_REGISTRY)) or "none")
+    return _REGISTRY
+
+
+def lookup(name: str) -> Callable[..., Any] | None:
+    """The function registered as ``name``, or None."""
+    return _REGISTRY.get(name)
+
+
+def names() -> list[str]:
+    """Every registered name."""
+    return sorted(_REGISTRY)

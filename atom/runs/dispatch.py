@@ -1,0 +1,62 @@
+"""Turn a plan into a Celery canvas and send it. Signatures are immutable: data travels
+through PostgreSQL, not task arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, chain, chord, group
+from celery.canvas import Signature
+
+from atom.celery_app import FINALIZE, RUN_STEP, STEPS_QUEUE
+from atom.workflow.compiler import compile_graph, step_graph
+from atom.workflow.definition import Definition
+
+# Celery's hard limit comes this long after the soft one, so the step can record its timeout.
+HARD_LIMIT_GRACE = 5.0
+
+
+def build_canvas(
+    app: Celery, plan: dict[str, Any], definition: Definition, execution_id: str, epoch: int
+) -> Signature:
+    """The canvas for one plan tree, bound to an execution and epoch."""
+
+    def build(tree: dict[str, Any]) -> Signature:
+        kind = tree["type"]
+        if kind == "step":
+            node = definition.node(tree["node"])
+            options: dict[str, Any] = {"queue": node.queue or STEPS_QUEUE}
+            if node.timeout:
+                options["soft_time_limit"] = node.timeout
+                options["time_limit"] = node.timeout + HARD_LIMIT_GRACE
+            return app.signature(
+                RUN_STEP, args=(execution_id, node.id, epoch), immutable=True, **options
+            )
+        if kind == "finalize":
+            return app.signature(
+                FINALIZE, args=(execution_id, epoch), immutable=True, queue=STEPS_QUEUE
+            )
+        if kind == "chain":
+            return chain(*[build(t) for t in tree["tasks"]], app=app)
+        if kind == "group":
+            return group(*[build(t) for t in tree["tasks"]], app=app)
+        if kind == "chord":
+            return chord(
+                group(*[build(t) for t in tree["header"]], app=app), build(tree["body"]), app=app
+            )
+        raise ValueError(f"unknown plan node {kind!r}")
+
+    return build(plan["canvas"])
+
+
+def residual_plan(definition: Definition, done: set[str]) -> dict[str, Any]:
+    """The plan for the nodes not yet done (used by resume, retry and the reconciler)."""
+    graph = step_graph(definition)
+    return compile_graph(graph.subgraph(n for n in graph.nodes if n not in done))
+
+
+def send(
+    app: Celery, plan: dict[str, Any], definition: Definition, execution_id: str, epoch: int
+) -> None:
+    """Send the canvas of ``plan`` to the broker."""
+    build_canvas(app, plan, definition, execution_id, epoch).apply_async()

@@ -1,0 +1,443 @@
+"""Execution lifecycle: the state of runs and steps in PostgreSQL, and the rules that move it.
+
+Functions here take a ``Session`` and ``flush()``; the request or task that called them commits.
+Every change of status is announced here (``announce_step``, ``announce_execution``) as a live
+event published after the commit (``atom.events``). Statuses::
+
+    execution: queued -> running -> succeeded | failed | cancelled   (paused reachable from running)
+    step:      pending -> running -> succeeded | failed | skipped | cancelled
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from atom.clock import now
+from atom.errors import NotFound
+from atom.observe import metrics
+from atom.runs import events
+from atom.store.db import after_commit
+from atom.store.models import Execution, StepRun, Workflow, WorkflowVersion
+from atom.workflow.compiler import step_graph
+from atom.workflow.definition import (
+    Definition,
+    FailurePolicy,
+    NodeType,
+    TriggerRule,
+    parse_definition,
+)
+
+
+class ExecutionStatus(str, Enum):
+    """The state of a run."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(str, Enum):
+    """The state of one step of a run."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_EXECUTION = {
+    ExecutionStatus.SUCCEEDED.value,
+    ExecutionStatus.FAILED.value,
+    ExecutionStatus.CANCELLED.value,
+}
+TERMINAL_STEP = {
+    StepStatus.SUCCEEDED.value,
+    StepStatus.FAILED.value,
+    StepStatus.SKIPPED.value,
+    StepStatus.CANCELLED.value,
+}
+
+
+_DEFINITIONS: dict[uuid.UUID, Definition] = {}
+
+
+def load_definition(session: Session, version_id: uuid.UUID) -> Definition:
+    """The definition of a workflow version; versions are immutable, so it is cached."""
+    definition = _DEFINITIONS.get(version_id)
+    if definition is None:
+        document = session.scalar(
+            select(WorkflowVersion.definition).where(WorkflowVersion.id == version_id)
+        )
+        if document is None:
+            raise NotFound(f"workflow version {version_id} not found")
+        definition = parse_definition(document)
+        if len(_DEFINITIONS) > 1000:
+            _DEFINITIONS.clear()
+        _DEFINITIONS[version_id] = definition
+    return definition
+
+
+def create_execution(
+    session: Session,
+    workflow: Workflow,
+    version: WorkflowVersion,
+    input_: Any,
+    trigger: dict[str, Any],
+) -> Execution:
+    """Record a queued execution and a pending step per node; the trigger step succeeds now."""
+    definition = parse_definition(version.definition)
+    execution = Execution(
+        id=uuid.uuid4(),
+        tenant_id=workflow.tenant_id,
+        workflow_id=workflow.id,
+        version_id=version.id,
+        workflow_version=version.version,
+        status=ExecutionStatus.QUEUED.value,
+        input=input_,
+        trigger=trigger,
+        epoch=1,
+    )
+    session.add(execution)
+    session.flush()
+    stamp = now()
+    for node in definition.nodes:
+        is_trigger = node.type is NodeType.TRIGGER
+        session.add(
+            StepRun(
+                tenant_id=workflow.tenant_id,
+                execution_id=execution.id,
+                node_id=node.id,
+                name=node.name,
+                action_type=node.action_type or node.type.value,
+                status=StepStatus.SUCCEEDED.value if is_trigger else StepStatus.PENDING.value,
+                attempts=1 if is_trigger else 0,
+                output=input_ if is_trigger else None,
+                started_at=stamp if is_trigger else None,
+                finished_at=stamp if is_trigger else None,
+            )
+        )
+    session.flush()
+    announce_execution(session, execution)
+    return execution
+
+
+def get_execution(session: Session, tenant_id: uuid.UUID, execution_id: uuid.UUID) -> Execution:
+    """The tenant's execution, or NotFound."""
+    execution = session.scalar(
+        select(Execution).where(Execution.id == execution_id, Execution.tenant_id == tenant_id)
+    )
+    if execution is None:
+        raise NotFound(f"execution {execution_id} not found")
+    return execution
+
+
+def steps_of(session: Session, execution: Execution) -> list[StepRun]:
+    """Every step run of an execution (same tenant by construction)."""
+    return list(
+        session.scalars(
+            select(StepRun).where(
+                StepRun.execution_id == execution.id, StepRun.tenant_id == execution.tenant_id
+            )
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Deciding whether a step runs
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a step should do given its predecessors: run, or end with ``status`` and why."""
+
+    run: bool
+    status: str | None = None
+    reason: str | None = None
+
+
+def _edge_state(pred: StepRun, when: str | None) -> str:
+    """The predecessor's state as this edge sees it: a branch not taken counts as skipped."""
+    if pred.status != StepStatus.SUCCEEDED.value:
+        return StepStatus.SKIPPED.value if pred.status == StepStatus.SKIPPED.value else "failed"
+    if when is None:
+        return StepStatus.SUCCEEDED.value
+    result = bool((pred.output or {}).get("result")) if isinstance(pred.output, dict) else False
+    return StepStatus.SUCCEEDED.value if (when == "true") == result else StepStatus.SKIPPED.value
+
+
+def decide(definition: Definition, node_id: str, steps: dict[str, StepRun]) -> Decision:
+    """Apply the node's trigger rule to its predecessors' final states."""
+    node = definition.node(node_id)
+    incoming = [c for c in definition.connections if c.target == node_id]
+    states = {c.source: _edge_state(steps[c.source], c.when) for c in incoming}
+    succeeded = [s for s, v in states.items() if v == StepStatus.SUCCEEDED.value]
+    failed = [s for s, v in states.items() if v == "failed"]
+    rule = node.trigger_rule
+    if rule is TriggerRule.ALL_DONE:
+        return Decision(True)
+    if rule is TriggerRule.ALL_SUCCESS and len(succeeded) == len(states):
+        return Decision(True)
+    if rule is TriggerRule.ONE_SUCCESS and succeeded:
+        return Decision(True)
+    if rule is TriggerRule.NONE_FAILED and not failed and succeeded:
+        return Decision(True)
+    if failed and rule is not TriggerRule.ONE_SUCCESS:
+        reason = f"upstream failed: {', '.join(sorted(failed))}"
+    else:
+        not_run = sorted(s for s, v in states.items() if v != StepStatus.SUCCEEDED.value)
+        reason = f"trigger rule {rule.value} not met; not succeeded: {', '.join(not_run)}"
+    return Decision(False, StepStatus.SKIPPED.value, reason)
+
+
+# ---------------------------------------------------------------------------------------------
+# State changes made by the step task and finalize
+
+
+def announce_step(session: Session, step: StepRun) -> None:
+    """Publish the step's current state once the transaction commits."""
+    events.emit(
+        session,
+        events.step_event(
+            step.execution_id,
+            step.node_id,
+            step.status,
+            attempts=step.attempts,
+            action_type=step.action_type,
+            started_at=step.started_at,
+            finished_at=step.finished_at,
+            error=step.error,
+        ),
+    )
+
+
+def announce_execution(session: Session, execution: Execution) -> None:
+    """Publish the execution's current status once the transaction commits."""
+    events.emit(
+        session,
+        events.execution_event(
+            execution.id, execution.status, epoch=execution.epoch, error=execution.error
+        ),
+    )
+
+
+def claim_step(
+    session: Session, step: StepRun, rendered_input: Any, task_id: str | None = None
+) -> None:
+    """Mark a step running under this delivery and count the attempt."""
+    stamp = now()
+    step.status = StepStatus.RUNNING.value
+    step.attempts += 1
+    step.input = rendered_input
+    step.error = None
+    step.task_id = task_id
+    step.heartbeat_at = stamp
+    step.retry_at = None
+    step.started_at = step.started_at or stamp
+    step.updated_at = stamp
+    session.flush()
+    announce_step(session, step)
+
+
+def schedule_retry(session: Session, step: StepRun, error: dict[str, Any], delay: float) -> None:
+    """A failed attempt: the step waits (pending) for its retry in ``delay`` seconds."""
+    step.status = StepStatus.PENDING.value
+    step.error = {**error, "retry_in_s": round(delay, 3)}
+    step.retry_at = now() + timedelta(seconds=delay)
+    step.heartbeat_at = None
+    step.updated_at = now()
+    session.flush()
+    announce_step(session, step)
+
+
+def mark_running(session: Session, execution: Execution) -> None:
+    """queued -> running, once, when the first step starts."""
+    if execution.status != ExecutionStatus.QUEUED.value:
+        return  # the common case: no round trip
+    result = session.execute(
+        update(Execution)
+        .where(Execution.id == execution.id, Execution.status == ExecutionStatus.QUEUED.value)
+        .values(status=ExecutionStatus.RUNNING.value, started_at=now(), updated_at=now())
+    )
+    if result.rowcount:  # type: ignore[attr-defined]
+        events.emit(
+            session,
+            events.execution_event(
+                execution.id, ExecutionStatus.RUNNING.value, epoch=execution.epoch
+            ),
+        )
+
+
+def end_step(
+    session: Session,
+    step: StepRun,
+    status: str,
+    *,
+    output: Any = None,
+    error: dict[str, Any] | None = None,
+) -> None:
+    """Record a step's final state (and, once committed, its duration in the metrics)."""
+    step.status = status
+    step.output = output
+    step.error = error
+    step.finished_at = now()
+    step.updated_at = step.finished_at
+    session.flush()
+    announce_step(session, step)
+    if step.started_at is not None:
+        seconds = (step.finished_at - step.started_at).total_seconds()
+        action_type = step.action_type or "unknown"
+        after_commit(session, lambda: metrics.observe_step(action_type, status, seconds))
+
+
+def step_error(node_id: str, error_type: str, message: str) -> dict[str, Any]:
+    """The error record of a step (and of a failed execution)."""
+    return {"node_id": node_id, "type": error_type, "message": message}
+
+
+def fail_fast(
+    session: Session, execution: Execution, definition: Definition, error: dict[str, Any]
+) -> None:
+    """Under fail_fast, the first failed step records the execution's error, so steps that
+    have not started are cancelled; the status turns ``failed`` in ``finalize``, once the
+    steps already running have finished (a status never claims an end that has not come)."""
+    if definition.on_failure is not FailurePolicy.FAIL_FAST:
+        return
+    session.execute(
+        update(Execution)
+        .where(
+            Execution.id == execution.id,
+            Execution.error.is_(None),
+            Execution.status.in_([ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value]),
+        )
+        .values(error=error, updated_at=now())
+    )
+
+
+def stop_reason(execution: Execution, definition: Definition) -> str | None:
+    """Why a step that has not started must not start (None: it may)."""
+    if execution.status in (ExecutionStatus.CANCELLED.value, ExecutionStatus.FAILED.value):
+        return f"execution is {execution.status}"
+    if execution.error and definition.on_failure is FailurePolicy.FAIL_FAST:
+        return f"fail_fast: step {execution.error.get('node_id')!r} failed"
+    return None
+
+
+def finalize(session: Session, execution: Execution) -> None:
+    """Derive the execution's final state from its steps (the last task of every canvas)."""
+    if execution.status in {ExecutionStatus.SUCCEEDED.value, ExecutionStatus.PAUSED.value}:
+        return
+    if execution.status == ExecutionStatus.CANCELLED.value and execution.finished_at:
+        return
+    definition = load_definition(session, execution.version_id)
+    steps = {s.node_id: s for s in steps_of(session, execution)}
+    stamp = now()
+    failed = sorted(
+        (s for s in steps.values() if s.status == StepStatus.FAILED.value),
+        key=lambda s: s.finished_at or stamp,
+    )
+    left = [s for s in steps.values() if s.status not in TERMINAL_STEP]
+    for step in left:
+        step.status = StepStatus.CANCELLED.value
+        step.finished_at = step.finished_at or stamp
+        step.updated_at = stamp
+        announce_step(session, step)
+    if execution.status == ExecutionStatus.CANCELLED.value:
+        pass
+    elif failed:
+        execution.status = ExecutionStatus.FAILED.value
+        first = failed[0]
+        execution.error = (
+            execution.error
+            or first.error
+            or step_error(first.node_id, "ExecutionError", "step failed")
+        )
+    else:
+        execution.status = ExecutionStatus.SUCCEEDED.value
+        execution.error = None
+    graph = step_graph(definition)
+    sinks = [n for n in graph.nodes if not graph.successors[n]]
+    execution.output = {
+        n: steps[n].output for n in sinks if steps[n].status == StepStatus.SUCCEEDED.value
+    }
+    execution.started_at = execution.started_at or stamp
+    execution.finished_at = stamp
+    execution.updated_at = stamp
+    session.flush()
+    announce_execution(session, execution)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON views
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _ms(start: datetime | None, end: datetime | None) -> int | None:
+    if start is None or end is None:
+        return None
+    return int((end - start).total_seconds() * 1000)
+
+
+def step_view(step: StepRun) -> dict[str, Any]:
+    """A step as the API shows it."""
+    return {
+        "node_id": step.node_id,
+        "name": step.name,
+        "action_type": step.action_type,
+        "status": step.status,
+        "attempts": step.attempts,
+        "started_at": _iso(step.started_at),
+        "finished_at": _iso(step.finished_at),
+        "duration_ms": _ms(step.started_at, step.finished_at),
+        "input": step.input,
+        "output": step.output,
+        "error": step.error,
+    }
+
+
+def execution_view(
+    execution: Execution, steps: list[StepRun] | None = None, definition: Definition | None = None
+) -> dict[str, Any]:
+    """An execution as the API shows it; with ``steps``, every step in graph order."""
+    view: dict[str, Any] = {
+        "id": str(execution.id),
+        "workflow_id": str(execution.workflow_id),
+        "workflow_version": execution.workflow_version,
+        "status": execution.status,
+        "input": execution.input,
+        "output": execution.output,
+        "error": execution.error,
+        "trigger": execution.trigger,
+        "created_at": _iso(execution.created_at),
+        "started_at": _iso(execution.started_at),
+        "finished_at": _iso(execution.finished_at),
+    }
+    if steps is not None:
+        if definition is not None:
+            order = {n.id: i for i, n in enumerate(definition.nodes)}
+            steps = sorted(steps, key=lambda s: order.get(s.node_id, len(order)))
+        counted = [s for s in steps if s.action_type != NodeType.TRIGGER.value]
+        view["metrics"] = {
+            "execution_time_ms": _ms(execution.started_at, execution.finished_at),
+            "steps_total": len(counted),
+            **{
+                f"steps_{status}": sum(1 for s in counted if s.status == status)
+                for status in ("succeeded", "failed", "skipped", "cancelled")
+            },
+        }
+        view["steps"] = [step_view(s) for s in steps]
+    return view

@@ -1,0 +1,127 @@
+"""Self-healing: find executions that stopped making progress and re-drive what is left.
+
+An execution is *stalled* when it is queued or running, nothing about it changed for
+``stall_seconds`` (no step started, ended or heart-beat, no retry is due later), and the
+broker holds no message for it. That covers a worker killed mid-step (its heartbeat goes
+stale), a message lost from Redis (a flush, a failover), a chord callback that never fired
+(every step ended, no finalize), a process that died between committing an execution and
+sending it, and a parked retry whose time has come. Re-driving bumps the epoch and sends the
+residual graph; PostgreSQL's record decides what is left, so nothing that succeeded runs
+again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import redis
+from celery import Celery
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from atom.clock import now
+from atom.config import Settings
+from atom.runs import lifecycle
+from atom.store.db import transaction
+
+logger = logging.getLogger(__name__)
+
+_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Past this many messages the broker scan gives up and assumes every execution is queued
+# (a backlog that large is not a stall; nothing is re-driven on a guess).
+MAX_SCANNED_MESSAGES = 200_000
+RECONCILE_LOCK = 742002
+
+_STALLED = text("""
+    SELECT e.id FROM executions e
+    WHERE e.status IN ('queued', 'running') AND e.updated_at < :cutoff
+      AND NOT EXISTS (
+        SELECT 1 FROM step_runs s WHERE s.execution_id = e.id AND (
+            s.updated_at >= :cutoff OR s.heartbeat_at >= :alive OR s.retry_at >= :cutoff))
+    ORDER BY e.updated_at
+    LIMIT :limit
+""")
+
+
+@dataclass(frozen=True)
+class Report:
+    """What one reconciliation pass saw and did."""
+
+    stalled: int
+    redriven: list[str]
+    waiting_in_broker: int
+
+
+def stalled(session: Session, settings: Settings, limit: int = 100) -> list[uuid.UUID]:
+    """Executions with no progress for ``stall_seconds`` (across all tenants: maintenance)."""
+    stamp = now()
+    rows = session.execute(
+        _STALLED,
+        {
+            "cutoff": stamp - timedelta(seconds=settings.stall_seconds),
+            "alive": stamp - timedelta(seconds=settings.heartbeat_timeout),
+            "limit": limit,
+        },
+    )
+    return [row[0] for row in rows]
+
+
+def ids_in_broker(url: str) -> set[str] | None:
+    """Execution ids named by messages waiting in the broker's queues.
+
+    Messages delivered but unacknowledged are not counted: after a worker is SIGKILLed its
+    messages sit there until the visibility timeout, and nothing tells a dead consumer's
+    from a live one's. A countdown retry is not missed this way (its ``retry_at`` counts as
+    progress), and a message a busy worker prefetched is at worst sent once more under a new
+    epoch, where the old copy exits at once. None when the broker is not Redis or holds too
+    many messages to scan.
+    """
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    client = redis.Redis.from_url(url)
+    try:
+        found: set[str] = set()
+        scanned = 0
+        for key in client.scan_iter(_type="list", count=1000):
+            length = client.llen(key)
+            scanned += length
+            if scanned > MAX_SCANNED_MESSAGES:
+                return None
+            for start in range(0, length, 1000):
+                for raw in client.lrange(key, start, start + 999):
+                    found.update(m.decode() for m in _UUID.findall(raw))
+        return found
+    finally:
+        client.close()
+
+
+def reconcile(factory: sessionmaker[Session], app: Celery, settings: Settings) -> Report:
+    """One pass of the self-healing loop; only one runs at a time (advisory lock)."""
+    with transaction(factory) as session:
+        got = session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": RECONCILE_LOCK})
+        candidates = stalled(session, settings) if got else []
+    if not candidates:
+        return Report(0, [], 0)
+    queued = ids_in_broker(settings.celery_broker)
+    if queued is None:
+        logger.info(
+            "reconcile: broker not scannable; %d stalled executions left alone", len(candidates)
+        )
+        return Report(len(candidates), [], len(candidates))
+    redriven, waiting = [], 0
+    for execution_id in candidates:
+        if str(execution_id) in queued:
+            waiting += 1
+            continue
+        if lifecycle.redrive(
+            factory,
+            app,
+            execution_id,
+            f"no progress for {settings.stall_seconds:g} s and no message in the broker",
+        ):
+            redriven.append(str(execution_id))
+    return Report(len(candidates), redriven, waiting)

@@ -1,0 +1,39 @@
+"""Start executions: record them in PostgreSQL first, then send their canvas.
+
+If the process dies between the commit and the send, the execution stays ``queued`` in the
+database and the reconciler re-drives it; nothing is lost.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from atom.runs import dispatch, engine
+from atom.store import workflows
+from atom.store.db import transaction
+from atom.store.models import Execution
+from atom.workflow.definition import parse_definition
+
+
+def start_execution(
+    factory: sessionmaker[Session],
+    app: Celery,
+    tenant_id: uuid.UUID,
+    workflow_id: uuid.UUID,
+    input_: Any,
+    trigger: dict[str, Any] | None = None,
+) -> Execution:
+    """Create an execution of the workflow's current version and send it to the workers."""
+    with transaction(factory) as session:
+        workflow = workflows.get_workflow(session, tenant_id, workflow_id)
+        version = workflows.get_version(session, workflow)
+        execution = engine.create_execution(
+            session, workflow, version, input_, trigger or {"kind": "api"}
+        )
+        plan, definition_doc = version.plan, version.definition
+    dispatch.send(app, plan, parse_definition(definition_doc), str(execution.id), execution.epoch)
+    return execution

@@ -1,0 +1,309 @@
+"""The database schema as SQLAlchemy 2.0 typed mappings. Alembic migrations follow this file.
+
+Every row that belongs to a customer carries ``tenant_id``; every query filters by it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names, so Alembic migrations name things the same way every time.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _uuid() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+class Tenant(Base):
+    """A customer: owns keys, workflows and executions."""
+
+    __tablename__ = "tenants"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ApiKey(Base):
+    """An API key; only its SHA-256 hash is stored."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(20))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Workflow(Base):
+    """A named workflow; its definitions are immutable versions."""
+
+    __tablename__ = "workflows"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    trigger_kind: Mapped[str] = mapped_column(String(20), default="manual")
+    event_type: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_workflows_tenant_name", "tenant_id", "name"),)
+
+
+class WorkflowVersion(Base):
+    """One immutable definition of a workflow, with its compiled plan."""
+
+    __tablename__ = "workflow_versions"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    workflow_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    plan: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("workflow_id", "version", name="uq_workflow_versions_workflow_version"),
+    )
+
+
+class Execution(Base):
+    """One run of one workflow version."""
+
+    __tablename__ = "executions"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    workflow_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
+    version_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workflow_versions.id"))
+    workflow_version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    input: Mapped[Any] = mapped_column(JSONType, default=dict)
+    output: Mapped[Any | None] = mapped_column(JSONType)
+    error: Mapped[Any | None] = mapped_column(JSONType)
+    trigger: Mapped[Any] = mapped_column(JSONType, default=dict)
+    epoch: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_executions_tenant_created", "tenant_id", "created_at"),
+        Index("ix_executions_workflow", "workflow_id"),
+        Index("ix_executions_status", "status"),
+        Index(
+            "ix_executions_active",
+            "status",
+            "updated_at",
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+    )
+
+
+class StepRun(Base):
+    """The state of one node in one execution."""
+
+    __tablename__ = "step_runs"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    execution_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    node_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    action_type: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    input: Mapped[Any | None] = mapped_column(JSONType)
+    output: Mapped[Any | None] = mapped_column(JSONType)
+    error: Mapped[Any | None] = mapped_column(JSONType)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    """The Celery task id of the delivery running (or last running) this step."""
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Refreshed while the step runs; a stale heartbeat means its worker died."""
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When a failed attempt will be retried (a parked retry is re-dispatched then)."""
+
+    __table_args__ = (
+        UniqueConstraint("execution_id", "node_id", name="uq_step_runs_execution_node"),
+    )
+
+
+class Schedule(Base):
+    """A clock that starts a workflow: a 5-field cron in an IANA timezone, or an interval."""
+
+    __tablename__ = "schedules"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    workflow_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
+    cron: Mapped[str | None] = mapped_column(String(120))
+    interval_seconds: Mapped[int | None] = mapped_column(Integer)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    input: Mapped[Any] = mapped_column(JSONType, default=dict)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    overlap: Mapped[str] = mapped_column(String(10), default="skip")
+    catchup: Mapped[bool] = mapped_column(default=False)
+    max_catchup: Mapped[int] = mapped_column(Integer, default=10)
+    anchor: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    """Interval schedules fire at anchor + k * interval_seconds."""
+    checked_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    """Every fire time up to here is accounted for in schedule_fires (the sweeper's mark)."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_schedules_tenant", "tenant_id", "created_at"),)
+
+
+class ScheduleFire(Base):
+    """One fire time of a schedule: the run it started, or why none did. Unique per time."""
+
+    __tablename__ = "schedule_fires"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    schedule_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
+    fire_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(20), default="beat")
+    execution_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("executions.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("schedule_id", "fire_time", name="uq_schedule_fires_schedule_time"),
+    )
+
+
+class Webhook(Base):
+    """The secret URL that starts a workflow; only a hash of its token is stored."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    workflow_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("workflows.id", ondelete="CASCADE"), unique=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AlertRule(Base):
+    """When to raise an alert: a metric compared with a threshold over a window."""
+
+    __tablename__ = "alert_rules"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    workflow_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("workflows.id", ondelete="CASCADE")
+    )
+    """None: the rule is about the whole tenant (or the platform, for queues and workers)."""
+    name: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(40))
+    comparison: Mapped[str] = mapped_column(String(2))
+    threshold: Mapped[float] = mapped_column(Float)
+    window: Mapped[str] = mapped_column(String(16))
+    severity: Mapped[str] = mapped_column(String(16))
+    cooldown: Mapped[int] = mapped_column(Integer)
+    """Seconds after a notified alert during which the rule fires silently."""
+    channels: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    builtin: Mapped[str | None] = mapped_column(String(40))
+    """The key of a built-in rule (one per tenant), None for a user's own."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_evaluated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "builtin", name="uq_alert_rules_builtin"),
+        Index("ix_alert_rules_tenant", "tenant_id"),
+    )
+
+
+class Alert(Base):
+    """One firing of a rule about one subject, until it resolves."""
+
+    __tablename__ = "alerts"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    rule_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alert_rules.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(String(64), default="")
+    """What the alert is about: a workflow id, or "" for the rule's whole scope."""
+    workflow_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("workflows.id", ondelete="CASCADE")
+    )
+    status: Mapped[str] = mapped_column(String(16), default="firing")
+    severity: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float)
+    """The metric's value when the alert fired."""
+    last_value: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    message: Mapped[str] = mapped_column(Text, default="")
+    notify: Mapped[bool] = mapped_column(Boolean, default=True)
+    """False when it fired within the cooldown of an earlier notified alert: it stays silent."""
+    notifications: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    """Delivery results: ``{event, channel, target (redacted), ok, error, at}``."""
+    fired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_alerts_tenant_fired", "tenant_id", "fired_at"),
+        Index("ix_alerts_rule_subject", "rule_id", "subject", "fired_at"),
+        # De-duplication: at most one firing alert per rule and subject.
+        Index(
+            "uq_alerts_firing",
+            "rule_id",
+            "subject",
+            unique=True,
+            postgresql_where=text("status = 'firing'"),
+        ),
+    )
+
+
+# Run statistics select executions by the time they finished (atom.monitoring).
+Index("ix_executions_tenant_finished", Execution.tenant_id, Execution.finished_at)
