@@ -14,9 +14,11 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from atom.config import Settings
+from atom.errors import Unauthorized
 from atom.observe import logs
 from atom.observe.monitoring import Probe
 from atom.security.auth import Role, authenticate
+from atom.security.ratelimit import RateLimits, StreamCaps
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class AppState:
     probe: Probe
     metrics: Any
     """The prometheus_client registry ``/metrics`` renders."""
+    limits: RateLimits
+    streams: StreamCaps
 
 
 def state() -> AppState:
@@ -58,17 +62,40 @@ def _key_from_request() -> str | None:
     return None
 
 
+def client_address() -> str:
+    """The address the request came from (the peer; a proxy in front sets it right)."""
+    return request.remote_addr or "unknown"
+
+
+def budget() -> str:
+    """Which rate-limit budget a request spends: reads, execute or writes."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return "reads"
+    rule = request.url_rule.rule if request.url_rule else request.path
+    if rule.endswith(("/execute", "/retry", "/resume")) or rule == "/api/events":
+        return "execute"
+    return "writes"
+
+
 def require(role: Role) -> Callable:
-    """Decorator: the view needs an API key of at least ``role``; sets the request's tenant."""
+    """Decorator: the view needs an API key of at least ``role``; sets the request's tenant
+    and key, and spends the key's rate-limit budget."""
 
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             db = session()
-            record = authenticate(db, _key_from_request(), role)
-            g.tenant_id, g.role = record.tenant_id, record.role
+            limits = state().limits
+            limits.auth_blocked(client_address())
+            try:
+                record = authenticate(db, _key_from_request(), role)
+            except Unauthorized:
+                limits.auth_failed(client_address())
+                raise
+            g.tenant_id, g.role, g.key_id = record.tenant_id, record.role, record.id
             logs.update(tenant=str(record.tenant_id))
             db.rollback()  # end the read-only auth transaction before the view's own work
+            g.rate_verdict = limits.check(budget(), str(record.id), str(record.tenant_id))
             return view(*args, **kwargs)
 
         wrapper.__dict__.setdefault("_apidoc", {})

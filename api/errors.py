@@ -54,4 +54,6 @@ def register(app: Flask) -> None:
             extra = {"current_status": error.status, "allowed_actions": error.allowed}
         response = jsonify(error_body(error.http_status, str(error), errors, **extra))
         response.status_code = error.http_status
+        for name, value in (getattr(error, "headers", None) or {}).items():
+            response.headers[name] = value
         return response

@@ -404,8 +404,20 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
         f"--address={args.address}",
         f"--basic-auth={auth}",
     ]
+    _protect_flower_metrics()
     make_celery(settings).start(argv)
     return 0
+
+
+def _protect_flower_metrics() -> None:
+    """Flower 2.2 serves ``/metrics`` (worker names, task names and counts) to anyone; put
+    it behind the same basic auth as every other page."""
+    from flower.views.monitor import Metrics
+    from tornado import web
+
+    if not getattr(Metrics.get, "_atom_protected", False):
+        Metrics.get = web.authenticated(Metrics.get)  # type: ignore[method-assign]
+        Metrics.get._atom_protected = True  # type: ignore[attr-defined]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -78,6 +78,11 @@ def _check_http(config: dict, where: str) -> list[str]:
     timeout = config.get("timeout")
     if _is_type(timeout, float) and not 0 < timeout <= 300:
         errors.append("timeout must be between 0 and 300 seconds")
+    auth = config.get("auth")
+    if isinstance(auth, dict) and (
+        set(auth) != {"credential"} or not isinstance(auth["credential"], str)
+    ):
+        errors.append("auth must be {credential: NAME}, naming one of the tenant's credentials")
     return errors
 
 
@@ -98,7 +103,14 @@ def _check_log(config: dict, where: str) -> list[str]:
 ACTIONS: dict[str, ActionSpec] = {
     "http_request": ActionSpec(
         required={"url": str},
-        optional={"method": str, "headers": dict, "params": dict, "json": None, "timeout": float},
+        optional={
+            "method": str,
+            "headers": dict,
+            "params": dict,
+            "json": None,
+            "timeout": float,
+            "auth": dict,
+        },
         check=_check_http,
     ),
     "transform": ActionSpec(required={"output": None}),

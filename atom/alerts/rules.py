@@ -35,9 +35,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from atom.alerts import channels as notify
 from atom.clock import now
 from atom.config import Settings
-from atom.errors import Conflict, InvalidInput, NotFound
+from atom.errors import Conflict, InvalidInput, NotFound, PermanentError
 from atom.observe import monitoring
-from atom.security.netguard import REDACTED, redact_url
+from atom.security import settings as tenant_settings
+from atom.security.netguard import REDACTED, parse, redact_url
 from atom.store.db import transaction
 from atom.store.models import Alert, AlertRule, Workflow
 
@@ -152,6 +153,8 @@ def _check_channels(value: Any, problems: dict[str, list[str]]) -> list[dict[str
             or not _parses(url)
         ):
             problems.setdefault(where, []).append("url must be an http(s) URL")
+        elif ambiguous := _ambiguous(url):
+            problems.setdefault(where, []).append(ambiguous)
         elif REDACTED in url:
             problems.setdefault(where, []).append(
                 "url is a redacted one from an answer; send the full URL"
@@ -169,6 +172,15 @@ def _parses(url: str) -> bool:
     except ValueError:
         return False
     return bool(parts.hostname)
+
+
+def _ambiguous(url: str) -> str | None:
+    """Why the outbound guard refuses ``url`` before any lookup (userinfo, backslashes ...)."""
+    try:
+        parse(url, "url")
+    except PermanentError as e:
+        return str(e)
+    return None
 
 
 def _check_number(
@@ -289,6 +301,15 @@ def _workflow_exists(session: Session, tenant_id: uuid.UUID, workflow_id: uuid.U
 def _check_workflow(session: Session, tenant_id: uuid.UUID, fields: dict[str, Any]) -> None:
     if fields["workflow_id"] and not _workflow_exists(session, tenant_id, fields["workflow_id"]):
         raise InvalidInput({"workflow_id": [f"no workflow {fields['workflow_id']}"]})
+    domains = tenant_settings.allowed_domains(session, tenant_id)
+    problems = {}
+    for i, channel in enumerate(fields.get("channels") or []):
+        if channel.get("type") == "email":
+            to = channel["to"] if isinstance(channel["to"], list) else [channel["to"]]
+            if problem := tenant_settings.allowlist_problem(to, domains):
+                problems[f"channels[{i}]"] = [problem]
+    if problems:
+        raise InvalidInput(problems)
 
 
 def create_rule(session: Session, tenant_id: uuid.UUID, doc: Any) -> AlertRule:
@@ -482,6 +503,7 @@ class Notice:
     alert_id: uuid.UUID
     channels: list[dict[str, Any]]
     payload: dict[str, Any]
+    tenant_id: uuid.UUID
 
 
 class _Platform:
@@ -587,7 +609,7 @@ def _advance(
         logger.info("alert resolved: %s", current.message)
         if current.notify and rule.channels:
             return "resolved", Notice(
-                current.id, rule.channels, _payload("resolved", rule, current)
+                current.id, rule.channels, _payload("resolved", rule, current), rule.tenant_id
             )
         return "resolved", None
     if not breaching:
@@ -620,7 +642,9 @@ def _advance(
     session.flush()
     logger.warning("alert fired: %s%s", alert.message, "" if announce else " (in cooldown)")
     if announce and rule.channels:
-        return "fired", Notice(alert.id, rule.channels, _payload("firing", rule, alert))
+        return "fired", Notice(
+            alert.id, rule.channels, _payload("firing", rule, alert), rule.tenant_id
+        )
     return "fired", None
 
 
@@ -662,7 +686,9 @@ def evaluate(
                     notices.append(notice)
             rule.last_evaluated_at = at
     for notice in notices:
-        results = notify.deliver(notice.channels, notice.payload, settings)
+        with transaction(factory) as session:
+            domains = tenant_settings.allowed_domains(session, notice.tenant_id)
+        results = notify.deliver(notice.channels, notice.payload, settings, domains)
         with transaction(factory) as session:
             alert = session.get(Alert, notice.alert_id)
             if alert is not None:

@@ -23,6 +23,7 @@ from atom.clock import now
 from atom.errors import NotFound
 from atom.observe import metrics
 from atom.runs import events
+from atom.security.redaction import redact_step_input
 from atom.store.db import after_commit
 from atom.store.models import Execution, StepRun, Workflow, WorkflowVersion
 from atom.workflow.compiler import step_graph
@@ -403,7 +404,7 @@ def step_view(step: StepRun) -> dict[str, Any]:
         "started_at": _iso(step.started_at),
         "finished_at": _iso(step.finished_at),
         "duration_ms": _ms(step.started_at, step.finished_at),
-        "input": step.input,
+        "input": redact_step_input(step.input),  # rows stored before redaction existed too
         "output": step.output,
         "error": step.error,
     }

@@ -20,6 +20,8 @@ class ActionContext:
     attempt: int
     settings: Settings
     timeout: float | None = None
+    tenant: str = ""
+    """The name of the tenant whose execution this is."""
 
     @property
     def idempotency_key(self) -> str:

@@ -1,5 +1,6 @@
 """``http_request``: call an HTTP API, refusing private, loopback and link-local targets
-unless ``ATOM_HTTP_ALLOWLIST`` admits them (the guard lives in ``atom.netguard``)."""
+unless ``ATOM_HTTP_ALLOWLIST`` admits them (the guard lives in ``atom.security.netguard``,
+the connection pinned to the checked address by ``atom.security.transport``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from atom.errors import PermanentError, RetryableError
-from atom.security.netguard import check_target, redact_url
+from atom.security.netguard import parse, redact_url
+from atom.security.transport import pinned_session
 from workers.actions import ActionContext
 
 DEFAULT_TIMEOUT = 30.0
@@ -54,9 +56,10 @@ def run(config: dict[str, Any], ctx: ActionContext) -> Any:
     }
     if "json" in config:
         kwargs["json"] = config["json"]
-    with requests.Session() as session:
+    # Each hop is checked and pinned by the session's adapter (atom.security.transport).
+    with pinned_session(ctx.settings.http_allowlist) as session:
         for _ in range(MAX_REDIRECTS + 1):
-            check_target(url, ctx.settings.http_allowlist)
+            parse(url)  # ambiguous URLs are refused before anything is sent
             shown = redact_url(url)  # paths and queries often hold tokens: never in errors
             try:
                 response = session.request(method, url, **kwargs)
