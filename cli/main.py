@@ -71,6 +71,26 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
+    """atom credentials rotate-key: every vault value re-encrypted with the newest secret."""
+    from atom.errors import PermanentError
+    from atom.security import vault
+    from atom.store.db import make_engine, make_sessionmaker, transaction
+
+    settings = resolve_services(settings)
+    engine = make_engine(settings.database_url or "")
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            count = vault.rotate(session, settings.secret_key)
+    except PermanentError as e:
+        print(f"atom credentials rotate-key: {e}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"re-encrypted {count} credential(s) with the first ATOM_SECRET_KEY secret")
+    return 0
+
+
 def _dev_key(settings: Settings) -> str:
     """The development admin key kept in the data folder (made on first ``atom up``)."""
     from atom.security.auth import hash_key
@@ -447,6 +467,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--tenant", required=True)
     create.add_argument("--role", required=True, choices=["viewer", "operator", "editor", "admin"])
     create.add_argument("--name", default="")
+    credentials = sub.add_parser("credentials", help="the credential vault")
+    credentials_sub = credentials.add_subparsers(dest="credentials_command", required=True)
+    credentials_sub.add_parser(
+        "rotate-key",
+        help="re-encrypt every credential with the first secret of ATOM_SECRET_KEY "
+        "(set ATOM_SECRET_KEY=new,old first; drop old afterwards)",
+    )
     submit = sub.add_parser("submit", help="create and execute the workflow in FILE")
     submit.add_argument("file")
     submit.add_argument("--input", help="the execution's input, as JSON")
@@ -472,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         "up": cmd_up,
         "db": cmd_db,
         "keys": cmd_keys,
+        "credentials": cmd_credentials,
         "submit": cmd_submit,
         "flower": cmd_flower,
     }[args.command]

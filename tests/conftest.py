@@ -106,6 +106,10 @@ def settings(
         smtp_host="127.0.0.1",
         smtp_port=free_port(),
         smtp_from="atom-tests@example.com",
+        secret_key="test-vault-secret-do-not-use-elsewhere",
+        # The shared API is not rate limited; tests/integration/test_security.py serves its
+        # own app with small budgets.
+        rate_limit_enabled=False,
     )
 
 

@@ -38,7 +38,12 @@ from atom.observe import logs
 from atom.runs import engine, events
 from atom.runs.engine import ExecutionStatus, StepStatus
 from atom.security import vault
-from atom.security.redaction import redact_step_input, redact_values
+from atom.security.redaction import (
+    redact_step_input,
+    redact_step_output,
+    redact_values,
+    secret_header_values,
+)
 from atom.store.db import make_engine, make_sessionmaker, transaction
 from atom.store.models import Execution, StepRun, Tenant
 from atom.workflow.definition import Definition, Node, NodeType
@@ -256,7 +261,7 @@ class StepRunner:
                 engine.claim_step(s, step, None, self.task.request.id)
                 self._end_failed(s, execution, definition, step, e.error_type, str(e))
                 return None
-            self.masked = frozenset(secrets.masked)
+            self.masked = frozenset(secrets.masked | secret_header_values(config))
             # The handler gets the config; what is stored (and shown) has secrets as ***.
             shown = redact_step_input(config, self.masked)
             engine.claim_step(s, step, shown, self.task.request.id)
@@ -316,14 +321,15 @@ class StepRunner:
         raise self.task.retry(countdown=delay, max_retries=None)
 
     def _end(self, status: StepStatus, output: Any, error: dict[str, Any] | None) -> None:
-        output, error = redact_values(output, self.masked), redact_values(error, self.masked)
+        output, error = redact_step_output(output, self.masked), redact_values(error, self.masked)
         with transaction(self.ctx.factory) as s:
             step = self._step(s)
             if step.status == StepStatus.RUNNING.value:
                 engine.end_step(s, step, status.value, output=output, error=error)
 
     def _fail(self, node: Node, error_type: str, message: str, output: Any = None) -> None:
-        message, output = redact_values(message, self.masked), redact_values(output, self.masked)
+        message = redact_values(message, self.masked)
+        output = redact_step_output(output, self.masked)
         with transaction(self.ctx.factory) as s:
             execution = s.get(Execution, uuid.UUID(self.execution_id))
             assert execution is not None

@@ -74,11 +74,35 @@ def redact_step_input(config: Any, secrets: set[str] | frozenset[str] = frozense
     values masked (``auth`` blocks entirely)."""
     if not isinstance(config, dict):
         return redact_values(config, secrets)
-    shown = redact_values(config, secrets)
+    shown = dict(redact_values(config, secrets))  # a copy: the handler keeps the real one
     if "headers" in shown:
         shown["headers"] = redact_headers(shown["headers"])
     if "auth" in shown:
         shown["auth"] = REDACTED
+    return shown
+
+
+def secret_header_values(config: Any) -> set[str]:
+    """The values of a config's credential-bearing headers (and their tokens after a scheme
+    such as ``Bearer``), to mask wherever the step's output or error repeats them."""
+    headers = config.get("headers") if isinstance(config, dict) else None
+    found: set[str] = set()
+    if not isinstance(headers, dict):
+        return found
+    for name, value in headers.items():
+        if is_secret_header(str(name)) and isinstance(value, str):
+            found.add(value)
+            scheme, _, token = value.partition(" ")
+            if token and scheme.isalpha():
+                found.add(token)
+    return {v for v in found if len(v) >= _MIN_REMEMBERED}
+
+
+def redact_step_output(output: Any, secrets: set[str] | frozenset[str]) -> Any:
+    """A step's output as stored: secrets masked, and an http answer's secret headers too."""
+    shown = redact_values(output, secrets)
+    if isinstance(shown, dict) and isinstance(shown.get("headers"), dict):
+        shown = {**shown, "headers": redact_headers(shown["headers"])}
     return shown
 
 

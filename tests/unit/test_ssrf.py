@@ -256,3 +256,12 @@ def test_smtp_connects_to_the_checked_address(dns):
             listener.accept()
     finally:
         listener.close()
+
+
+def test_redacting_a_step_input_leaves_the_config_alone():
+    from atom.security.redaction import redact_step_input
+
+    config = {"url": "http://x/", "headers": {"Authorization": "Bearer t", "Accept": "a"}}
+    shown = redact_step_input(config)
+    assert shown["headers"] == {"Authorization": "***", "Accept": "a"}
+    assert config["headers"]["Authorization"] == "Bearer t"
