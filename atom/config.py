@@ -78,6 +78,7 @@ class Settings:
     sse_max_per_key: int = 5
     sse_max_per_process: int = 32
     db_query_allow_own: bool = False
+    db_query_allowlist: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -133,6 +134,7 @@ class Settings:
             sse_max_per_key=int(env.get("ATOM_SSE_MAX_PER_KEY") or 5),
             sse_max_per_process=int(env.get("ATOM_SSE_MAX_PER_PROCESS") or 32),
             db_query_allow_own=_flag(env.get("ATOM_DB_QUERY_ALLOW_OWN"), False),
+            db_query_allowlist=_split(env.get("ATOM_DB_QUERY_ALLOWLIST")),
         )
 
     def with_services(self, database_url: str, redis_url: str) -> Settings:
@@ -209,6 +211,7 @@ class Settings:
             "ATOM_SSE_MAX_PER_KEY": str(self.sse_max_per_key),
             "ATOM_SSE_MAX_PER_PROCESS": str(self.sse_max_per_process),
             "ATOM_DB_QUERY_ALLOW_OWN": "1" if self.db_query_allow_own else "0",
+            "ATOM_DB_QUERY_ALLOWLIST": ",".join(self.db_query_allowlist),
         }
         optional = {
             "DATABASE_URL": self.database_url,

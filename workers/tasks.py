@@ -140,6 +140,8 @@ class StepRunner:
         self.log = {"execution_id": execution_id, "node_id": node_id}
         self.masked: frozenset[str] = frozenset()
         self.tenant = ""
+        self.credentials: dict[str, Any] = {}
+        self.email_domains: tuple[str, ...] = ()
 
     def run(self) -> None:
         """Steps 1-5 of the module docstring."""
@@ -250,9 +252,11 @@ class StepRunner:
             engine.mark_running(s, execution)
             logs.update(tenant=str(execution.tenant_id), attempt=step.attempts + 1)
             node = definition.node(self.node_id)
-            if node.action_type == "python":  # functions may be scoped to tenants by name
+            if node.action_type in ("python", "email"):  # scoped by tenant name / settings
                 tenant = s.get(Tenant, execution.tenant_id)
                 self.tenant = tenant.name if tenant else ""
+                domains = ((tenant.settings or {}) if tenant else {}).get("email_allowed_domains")
+                self.email_domains = tuple(domains or ())
             try:
                 secrets = vault.for_step(s, execution.tenant_id, node.config, settings.secret_key)
                 context = {**_template_context(execution, steps), "credentials": secrets.values}
@@ -262,6 +266,7 @@ class StepRunner:
                 self._end_failed(s, execution, definition, step, e.error_type, str(e))
                 return None
             self.masked = frozenset(secrets.masked | secret_header_values(config))
+            self.credentials = secrets.values
             # The handler gets the config; what is stored (and shown) has secrets as ***.
             shown = redact_step_input(config, self.masked)
             engine.claim_step(s, step, shown, self.task.request.id)
@@ -284,7 +289,14 @@ class StepRunner:
             plain = value if isinstance(value, bool | int | float | str | None) else str(value)
             return {"result": bool(value), "value": plain}
         ctx = ActionContext(
-            self.execution_id, node.id, attempt, self.ctx.settings, node.timeout, self.tenant
+            self.execution_id,
+            node.id,
+            attempt,
+            self.ctx.settings,
+            node.timeout,
+            self.tenant,
+            self.credentials,
+            self.email_domains,
         )
         return self.ctx.handlers[node.action_type or ""](config, ctx)
 

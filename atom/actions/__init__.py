@@ -100,6 +100,28 @@ def _check_log(config: dict, where: str) -> list[str]:
     return []
 
 
+def _check_database_query(config: dict, where: str) -> list[str]:
+    errors = []
+    timeout = config.get("statement_timeout")
+    if _is_type(timeout, float) and not 0 < timeout <= 300:
+        errors.append("statement_timeout must be between 0 and 300 seconds")
+    rows = config.get("max_rows")
+    if _is_type(rows, float) and not (float(rows).is_integer() and 1 <= rows <= 10000):
+        errors.append("max_rows must be a whole number from 1 to 10000")
+    if isinstance(config.get("params"), dict):
+        bad = [k for k in config["params"] if not str(k).isidentifier()]
+        if bad:
+            errors.append(f"params names must be identifiers, not {', '.join(map(repr, bad))}")
+    return errors
+
+
+def _check_email(config: dict, where: str) -> list[str]:
+    to = config["to"]
+    if isinstance(to, list) and not (1 <= len(to) <= 50):
+        return ["to must name 1 to 50 addresses"]
+    return []
+
+
 ACTIONS: dict[str, ActionSpec] = {
     "http_request": ActionSpec(
         required={"url": str},
@@ -117,5 +139,15 @@ ACTIONS: dict[str, ActionSpec] = {
     "delay": ActionSpec(required={"seconds": float}, check=_check_delay),
     "log": ActionSpec(required={"message": None}, optional={"level": str}, check=_check_log),
     "python": ActionSpec(required={"function": str}, optional={"args": list, "kwargs": dict}),
+    "database_query": ActionSpec(
+        required={"credential": str, "query": str},
+        optional={"params": dict, "write": bool, "statement_timeout": float, "max_rows": float},
+        check=_check_database_query,
+    ),
+    "email": ActionSpec(
+        required={"to": None, "subject": str},
+        optional={"body": None, "credential": str},
+        check=_check_email,
+    ),
 }
 """Every action type a definition may name, by ``config.action_type``."""

@@ -4,8 +4,8 @@ PermanentError (``atom.errors``) to fail."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from atom.config import Settings
@@ -22,6 +22,10 @@ class ActionContext:
     timeout: float | None = None
     tenant: str = ""
     """The name of the tenant whose execution this is."""
+    credentials: Mapping[str, Any] = field(default_factory=dict)
+    """The decrypted vault values the step's config names (``credential: NAME``)."""
+    email_domains: tuple[str, ...] = ()
+    """The tenant's ``email_allowed_domains``."""
 
     @property
     def idempotency_key(self) -> str:
@@ -34,10 +38,12 @@ Handler = Callable[[dict[str, Any], ActionContext], Any]
 
 def handlers() -> dict[str, Handler]:
     """Every action type's handler, by ``action_type``."""
-    from workers.actions import delay, http, log, python, transform
+    from workers.actions import database_query, delay, email, http, log, python, transform
 
     return {
         "http_request": http.run,
+        "database_query": database_query.run,
+        "email": email.run,
         "transform": transform.run,
         "delay": delay.run,
         "log": log.run,
