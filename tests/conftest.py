@@ -110,7 +110,16 @@ def settings(
         # The shared API is not rate limited; tests/integration/test_security.py serves its
         # own app with small budgets.
         rate_limit_enabled=False,
+        # database_query may reach the test PostgreSQL (its own database stays refused).
+        db_query_allowlist=_socket_dirs(database_url),
     )
+
+
+def _socket_dirs(database_url: str) -> tuple[str, ...]:
+    from sqlalchemy.engine import make_url
+
+    host = make_url(database_url).query.get("host")
+    return (host,) if isinstance(host, str) else tuple(host or ())
 
 
 class Processes:

@@ -471,3 +471,119 @@ def test_flower_hides_the_redis_password_and_guards_metrics(
         assert password not in broker
     finally:
         processes.stop(proc)
+
+
+# --- database_query and email --------------------------------------------------------------
+
+
+@pytest.fixture
+def tenant_database(database_url: str) -> Iterator[dict]:
+    """A second database on the test server, standing in for a customer's database."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"customer_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(database_url).set(database=name)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE users (id int primary key, email text)"))
+        conn.execute(text("INSERT INTO users VALUES (1, 'a@x.example'), (2, 'b@x.example')"))
+    engine.dispose()
+    host = url.query["host"]
+    yield {"host": host if isinstance(host, str) else host[0], "user": "postgres", "dbname": name}
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_database_query_binds_parameters_and_stays_read_only(
+    client: Client, tenant_database: dict, database_url: str
+):
+    client.request("POST", "/api/credentials", json={"name": "ro", "value": tenant_database})
+    client.request(
+        "POST",
+        "/api/credentials",
+        json={"name": "rw", "value": {**tenant_database, "allow_write": True}},
+    )
+
+    def run(**config) -> dict:
+        definition = _chain("sql", action("q", "database_query", **config))
+        execution = client.wait(client.execute(client.create_workflow(definition)["id"])["id"])
+        return by_node(execution)["q"]
+
+    injected = "1 OR 1=1"
+    found = run(
+        credential="ro",
+        query="select id, email from users where id = :id order by id",
+        params={"id": injected},
+    )
+    assert found["status"] == "failed"  # bound as a value: '1 OR 1=1' is no integer
+    assert "22P02" in found["error"]["message"] or "invalid input" in found["error"]["message"]
+    ok = run(credential="ro", query="select id, email from users where id = :id", params={"id": 2})
+    assert ok["status"] == "succeeded"
+    assert ok["output"]["rows"] == [{"id": 2, "email": "b@x.example"}]
+    capped = run(credential="ro", query="select id from users order by id", max_rows=1)
+    assert capped["output"]["rows"] == [{"id": 1}] and capped["output"]["truncated"] is True
+    two = run(credential="ro", query="select 1; delete from users")
+    assert two["status"] == "failed" and "more than one statement" in two["error"]["message"]
+    write = run(credential="ro", query="delete from users")
+    assert "read-only" in write["error"]["message"]
+    refused = run(credential="ro", query="delete from users", write=True)
+    assert "allow_write" in refused["error"]["message"]
+    slow = run(credential="ro", query="select pg_sleep(3)", statement_timeout=0.5)
+    assert "statement_timeout" in slow["error"]["message"]
+    deleted = run(
+        credential="rw", query="delete from users where id = :id", params={"id": 1}, write=True
+    )
+    assert deleted["status"] == "succeeded" and deleted["output"]["row_count"] == 1
+    assert run(credential="ro", query="select count(*) as n from users")["output"]["rows"] == [
+        {"n": 1}
+    ]
+
+    from sqlalchemy.engine import make_url
+
+    own = make_url(database_url)
+    own_host = own.query["host"]
+    client.request(
+        "POST",
+        "/api/credentials",
+        json={
+            "name": "own",
+            "value": {
+                "host": own_host if isinstance(own_host, str) else own_host[0],
+                "user": "postgres",
+                "dbname": own.database,
+            },
+        },
+    )
+    theirs = run(credential="own", query="select count(*) from api_keys")
+    assert "ATOM's own database" in theirs["error"]["message"]
+
+
+def test_the_email_action_obeys_the_allowlist(client: Client, settings: Settings):
+    from aiosmtpd.controller import Controller
+
+    from tests.integration.test_alerts import Inbox
+
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=settings.smtp_port)
+    controller.start()
+    try:
+        definition = _chain(
+            "mail",
+            action("m", "email", to=["ops@corp.example"], subject="hi", body="{{ input.x }}"),
+        )
+        wf = client.create_workflow(definition)
+        refused = by_node(client.wait(client.execute(wf["id"], {"x": 1})["id"]))["m"]
+        assert refused["status"] == "failed"
+        assert "email_allowed_domains" in refused["error"]["message"]
+        assert inbox.messages == []
+        client.request("PUT", "/api/settings", json={"email_allowed_domains": ["corp.example"]})
+        sent = by_node(client.wait(client.execute(wf["id"], {"x": 1})["id"]))["m"]
+        assert sent["status"] == "succeeded" and sent["output"] == {"sent_to": ["ops@corp.example"]}
+        assert len(inbox.messages) == 1
+    finally:
+        controller.stop()
