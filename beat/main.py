@@ -65,7 +65,8 @@ def main(settings: Settings, argv: list[str] | None = None) -> None:
     app.conf.atom_misfire_grace = settings.schedule_misfire_grace
     app.conf.beat_max_loop_interval = MAX_INTERVAL
     app.conf.redbeat_lock_timeout = LOCK_TIMEOUT
-    app.conf.redbeat_redis_options = {"retry_period": 30}
+    # keep the credentials make_celery put there (atom.celery_app._without_credentials)
+    app.conf.redbeat_redis_options = {**app.conf.redbeat_redis_options, "retry_period": 30}
     app.start(
         [
             "beat",
