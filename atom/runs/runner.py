@@ -35,5 +35,13 @@ def start_execution(
             session, workflow, version, input_, trigger or {"kind": "api"}
         )
         plan, definition_doc = version.plan, version.definition
-    dispatch.send(app, plan, parse_definition(definition_doc), str(execution.id), execution.epoch)
+        priority = dispatch.fair_priority(session, tenant_id)
+    dispatch.send(
+        app,
+        plan,
+        parse_definition(definition_doc),
+        str(execution.id),
+        execution.epoch,
+        priority=priority,
+    )
     return execution
