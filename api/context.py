@@ -17,6 +17,7 @@ from atom.config import Settings
 from atom.errors import Unauthorized
 from atom.observe import logs
 from atom.observe.monitoring import Probe
+from atom.security import permissions
 from atom.security.auth import Role, authenticate
 from atom.security.ratelimit import RateLimits, StreamCaps
 
@@ -77,6 +78,31 @@ def budget() -> str:
     return "writes"
 
 
+_RUN_ENDINGS = ("/execute", "/pause", "/resume", "/cancel", "/retry")
+
+
+def _check_workflow_permissions(db: Session, tenant: uuid.UUID, role: str) -> None:
+    """Apply the workflow's ``metadata.permissions`` to a request about one workflow or one
+    of its executions (view for reads, run for commands, edit for changes)."""
+    args = request.view_args or {}
+    workflow_id = args.get("workflow_id")
+    if workflow_id is None and args.get("execution_id") is not None:
+        workflow_id = permissions.workflow_of_execution(db, tenant, args["execution_id"])
+    if not isinstance(workflow_id, uuid.UUID):
+        return
+    rule = request.url_rule.rule if request.url_rule else ""
+    if request.method in ("GET", "HEAD"):
+        kind = "view"
+    elif rule.endswith(_RUN_ENDINGS):
+        kind = "run"
+    else:
+        kind = "edit"
+    try:
+        permissions.check(db, tenant, workflow_id, kind, role)
+    finally:
+        db.rollback()
+
+
 def require(role: Role) -> Callable:
     """Decorator: the view needs an API key of at least ``role``; sets the request's tenant
     and key, and spends the key's rate-limit budget."""
@@ -96,6 +122,7 @@ def require(role: Role) -> Callable:
             logs.update(tenant=str(record.tenant_id))
             db.rollback()  # end the read-only auth transaction before the view's own work
             g.rate_verdict = limits.check(budget(), str(record.id), str(record.tenant_id))
+            _check_workflow_permissions(db, record.tenant_id, record.role)
             return view(*args, **kwargs)
 
         wrapper.__dict__.setdefault("_apidoc", {})

@@ -587,3 +587,35 @@ def test_the_email_action_obeys_the_allowlist(client: Client, settings: Settings
         assert len(inbox.messages) == 1
     finally:
         controller.stop()
+
+
+# --- per-workflow permissions ---------------------------------------------------------------
+
+
+def test_workflow_permissions_apply_to_its_routes_and_runs(client: Client, api_url: str):
+    definition = _chain("guarded", action("a", "log", message="x")) | {
+        "metadata": {"permissions": {"view": ["operator", "editor"], "run": ["editor"], "edit": []}}
+    }
+    with pytest.raises(ApiError) as bad:
+        client.create_workflow(definition | {"metadata": {"permissions": {"run": ["root"]}}})
+    assert bad.value.status == 422
+    wf = client.create_workflow(definition)
+    assert client.request("GET", f"/api/workflows/{wf['id']}")["definition"]["metadata"] == {
+        "permissions": {"view": ["operator", "editor"], "run": ["editor"], "edit": []}
+    }
+    run = client.execute(wf["id"])  # admin: always allowed
+    viewer, operator, editor = (
+        _same_tenant_key(client, r) for r in ("viewer", "operator", "editor")
+    )
+    base = f"{api_url}/api/workflows/{wf['id']}"
+    assert _raw(base, viewer).status_code == 404
+    assert _raw(f"{api_url}/api/executions/{run['id']}", viewer).status_code == 404
+    assert _raw(base, operator).status_code == 200
+    assert _raw(base + "/execute", operator, "POST", json={}).status_code == 403
+    assert _raw(f"{api_url}/api/executions/{run['id']}/cancel", operator, "POST").status_code == 403
+    assert _raw(base + "/execute", editor, "POST", json={}).status_code == 202
+    assert _raw(base, editor, "PUT", json=definition).status_code == 403
+    assert _raw(base, editor, "DELETE").status_code == 403
+    assert _raw(base + "/webhook", editor, "POST").status_code == 403
+    open_wf = client.create_workflow(_chain("open", action("a", "log", message="x")))
+    assert _raw(f"{api_url}/api/workflows/{open_wf['id']}", viewer).status_code == 200
