@@ -13,7 +13,7 @@ from api.context import AppState
 from atom.celery_app import make_celery
 from atom.config import Settings
 from atom.observe import logs, metrics
-from atom.observe.monitoring import Probe
+from atom.observe.probe import Probe
 from atom.runs import events
 from atom.store.db import make_engine, make_sessionmaker
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from atom.config import Settings
 from atom.observe import logs
-from atom.observe.monitoring import Probe
+from atom.observe.probe import Probe
 from atom.security.auth import Role, authenticate
 
 

@@ -186,9 +186,9 @@ def _age_runs(settings: Settings, execution_ids: list[str], days: float) -> None
 def test_workflow_health_scores_success_latency_and_alerts(
     client: Client, api_url: str, settings: Settings, make_key
 ):
-    from atom.alerts import rules as alerts
+    from atom.alerts import evaluation as alerts
     from atom.celery_app import make_celery
-    from atom.observe.monitoring import Probe
+    from atom.observe.probe import Probe
     from atom.store.db import make_engine, make_sessionmaker
 
     wf = client.create_workflow(SLOW)
