@@ -11,6 +11,7 @@ from marshmallow import INCLUDE, Schema, fields, validate
 # Request bodies checked by the core's own schemas: one source for the server and the document.
 from atom.alerts.validation import AlertRuleChangesSchema as AlertRuleChangesSchema
 from atom.alerts.validation import AlertRuleInSchema as AlertRuleInSchema
+from atom.observe.stats import WINDOW_RE
 from atom.statuses import AlertStatus, ExecutionStatus, values
 
 EXECUTION_STATUSES = values(ExecutionStatus)
@@ -133,6 +134,9 @@ class ExecutionListArgs(Schema):
 # Monitoring
 
 
+WINDOW_PATTERN = WINDOW_RE.pattern
+
+
 def _window(value: str) -> None:
     from marshmallow import ValidationError
 
@@ -150,7 +154,11 @@ class WindowArgs(Schema):
     window = fields.String(
         load_default="1h",
         validate=_window,
-        metadata={"description": "like 5m, 1h, 7d", "example": "1h"},
+        metadata={
+            "description": "like 5m, 1h, 7d (1s .. 30d)",
+            "example": "1h",
+            "pattern": WINDOW_PATTERN,
+        },
     )
 
 
@@ -160,7 +168,11 @@ class WorkflowHealthArgs(Schema):
     window = fields.String(
         load_default="24h",
         validate=_window,
-        metadata={"description": "like 1h, 24h, 7d", "example": "24h"},
+        metadata={
+            "description": "like 1h, 24h, 7d (1s .. 30d)",
+            "example": "24h",
+            "pattern": WINDOW_PATTERN,
+        },
     )
 
 

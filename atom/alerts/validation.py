@@ -30,7 +30,7 @@ from atom.alerts.spec import (
     SEVERITIES,
 )
 from atom.errors import InvalidInput
-from atom.observe.stats import parse_window
+from atom.observe.stats import WINDOW_RE, parse_window
 from atom.security.netguard import REDACTED
 
 _EMAIL = re.compile(r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+\.[^@\s,;<>\"]+$")
@@ -189,7 +189,7 @@ class AlertRuleInSchema(Schema):
         validate=_window,
         metadata={
             "description": "a number and s, m, h or d, 1s .. 30d",
-            "pattern": r"^\s*\d{1,7}\s*[smhd]\s*$",
+            "pattern": WINDOW_RE.pattern,
         },
     )
     severity = fields.String(load_default="medium", validate=validate.OneOf(SEVERITIES))

@@ -29,14 +29,14 @@ BASELINE = timedelta(days=7)
 """A workflow's latency baseline: its runs in this period before the window."""
 MIN_BASELINE_RUNS = 5
 MAX_WINDOW = timedelta(days=30)
-_WINDOW = re.compile(r"^\s*(\d{1,7})\s*([smhd])\s*$")
+WINDOW_RE = re.compile(r"^\s*(\d{1,7})\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_window(value: str) -> timedelta:
     """``"30s"``, ``"5m"``, ``"1h"``, ``"7d"`` as a timedelta; ValueError if malformed or
     outside 1 s .. 30 d."""
-    match = _WINDOW.match(str(value))
+    match = WINDOW_RE.match(str(value))
     if not match:
         raise ValueError(f"{value!r} is not a window: use a number and s, m, h or d, like 5m")
     window = timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])

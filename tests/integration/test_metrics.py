@@ -22,7 +22,7 @@ from tests.integration.helpers import action, trigger, workflow
 def scrape(api_url: str, **headers: str) -> dict[str, list]:
     response = requests.get(api_url + "/metrics", headers=headers, timeout=30)
     assert response.status_code == 200, response.text
-    assert response.headers["Content-Type"].startswith("text/plain")
+    assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     families: dict[str, list] = {}
     for family in text_string_to_metric_families(response.text):
         families.setdefault(family.name, []).extend(family.samples)
