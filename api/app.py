@@ -13,7 +13,7 @@ from api.context import AppState, client_address
 from atom.celery_app import make_celery
 from atom.config import Settings
 from atom.observe import logs, metrics
-from atom.observe.monitoring import Probe
+from atom.observe.probe import Probe
 from atom.runs import events
 from atom.security import audit, ratelimit
 from atom.security.ratelimit import RateLimits, StreamCaps
@@ -21,6 +21,10 @@ from atom.security.redaction import LogRedactor
 from atom.store.db import make_engine, make_sessionmaker
 
 access_log = logging.getLogger("atom.api.access")
+
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The Prometheus text exposition format, version 0.0.4."""
 
 
 def create_app(settings: Settings) -> Flask:
@@ -65,7 +69,6 @@ def create_app(settings: Settings) -> Flask:
     )
     api = errors.AtomApi(app)
     errors.register(app)
-    guard.install(app, settings.webhook_max_bytes)
     api.register_blueprint(monitoring.blp)  # before workflows: its paths are more specific
     api.register_blueprint(workflows.blp)
     api.register_blueprint(executions.blp)
@@ -73,7 +76,9 @@ def create_app(settings: Settings) -> Flask:
     api.register_blueprint(triggers.blp)
     for blueprint in security.blueprints:
         api.register_blueprint(blueprint)
-    _observe_requests(app)
+    api.cap_pages(guard.MAX_PAGE)
+    _observe_requests(app)  # first: the clock starts before anything can answer
+    guard.install(app, settings.webhook_max_bytes)
     _protect(app)
 
     @app.get("/metrics")
@@ -90,11 +95,7 @@ def create_app(settings: Settings) -> Flask:
                     headers={"WWW-Authenticate": "Bearer"},
                 )
         body = metrics.render(app.extensions["atom"].metrics)
-        return Response(
-            body,
-            mimetype="text/plain",
-            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
-        )
+        return Response(body, content_type=METRICS_CONTENT_TYPE)
 
     @app.teardown_appcontext
     def close_session(_exc: BaseException | None) -> None:

@@ -13,10 +13,11 @@ from flask import current_app, g, request
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api import guard
 from atom.config import Settings
 from atom.errors import Unauthorized
 from atom.observe import logs
-from atom.observe.monitoring import Probe
+from atom.observe.probe import Probe
 from atom.security import permissions
 from atom.security.auth import Role, authenticate
 from atom.security.ratelimit import RateLimits, StreamCaps
@@ -122,8 +123,11 @@ def require(role: Role) -> Callable:
             logs.update(tenant=str(record.tenant_id))
             db.rollback()  # end the read-only auth transaction before the view's own work
             g.rate_verdict = limits.check(budget(), str(record.id), str(record.tenant_id))
+            guard.check_request(state().settings.webhook_max_bytes)
             _check_workflow_permissions(db, record.tenant_id, record.role)
             return view(*args, **kwargs)
+
+        setattr(wrapper, guard.AUTHENTICATED, True)
 
         wrapper.__dict__.setdefault("_apidoc", {})
         wrapper._apidoc.setdefault("manual_doc", {}).setdefault(

@@ -3,18 +3,21 @@ through PostgreSQL, not task arguments."""
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery, chain, chord, group
 from celery.canvas import Signature
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from atom.celery_app import FINALIZE, RUN_STEP, STEPS_QUEUE
-from atom.store.models import Execution
+from atom.store.db import transaction
+from atom.store.models import Execution, WorkflowVersion
 from atom.workflow.compiler import compile_graph, step_graph
-from atom.workflow.definition import Definition
+from atom.workflow.definition import Definition, parse_definition
 
 # Celery's hard limit comes this long after the soft one, so the step can record its timeout.
 HARD_LIMIT_GRACE = 5.0
@@ -27,7 +30,7 @@ PRIORITY_STEPS = ((10, 0), (50, 3), (200, 6))
 """(fewer than N active executions of the tenant, priority); more than the last: 9."""
 
 
-def fair_priority(session: Session, tenant_id: uuid.UUID) -> int:
+def fair_priority(session: Session, tenant_id: Any) -> int:
     """The broker priority of a tenant's next execution, from its executions in flight."""
     active = session.scalar(
         select(func.count())
@@ -102,3 +105,57 @@ def send(
 ) -> None:
     """Send the canvas of ``plan`` to the broker."""
     build_canvas(app, plan, definition, execution_id, epoch, priority).apply_async()
+
+
+@dataclass
+class Outbox:
+    """Executions recorded in a transaction, to send once it has committed.
+
+    "Record, then send": a run exists in PostgreSQL before its first message does, so a crash
+    between the two leaves a ``queued`` execution the reconciler re-drives, never a message
+    about a run that was rolled back.
+    """
+
+    items: list[tuple[dict[str, Any], Definition, str, int, int]] = field(default_factory=list)
+
+    def add(self, session: Session, execution: Execution) -> None:
+        """Send the whole plan of the execution's version (a new run), at the tenant's fair
+        priority (``fair_priority``)."""
+        version = session.get(WorkflowVersion, execution.version_id)
+        assert version is not None
+        self.add_plan(
+            version.plan,
+            parse_definition(version.definition),
+            execution.id,
+            execution.epoch,
+            fair_priority(session, execution.tenant_id),
+        )
+
+    def add_plan(
+        self,
+        plan: dict[str, Any],
+        definition: Definition,
+        execution_id: Any,
+        epoch: int,
+        priority: int = 0,
+    ) -> None:
+        """Send ``plan`` (a residual one, say) for the execution under ``epoch``."""
+        self.items.append((plan, definition, str(execution_id), epoch, priority))
+
+    def send(self, app: Celery) -> None:
+        """Send everything added, in order."""
+        for plan, definition, execution_id, epoch, priority in self.items:
+            send(app, plan, definition, execution_id, epoch, priority)
+        self.items.clear()
+
+
+@contextmanager
+def record_then_send(
+    factory: sessionmaker[Session], app: Celery
+) -> Iterator[tuple[Session, Outbox]]:
+    """A transaction and an outbox: what the block adds is sent after the commit, and not at
+    all if the block raises (the transaction is then rolled back)."""
+    outbox = Outbox()
+    with transaction(factory) as session:
+        yield session, outbox
+    outbox.send(app)
