@@ -9,7 +9,7 @@ from typing import Any
 from flask import url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields
+from marshmallow import INCLUDE, Schema, fields
 
 from api.context import page_of, require, session, state, tenant_id
 from atom.security import audit, auth, vault
@@ -65,6 +65,41 @@ class NewKeySchema(KeySchema):
     key = fields.String()
 
 
+class CredentialInSchema(Schema):
+    """A credential to store (checked in full by ``atom.security.vault``)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    name = fields.Raw(metadata={"description": "letters, digits, _; 1-64"})
+    value = fields.Raw(metadata={"description": "a string or an object; never shown again"})
+    type = fields.Raw(metadata={"description": "secret, token, basic, dsn, smtp or object"})
+    description = fields.Raw()
+
+
+class KeyInSchema(Schema):
+    """A key to create."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    name = fields.Raw()
+    role = fields.Raw(metadata={"description": "viewer, operator, editor or admin"})
+    expires_at = fields.Raw(metadata={"description": "ISO 8601 with a timezone"})
+    expires_in = fields.Raw(metadata={"description": "seconds"})
+
+
+class SettingsSchema(Schema):
+    """Tenant settings."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    email_allowed_domains = fields.List(
+        fields.Raw(), metadata={"description": "domains email may go to (and their subdomains)"}
+    )
+
+
 class AuditSchema(Schema):
     """One audit entry."""
 
@@ -88,12 +123,6 @@ class AuditArgs(Schema):
     since = fields.AwareDateTime()
 
 
-def _json_body() -> Any:
-    from flask import request
-
-    return request.get_json(silent=True)
-
-
 @credentials_blp.route("")
 class CredentialCollection(MethodView):
     """The tenant's credentials."""
@@ -107,12 +136,13 @@ class CredentialCollection(MethodView):
         return [vault.view(c) for c in page_of(session(), query, pagination_parameters)]
 
     @require(Role.EDITOR)
+    @credentials_blp.arguments(CredentialInSchema)
     @credentials_blp.response(201, CredentialSchema)
-    def post(self):
+    def post(self, body: dict[str, Any]):
         """Store a credential: `{name, value, type?, description?}`; the value is encrypted
         and never returned."""
         db = session()
-        credential = vault.create(db, tenant_id(), _json_body(), state().settings.secret_key)
+        credential = vault.create(db, tenant_id(), body, state().settings.secret_key)
         db.commit()
         location = url_for("credentials.CredentialItem", name=credential.name)
         return vault.view(credential), 201, {"Location": location}
@@ -129,13 +159,12 @@ class CredentialItem(MethodView):
         return vault.view(vault.get(session(), tenant_id(), name))
 
     @require(Role.EDITOR)
+    @credentials_blp.arguments(CredentialInSchema)
     @credentials_blp.response(200, CredentialSchema)
-    def put(self, name: str):
+    def put(self, body: dict[str, Any], name: str):
         """Replace the value (and type or description)."""
         db = session()
-        credential = vault.replace_value(
-            db, tenant_id(), name, _json_body(), state().settings.secret_key
-        )
+        credential = vault.replace_value(db, tenant_id(), name, body, state().settings.secret_key)
         db.commit()
         return vault.view(credential)
 
@@ -161,11 +190,12 @@ class KeyCollection(MethodView):
         return [auth.key_view(k) for k in page_of(session(), query, pagination_parameters)]
 
     @require(Role.ADMIN)
+    @keys_blp.arguments(KeyInSchema)
     @keys_blp.response(201, NewKeySchema)
-    def post(self):
+    def post(self, body: dict[str, Any]):
         """Create a key `{name, role, expires_at? | expires_in?}`; its secret is shown once."""
         db = session()
-        name, role, expires_at = auth.parse_key_request(_json_body())
+        name, role, expires_at = auth.parse_key_request(body)
         record, key = auth.issue_key(db, tenant_id(), role, name, expires_at)
         db.commit()
         location = url_for("keys.KeyItem", key_id=record.id)
@@ -196,15 +226,18 @@ class Settings(MethodView):
     """Tenant settings: `email_allowed_domains`."""
 
     @require(Role.ADMIN)
+    @settings_blp.response(200, SettingsSchema)
     def get(self):
         """The tenant's settings."""
         return tenant_settings.get(session(), tenant_id())
 
     @require(Role.ADMIN)
-    def put(self):
+    @settings_blp.arguments(SettingsSchema)
+    @settings_blp.response(200, SettingsSchema)
+    def put(self, body: dict[str, Any]):
         """Replace the tenant's settings, e.g. `{email_allowed_domains: ["example.com"]}`."""
         db = session()
-        doc = tenant_settings.put(db, tenant_id(), _json_body())
+        doc = tenant_settings.put(db, tenant_id(), body)
         db.commit()
         return doc
 
