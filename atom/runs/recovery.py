@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from atom.clock import now
 from atom.config import Settings
 from atom.runs import lifecycle
-from atom.store.db import transaction
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +100,7 @@ def ids_in_broker(url: str) -> set[str] | None:
 
 def reconcile(factory: sessionmaker[Session], app: Celery, settings: Settings) -> Report:
     """One pass of the self-healing loop; only one runs at a time (advisory lock)."""
-    with transaction(factory) as session:
+    with factory.begin() as session:
         got = session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": RECONCILE_LOCK})
         candidates = stalled(session, settings) if got else []
     if not candidates:

@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from atom.runs import dispatch, engine
 from atom.store import workflows
-from atom.store.db import transaction
 from atom.store.models import Execution
 from atom.workflow.definition import parse_definition
 
@@ -28,7 +27,7 @@ def start_execution(
     trigger: dict[str, Any] | None = None,
 ) -> Execution:
     """Create an execution of the workflow's current version and send it to the workers."""
-    with transaction(factory) as session:
+    with factory.begin() as session:
         workflow = workflows.get_workflow(session, tenant_id, workflow_id)
         version = workflows.get_version(session, workflow)
         execution = engine.create_execution(

@@ -245,7 +245,7 @@ def test_downtime_is_missed_or_caught_up_by_policy(
 ):
     from atom.celery_app import make_celery
     from atom.schedules import service as schedules
-    from atom.store.db import make_engine, make_sessionmaker, transaction
+    from atom.store.db import make_engine, make_sessionmaker
     from atom.store.models import Schedule
 
     schedule = client.request(
@@ -261,7 +261,7 @@ def test_downtime_is_missed_or_caught_up_by_policy(
     )
     factory = make_sessionmaker(make_engine(settings.database_url or ""))
     now = datetime.now(UTC)
-    with transaction(factory) as session:  # as if the scheduler had been down for 30 s
+    with factory.begin() as session:  # as if the scheduler had been down for 30 s
         session.execute(
             update(Schedule)
             .where(Schedule.id == schedule["id"])
@@ -388,7 +388,7 @@ def test_a_new_schedule_entry_starts_at_the_schedule_not_at_the_write(
     between the insert and the entry's write is still beat's to send, not the sweeper's."""
     from atom.celery_app import make_celery
     from atom.schedules import service as schedules
-    from atom.store.db import make_engine, make_sessionmaker, transaction
+    from atom.store.db import make_engine, make_sessionmaker
     from atom.store.models import Schedule
 
     created = client.request(
@@ -397,7 +397,7 @@ def test_a_new_schedule_entry_starts_at_the_schedule_not_at_the_write(
         json={"workflow_id": quick_workflow(client), "interval_seconds": 5, "enabled": True},
     )
     factory = make_sessionmaker(make_engine(settings.database_url or ""))
-    with transaction(factory) as session:
+    with factory.begin() as session:
         stored = session.get(Schedule, created["id"])
         expected = next(schedules.timing_of(stored).slots_after(stored.checked_until))
         resume = stored.checked_until
