@@ -120,7 +120,7 @@ def check(config: dict, where: str) -> list[str]:
     if not is_template(url) and not url.lower().startswith(("http://", "https://")):
         errors.append(f"url must start with http:// or https://, not {url!r}")
     timeout = config.get("timeout")
-    if is_type(timeout, float) and not 0 < timeout <= 300:
+    if isinstance(timeout, int | float) and is_type(timeout, float) and not 0 < timeout <= 300:
         errors.append("timeout must be between 0 and 300 seconds")
     return errors
 

@@ -346,7 +346,7 @@ def window_metrics(
                 counts[status] = counts.get(status, 0) + n
         return counts
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for wf in ids:
         stats = per.get(wf) or RunStats(0, 0, 0, None, None, None)
         counts = by_status(wf)

@@ -17,6 +17,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
 import redis
 from celery import Celery
@@ -92,7 +93,7 @@ def ids_in_broker(url: str) -> set[str] | None:
                 return None
             for start in range(0, length, 1000):
                 for raw in client.lrange(key, start, start + 999):
-                    found.update(m.decode() for m in _UUID.findall(raw))
+                    found.update(m.decode() for m in _UUID.findall(cast(bytes, raw)))
         return found
     finally:
         client.close()

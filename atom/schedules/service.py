@@ -74,7 +74,7 @@ class Timing:
             return
         zone = ZoneInfo(self.timezone)
         it = croniter(self.cron, after.astimezone(zone))
-        fixed_hours = self.cron.split()[1] != "*"
+        fixed_hours = str(self.cron).split()[1] != "*"
         last_wall: datetime | None = None
         while True:
             slot = it.get_next(datetime)
@@ -99,7 +99,7 @@ class Timing:
         self, start: datetime, end: datetime, limit: int = MAX_SLOTS_PER_SWEEP
     ) -> list[datetime]:
         """Fire times in ``(start, end]``, at most ``limit``."""
-        out = []
+        out: list[datetime] = []
         for slot in self.slots_after(start):
             if slot > end or len(out) >= limit:
                 return out
@@ -435,7 +435,7 @@ def fire(
         if schedule is None or not schedule.enabled:
             return "disabled"
         fired = record_fire(session, schedule, fire_time, source)
-        plan = version_doc = None
+        plan, version_doc = {}, None  # set below whenever a run is sent
         if fired.execution is not None:
             version = session.get(WorkflowVersion, fired.execution.version_id)
             assert version is not None
@@ -535,7 +535,7 @@ def _sweep_one(
             counts["catchup" if slot in caught_up else "late"] += 1
             if fired.execution is not None:
                 version = session.get(WorkflowVersion, fired.execution.version_id)
-                to_send.append((fired.execution, version.plan, version.definition))
+                to_send.append((fired.execution, version.plan, version.definition))  # type: ignore[union-attr]
         schedule.checked_until = slots[-1] if len(slots) == MAX_SLOTS_PER_SWEEP else horizon
     for execution, plan, document in to_send:
         dispatch.send(app, plan, parse_definition(document), str(execution.id), execution.epoch)

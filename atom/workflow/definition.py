@@ -242,7 +242,7 @@ class _Parser:
         if self.problems:
             return None
         return Definition(
-            name=name.strip(),
+            name=str(name).strip(),
             description=description,
             nodes=tuple(nodes),
             connections=tuple(edges),
@@ -289,6 +289,7 @@ class _Parser:
         return node
 
     def retry(self, raw: dict, where: str, node_id: str) -> RetryPolicy:
+        keys: tuple[str, ...]
         if "retry" in raw:
             spec, scale, keys = (
                 raw["retry"],
@@ -438,7 +439,7 @@ class _Parser:
             elif value not in nodes:
                 self.problem(f"{where}.{end}", f"unknown node {value!r}")
                 ok = False
-        if not ok:
+        if not ok or not isinstance(source, str) or not isinstance(target, str):
             return None
         if isinstance(when, bool):
             when = "true" if when else "false"
