@@ -53,11 +53,11 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
 def _create_key(settings: Settings, tenant: str, role: str, name: str = "") -> str:
     from atom.security.auth import Role, create_key, get_or_create_tenant
-    from atom.store.db import make_engine, make_sessionmaker, transaction
+    from atom.store.db import make_engine, make_sessionmaker
 
     engine = make_engine(settings.database_url or "")
     try:
-        with transaction(make_sessionmaker(engine)) as session:
+        with make_sessionmaker(engine).begin() as session:
             return create_key(session, get_or_create_tenant(session, tenant), Role(role), name)
     finally:
         engine.dispose()
@@ -76,12 +76,12 @@ def cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
     """atom credentials rotate-key: every vault value re-encrypted with the newest secret."""
     from atom.errors import PermanentError
     from atom.security import vault
-    from atom.store.db import make_engine, make_sessionmaker, transaction
+    from atom.store.db import make_engine, make_sessionmaker
 
     settings = resolve_services(settings)
     engine = make_engine(settings.database_url or "")
     try:
-        with transaction(make_sessionmaker(engine)) as session:
+        with make_sessionmaker(engine).begin() as session:
             count = vault.rotate(session, settings.secret_key)
     except PermanentError as e:
         print(f"atom credentials rotate-key: {e}", file=sys.stderr)

@@ -240,7 +240,7 @@ def test_rotate_key_re_encrypts_every_credential(
     client: Client, settings: Settings, processes: Processes
 ):
     from atom.security import vault
-    from atom.store.db import make_engine, make_sessionmaker, transaction
+    from atom.store.db import make_engine, make_sessionmaker
     from atom.store.models import Credential
 
     client.request("POST", "/api/credentials", json={"name": "rot", "value": "v-rotate"})
@@ -252,7 +252,7 @@ def test_rotate_key_re_encrypts_every_credential(
     assert "re-encrypted" in Path(proc.log_path).read_text()
     engine = make_engine(settings.database_url or "")
     try:
-        with transaction(make_sessionmaker(engine)) as s:
+        with make_sessionmaker(engine).begin() as s:
             rows = list(s.query(Credential).filter(Credential.name == "rot"))
             assert [vault.decrypt(r.ciphertext, "new-secret") for r in rows] == ["v-rotate"]
             with pytest.raises(Exception, match="cannot be decrypted"):

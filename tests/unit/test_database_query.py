@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from atom.actions.database_query import bind_named
 from atom.errors import PermanentError
-from workers.actions.database_query import bind_named
 
 
 @pytest.mark.parametrize(

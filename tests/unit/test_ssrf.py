@@ -15,13 +15,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from atom.actions.base import ActionContext
+from atom.actions.http_request import run as http_run
 from atom.config import Settings
 from atom.errors import PermanentError, RetryableError
 from atom.security.netguard import check_target, parse
 from atom.security.transport import PinnedSMTP, pinned_session
 from tests.integration.loopback import LoopbackService
-from workers.actions import ActionContext
-from workers.actions.http import run as http_run
 
 PUBLIC = "93.184.215.14"  # a public address; nothing answers there from this machine
 

@@ -13,10 +13,8 @@ import smtplib
 from email.message import EmailMessage
 from typing import Any
 
+from atom.actions.base import Action, ActionContext, ActionSpec
 from atom.errors import PermanentError, RetryableError
-from atom.security.settings import allowlist_problem
-from atom.security.transport import PinnedSMTP
-from workers.actions import ActionContext
 
 TIMEOUT = 15.0
 MAX_RECIPIENTS = 50
@@ -53,6 +51,9 @@ def _smtp(config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
 
 def run(config: dict[str, Any], ctx: ActionContext) -> Any:
     """Send the message; the output is ``{sent_to: [...]}``."""
+    from atom.security.settings import allowlist_problem
+    from atom.security.transport import PinnedSMTP  # loads requests: only when a step runs
+
     to = config["to"] if isinstance(config["to"], list) else [config["to"]]
     to = [str(t).strip() for t in to]
     if not to or len(to) > MAX_RECIPIENTS:
@@ -82,3 +83,31 @@ def run(config: dict[str, Any], ctx: ActionContext) -> Any:
     except (smtplib.SMTPException, OSError) as e:
         raise RetryableError(f"email: sending failed ({type(e).__name__})") from None
     return {"sent_to": to}
+
+
+def check(config: dict, where: str) -> list[str]:
+    """1 to 50 recipients."""
+    to = config["to"]
+    if isinstance(to, list) and not (1 <= len(to) <= MAX_RECIPIENTS):
+        return [f"to must name 1 to {MAX_RECIPIENTS} addresses"]
+    return []
+
+
+ACTION = Action(
+    name="email",
+    spec=ActionSpec(
+        required={"to": None, "subject": str},
+        optional={"body": None, "credential": str},
+        check=check,
+    ),
+    run=run,
+    examples=(
+        {"to": ["ops@example.com"], "subject": "hi", "body": "{{ input.text }}"},
+        {"to": "ops@example.com", "subject": "hi", "credential": "smtp"},
+    ),
+    bad=(
+        ({"subject": "hi"}, "is required"),
+        ({"to": [], "subject": "hi"}, "to must name 1 to"),
+        ({"to": "a@b.c", "subject": "hi", "cc": "x"}, "is not a setting"),
+    ),
+)

@@ -19,14 +19,8 @@ import json
 import re
 from typing import Any
 
-import psycopg2
-import psycopg2.errors
-from psycopg2.extensions import parse_dsn
-from sqlalchemy.engine import make_url
-
+from atom.actions.base import Action, ActionContext, ActionSpec, is_type
 from atom.errors import PermanentError, RetryableError
-from atom.security.netguard import check_host
-from workers.actions import ActionContext
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_ROWS = 1000
@@ -93,6 +87,9 @@ def bind_named(sql: str) -> tuple[str, list[str]]:
 
 
 def _connection_params(value: Any, name: str) -> dict[str, Any]:
+    import psycopg2  # type: ignore[import-untyped]
+    from psycopg2.extensions import parse_dsn  # type: ignore[import-untyped]
+
     if isinstance(value, str):
         try:
             params = dict(parse_dsn(value))
@@ -113,6 +110,8 @@ def _connection_params(value: Any, name: str) -> dict[str, Any]:
 
 
 def _own_database(params: dict[str, Any], database_url: str | None) -> bool:
+    from sqlalchemy.engine import make_url
+
     if not database_url:
         return False
     own = make_url(database_url)
@@ -125,6 +124,8 @@ def _own_database(params: dict[str, Any], database_url: str | None) -> bool:
 
 
 def _pin(params: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    from atom.security.netguard import check_host
+
     host = str(params.get("host") or "localhost")
     allowlist = ctx.settings.http_allowlist + ctx.settings.db_query_allowlist
     if host.startswith("/"):
@@ -149,6 +150,9 @@ def _settings(config: dict[str, Any]) -> tuple[float, int, bool]:
 
 def run(config: dict[str, Any], ctx: ActionContext) -> Any:
     """Run the statement; the output is ``{columns, rows, row_count, truncated}``."""
+    import psycopg2
+    import psycopg2.errors  # type: ignore[import-untyped]
+
     name = str(config["credential"])
     value = ctx.credentials.get(name)
     if value is None:
@@ -224,3 +228,48 @@ def _result(cur: Any, max_rows: int) -> dict[str, Any]:
             f"database_query: the result is over {MAX_RESULT_BYTES} bytes; select less"
         )
     return {"columns": columns, "rows": json.loads(text), "truncated": len(fetched) > max_rows}
+
+
+def check(config: dict, where: str) -> list[str]:
+    """A statement timeout within five minutes, a row cap and parameter names."""
+    errors = []
+    timeout = config.get("statement_timeout")
+    if isinstance(timeout, int | float) and is_type(timeout, float) and not 0 < timeout <= 300:
+        errors.append("statement_timeout must be between 0 and 300 seconds")
+    rows = config.get("max_rows")
+    if (
+        isinstance(rows, int | float)
+        and is_type(rows, float)
+        and not (float(rows).is_integer() and 1 <= rows <= 10000)
+    ):
+        errors.append("max_rows must be a whole number from 1 to 10000")
+    if isinstance(config.get("params"), dict):
+        bad = [k for k in config["params"] if not str(k).isidentifier()]
+        if bad:
+            errors.append(f"params names must be identifiers, not {', '.join(map(repr, bad))}")
+    return errors
+
+
+ACTION = Action(
+    name="database_query",
+    spec=ActionSpec(
+        required={"credential": str, "query": str},
+        optional={"params": dict, "write": bool, "statement_timeout": float, "max_rows": float},
+        check=check,
+    ),
+    run=run,
+    examples=(
+        {
+            "credential": "crm_db",
+            "query": "select * from users where id = :id",
+            "params": {"id": 1},
+        },
+        {"credential": "crm_db", "query": "delete from t", "write": True, "statement_timeout": 5},
+    ),
+    bad=(
+        ({"query": "select 1"}, "is required"),
+        ({"credential": "db", "query": "select 1", "statement_timeout": 0}, "between 0 and 300"),
+        ({"credential": "db", "query": "select 1", "max_rows": 0.5}, "max_rows must be"),
+        ({"credential": "db", "query": "select 1", "params": {"a b": 1}}, "identifiers"),
+    ),
+)
