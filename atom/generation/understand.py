@@ -1,0 +1,421 @@
+"""From mentions to meaning: which mention is the trigger, which are the actions and in what
+order, which operation or event each one means, and which concrete service a generic word
+stands for."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from atom.catalogue import Catalogue, Service
+from atom.generation.detect import Mention
+from atom.generation.lexicon import DEFAULTS, GENERIC, KEY_WORDS, KINDS, TRIGGER_CUES, TRIGGER_VERBS
+from atom.generation.text import Token
+
+_OWNER_WORDS = frozenset(
+    {
+        "new",
+        "my",
+        "your",
+        "our",
+        "latest",
+        "incoming",
+        "every",
+        "each",
+        "any",
+        "recent",
+        "starred",
+        "liked",
+        "saved",
+        "tagged",
+    }
+)
+_SOURCE_WORDS = frozenset({"from", "of", "on", "in"})
+IMPERATIVES = frozenset(
+    """send create add make save upload notify ping tell log append copy archive store put share
+    publish mark assign book invite subscribe insert write jot remind forward reply draft generate
+    summarize summarise translate turn blink flash deploy escalate move sync mirror dm backup
+    start open""".split()
+)
+AMBIGUOUS_VERBS = frozenset(
+    {
+        "post",
+        "text",
+        "email",
+        "message",
+        "call",
+        "tweet",
+        "page",
+        "alert",
+        "update",
+        "schedule",
+        "record",
+        "track",
+        "file",
+    }
+)
+_SUBJECTS = frozenset(
+    {
+        "i",
+        "we",
+        "someone",
+        "somebody",
+        "anyone",
+        "they",
+        "you",
+        "he",
+        "she",
+        "who",
+        "customer",
+        "user",
+        "client",
+    }
+)
+_DETERMINERS = frozenset(
+    {
+        "a",
+        "an",
+        "the",
+        "new",
+        "every",
+        "each",
+        "my",
+        "your",
+        "our",
+        "any",
+        "this",
+        "that",
+        "i",
+        "we",
+        "someone",
+        "is",
+        "are",
+        "gets",
+        "get",
+    }
+)
+_OBJECTS = frozenset(
+    {
+        "to",
+        "me",
+        "it",
+        "them",
+        "us",
+        "a",
+        "an",
+        "the",
+        "in",
+        "on",
+        "via",
+        "into",
+        "him",
+        "her",
+        "everyone",
+        "my",
+        "our",
+        "about",
+        "that",
+    }
+)
+_TARGET_WORDS = frozenset({"to", "into", "onto", "in", "on", "via", "using", "through"})
+
+
+@dataclass
+class Choice:
+    """A concrete service chosen for a mention, and why."""
+
+    slug: str
+    confidence: float
+    source: str
+    """named, fuzzy, preferred, history or default."""
+    kind: str | None = None
+    word: str | None = None
+
+
+@dataclass
+class Step:
+    """One resolved part of the request: the service, and its operation or event."""
+
+    mention: Mention
+    choice: Choice
+    key: str
+    confidence: float
+
+
+@dataclass
+class Reading:
+    """What the request means, before it becomes a workflow."""
+
+    trigger: Step | None
+    actions: list[Step]
+    unsupported: list[tuple[Choice, str]] = field(default_factory=list)
+
+
+def key_score(key: str, words: set[str]) -> int:
+    """How many of the words that stand for ``key``'s parts appear in ``words``."""
+    score = 0
+    for part in key.split("_"):
+        vocabulary = KEY_WORDS.get(part, (part,))
+        score += sum(1 for w in vocabulary if w in words)
+    return score
+
+
+def best_key(keys: Iterable[str], words: set[str]) -> tuple[str | None, int]:
+    """The key whose words best match; ties go to the catalogue's order (the primary one)."""
+    best, best_score = None, -1
+    for key in keys:
+        score = key_score(key, words)
+        if score > best_score:
+            best, best_score = key, score
+    return best, best_score
+
+
+class Resolver:
+    """Generic words -> services: the user's preferences, then the tenant's history, then the
+    most common choice."""
+
+    def __init__(self, catalogue: Catalogue, preferred: object, history: dict[str, int]):
+        self.catalogue = catalogue
+        self.history = history
+        self.preferred = self._preferences(preferred)
+
+    def _preferences(self, preferred: object) -> list[str]:
+        slugs: list[str] = []
+        items: list[tuple[str | None, object]] = []
+        if isinstance(preferred, dict):
+            items = list(preferred.items())
+        elif isinstance(preferred, list | tuple):
+            items = [(None, v) for v in preferred]
+        for key, value in items:
+            for candidate in value if isinstance(value, list) else [value]:
+                slug = self._slug_of(candidate)
+                if slug:
+                    slugs.append(slug)
+                    if key:
+                        self._bind(key, slug)
+        return slugs
+
+    def _bind(self, key: object, slug: str) -> None:
+        """A preference given as ``{"email": "outlook"}`` also binds that generic word."""
+        if isinstance(key, str):
+            self.bound = getattr(self, "bound", {})
+            kind = key.lower() if key.lower() in KINDS else None
+            for name, words in GENERIC.items():
+                if kind is None and key.lower() in words:
+                    kind = name
+            if kind:
+                self.bound[kind] = slug
+
+    def _slug_of(self, value: object) -> str | None:
+        if not isinstance(value, str):
+            return None
+        text = value.strip().lower()
+        if text in self.catalogue.services:
+            return text
+        for service in self.catalogue.services.values():
+            if text == service.name.lower() or text in service.aliases:
+                return service.slug
+        return None
+
+    def _fits(self, slug: str, kind: str, role: str) -> bool:
+        service = self.catalogue.services[slug]
+        if service.category not in KINDS.get(kind, (kind,)):
+            return False
+        return bool(service.triggers if role == "trigger" else service.actions)
+
+    def resolve(self, kind: str, role: str, word: str) -> Choice:
+        """The service a generic ``kind`` stands for, in ``role`` (trigger or action)."""
+        bound = getattr(self, "bound", {}).get(kind)
+        if bound and self._fits(bound, kind, role):
+            return Choice(bound, 0.92, "preferred", kind, word)
+        for slug in self.preferred:
+            if self._fits(slug, kind, role):
+                return Choice(slug, 0.9, "preferred", kind, word)
+        used = sorted(self.history.items(), key=lambda kv: -kv[1])
+        for slug, _count in used:
+            if slug in self.catalogue.services and self._fits(slug, kind, role):
+                return Choice(slug, 0.8, "history", kind, word)
+        default = DEFAULTS.get(kind)
+        if default and self._fits(default, kind, role):
+            return Choice(default, 0.6, "default", kind, word)
+        for category in KINDS.get(kind, (kind,)):
+            for service in self.catalogue.by_category(category):
+                if self._fits(service.slug, kind, role):
+                    return Choice(service.slug, 0.5, "default", kind, word)
+        return Choice(default or "", 0.3, "default", kind, word)
+
+
+def _absorb(mentions: list[Mention], catalogue: Catalogue) -> list[Mention]:
+    """Drop generic words that only describe a named service ("Gmail emails", "Trello card",
+    "a row in Google Sheets") and repeats of a service in one clause."""
+    named = [m for m in mentions if not m.generic]
+    kept: list[Mention] = []
+    for m in mentions:
+        if m.generic:
+            near = any(
+                n.clause == m.clause and (abs(n.start - m.end) <= 2 or abs(m.start - n.end) <= 2)
+                for n in named
+            )
+            same_kind = any(
+                n.clause == m.clause
+                and catalogue.services[n.slug].category in KINDS.get(m.kind, ())
+                for n in named
+                if n.slug
+            )
+            repeat = any(k.generic and k.kind == m.kind and k.clause == m.clause for k in kept)
+            if near or same_kind or repeat:
+                continue
+        elif any(k.slug == m.slug and k.clause == m.clause for k in kept):
+            continue
+        kept.append(m)
+    return kept
+
+
+def _cue_start(tokens: list[Token]) -> int | None:
+    """The index of the first trigger cue ("when", "every time" ...), if any."""
+    texts = [t.text for t in tokens]
+    for i in range(len(texts)):
+        for cue in TRIGGER_CUES:
+            words = cue.split()
+            if texts[i : i + len(words)] == words:
+                return i
+    return None
+
+
+def _trigger_region(tokens: list[Token], mentions: list[Mention]) -> tuple[int, int] | None:
+    """Token range of the clause that names the triggering event, from its cue to the end
+    of that clause (or to an imperative verb that starts the actions)."""
+    start = _cue_start(tokens)
+    if start is None:
+        return None
+    clause = tokens[start].clause
+    end = start + 1
+    while end < len(tokens) and tokens[end].clause == clause:
+        if end > start + 1 and _starts_actions(tokens, end):
+            break
+        end += 1
+    return start, end
+
+
+def _starts_actions(tokens: list[Token], j: int) -> bool:
+    """True when the word at ``j`` is an imperative verb that begins the actions."""
+    word = tokens[j].text
+    if word in IMPERATIVES:
+        return tokens[j - 1].text not in _SUBJECTS
+    if word in AMBIGUOUS_VERBS:
+        nxt = tokens[j + 1].text if j + 1 < len(tokens) else ""
+        return tokens[j - 1].text not in _DETERMINERS and (nxt in _OBJECTS or nxt.startswith("#"))
+    return False
+
+
+def _window(tokens: list[Token], mention: Mention) -> set[str]:
+    return {t.text for t in tokens if t.clause == mention.clause}
+
+
+class Reader:
+    """Turns tokens and mentions into a Reading."""
+
+    def __init__(self, catalogue: Catalogue, resolver: Resolver):
+        self.catalogue = catalogue
+        self.resolver = resolver
+
+    def _choice(self, tokens: list[Token], mention: Mention, role: str) -> Choice:
+        if mention.slug:
+            source = "fuzzy" if mention.how == "fuzzy" else "named"
+            return Choice(mention.slug, mention.confidence, source)
+        word = " ".join(t.raw for t in tokens[mention.start : mention.end])
+        return self.resolver.resolve(mention.kind or "", role, word)
+
+    def _can(self, tokens: list[Token], mention: Mention, role: str) -> bool:
+        service = self._service(tokens, mention, role)
+        return bool(service and (service.triggers if role == "trigger" else service.actions))
+
+    def _service(self, tokens: list[Token], mention: Mention, role: str) -> Service | None:
+        return self.catalogue.get(self._choice(tokens, mention, role).slug)
+
+    def _trigger_score(self, tokens: list[Token], mention: Mention) -> int:
+        """Evidence that a mention outside a cue clause names the source of the data."""
+        before = [
+            t.text
+            for t in tokens[max(0, mention.start - 3) : mention.start]
+            if t.clause == mention.clause
+        ]
+        score = 0
+        if before and before[-1] in _SOURCE_WORDS - {"on", "in"}:
+            score += 3
+        if any(w in _OWNER_WORDS for w in before[-2:]):
+            score += 2
+        if before and before[-1] in _TARGET_WORDS - _SOURCE_WORDS:
+            score -= 3
+        after = [
+            t.text for t in tokens[mention.end : mention.end + 3] if t.clause == mention.clause
+        ]
+        if any(w in TRIGGER_VERBS for w in after):
+            score += 2
+        return score
+
+    def _pick_trigger(
+        self, tokens: list[Token], mentions: list[Mention], scheduled: bool
+    ) -> Mention | None:
+        region = _trigger_region(tokens, mentions)
+        if region:
+            inside = [
+                m
+                for m in mentions
+                if region[0] <= m.start < region[1] and self._can(tokens, m, "trigger")
+            ]
+            if inside:
+                words = {t.text for t in tokens[region[0] : region[1]]}
+                return max(
+                    inside,
+                    key=lambda m: (not m.generic, self._event_score(tokens, m, words), -m.start),
+                )
+        if scheduled:
+            return None
+        candidates = [m for m in mentions if self._can(tokens, m, "trigger")]
+        scored = [(self._trigger_score(tokens, m), -i, m) for i, m in enumerate(candidates)]
+        scored = [s for s in scored if s[0] > 0]
+        if scored:
+            return max(scored, key=lambda s: (s[0], s[1]))[2]
+        if len(mentions) >= 2 and candidates and candidates[0] is mentions[0]:
+            first = tokens[mentions[0].start - 1].text if mentions[0].start else ""
+            if first not in _TARGET_WORDS:
+                return mentions[0]
+        return None
+
+    def _event_score(self, tokens: list[Token], mention: Mention, words: set[str]) -> int:
+        service = self._service(tokens, mention, "trigger")
+        return best_key(service.triggers, words)[1] if service else 0
+
+    def read(self, tokens: list[Token], mentions: list[Mention], scheduled: bool) -> Reading:
+        """The trigger (None: schedule or manual) and the actions, in the request's order."""
+        mentions = _absorb(mentions, self.catalogue)
+        trigger_mention = self._pick_trigger(tokens, mentions, scheduled)
+        trigger = None
+        if trigger_mention is not None:
+            choice = self._choice(tokens, trigger_mention, "trigger")
+            region = _trigger_region(tokens, mentions)
+            words = (
+                {t.text for t in tokens[region[0] : region[1]]}
+                if region and region[0] <= trigger_mention.start < region[1]
+                else _window(tokens, trigger_mention)
+            )
+            service = self.catalogue.services[choice.slug]
+            key, score = best_key(service.triggers, words)
+            trigger = Step(trigger_mention, choice, key or "", 0.9 if score > 0 else 0.65)
+        actions: list[Step] = []
+        unsupported: list[tuple[Choice, str]] = []
+        for m in mentions:
+            if m is trigger_mention:
+                continue
+            choice = self._choice(tokens, m, "action")
+            service = self.catalogue.get(choice.slug)
+            if service is None or not service.actions:
+                if service is not None:
+                    unsupported.append((choice, "has no actions in the catalogue"))
+                continue
+            key, score = best_key(service.actions, _window(tokens, m))
+            if any(a.choice.slug == choice.slug and a.key == key for a in actions):
+                continue
+            actions.append(Step(m, choice, key or "", 0.9 if score > 0 else 0.7))
+        return Reading(trigger, actions, unsupported)
