@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from atom.catalogue import Catalogue
+from atom.catalogue import Catalogue, Service
 from atom.generation.lexicon import GENERIC, KEY_WORDS, STOP
 from atom.generation.text import Token, tokenize
 
@@ -48,6 +48,30 @@ COMMON_WORDS = frozenset(
     while white whole would write years""".split()
 )
 """Ordinary words the fuzzy matcher must leave alone (a typo of a name is rarely a word)."""
+PLAIN_WORD_SLUGS = frozenset({"monday", "atom", "stocks", "location", "webhook", "weather", "rss"})
+"""Slugs that are ordinary words; the service is found by its name and aliases instead."""
+BLOCKERS = (
+    "team lead",
+    "support lead",
+    "tech lead",
+    "project lead",
+    "lead to",
+    "leads to",
+    "deal with",
+    "dealt with",
+    "in order to",
+    "order to",
+    "in order",
+    "on order",
+    "to do so",
+    "task force",
+    "the channel of",
+    "text of",
+    "text in",
+    "text from",
+    "full text",
+)
+"""Phrases that look like generic words and are not ("the support lead" is a person)."""
 STRICT_ALIASES = frozenset(
     {
         "teams",
@@ -109,6 +133,19 @@ def _limit(length: int) -> int:
     return 1 if length < 9 else 2
 
 
+_GENERAL = frozenset(
+    """new every each any whenever added created arrives add create make start open update
+    updates change set send sends get gets save keep read later back to in on the a""".split()
+)
+
+
+def _vocabulary(service: Service) -> frozenset[str]:
+    """The nouns of a service's own triggers and actions ("photos", "bookings", "folder")."""
+    keys = [*service.triggers, *service.actions]
+    words = {w for key in keys for part in key.split("_") for w in KEY_WORDS.get(part, (part,))}
+    return frozenset(words - _GENERAL)
+
+
 @dataclass(frozen=True)
 class _Phrase:
     slug: str
@@ -124,7 +161,7 @@ class Detector:
         self.phrases: dict[tuple[str, ...], _Phrase] = {}
         for service in catalogue.services.values():
             names = [(service.name.lower(), "name")]
-            if "_" in service.slug:  # a one-word slug is the name, or a word like "monday"
+            if service.slug not in PLAIN_WORD_SLUGS:
                 names.append((service.slug.replace("_", " "), "name"))
             names += [(alias, "alias") for alias in service.aliases]
             for text, how in names:
@@ -138,21 +175,27 @@ class Detector:
         for kind, words in GENERIC.items():
             for text in words:
                 self.generic.setdefault(tuple(t.text for t in tokenize(text)), kind)
+        for text in BLOCKERS:
+            self.generic[tuple(t.text for t in tokenize(text))] = ""
         self.longest = max(len(p) for p in [*self.phrases, *self.generic])
+        self.vocabulary = {s.slug: _vocabulary(s) for s in catalogue.services.values()}
         self.known = STOP | COMMON_WORDS | {w for ws in KEY_WORDS.values() for w in ws}
         self.known |= {w for p in self.generic for w in p}
-        self.singles: dict[str, list[tuple[str, ...]]] = {}
+        self.singles: dict[tuple[str, int], list[tuple[str, ...]]] = {}
         self.multis: dict[str, list[tuple[str, ...]]] = {}
         for words, phrase in self.phrases.items():
             if phrase.strict:
                 continue
             if len(words) == 1 and len(words[0]) >= 4:
-                self.singles.setdefault(words[0][:1], []).append(words)
+                self.singles.setdefault((words[0][:1], len(words[0])), []).append(words)
             elif len(words) > 1:
                 self.multis.setdefault(words[0], []).append(words)
 
-    def _strict_ok(self, tokens: list[Token], i: int, n: int, title_case: bool) -> bool:
+    def _strict_ok(self, tokens: list[Token], i: int, n: int, title_case: bool, slug: str) -> bool:
         raw = tokens[i].raw
+        after = tokens[i + n].text if i + n < len(tokens) else ""
+        if after and after in self.vocabulary[slug]:
+            return True  # "Pocket articles", "Box folder": the service's own nouns
         if len(raw) <= 2:
             if raw.isupper():
                 return True
@@ -171,7 +214,9 @@ class Detector:
         for n in range(min(self.longest, len(tokens) - i), 0, -1):
             words = tuple(t.text for t in tokens[i : i + n])
             phrase = self.phrases.get(words)
-            if phrase and (not phrase.strict or self._strict_ok(tokens, i, n, title_case)):
+            if phrase and (
+                not phrase.strict or self._strict_ok(tokens, i, n, title_case, phrase.slug)
+            ):
                 confidence = 0.97 if phrase.how == "name" else 0.93
                 return Mention(
                     i,
@@ -187,21 +232,31 @@ class Detector:
                     i, i + 2, tokens[i].clause, slug=phrase.slug, confidence=0.9, how="alias"
                 )
             kind = self.generic.get(words)
-            if kind:
-                return Mention(i, i + n, tokens[i].clause, kind=kind, confidence=0.6, how="generic")
+            if kind is not None:
+                how = "generic" if kind else "blocked"
+                return Mention(i, i + n, tokens[i].clause, kind=kind, confidence=0.6, how=how)
         return None
 
-    def _fuzzy(self, tokens: list[Token], i: int) -> Mention | None:
+    def _fuzzy_candidates(self, tokens: list[Token], i: int) -> list[tuple[str, ...]]:
         word = tokens[i].text
-        candidates = [w for w in self.multis.get(word, ()) if i + len(w) <= len(tokens)]
+        found = []
+        for words in self.multis.get(word, ()):
+            n = len(words)
+            rest = [t.text for t in tokens[i + 1 : i + n]]
+            # Only a word that is no ordinary word may be a typo: "google sheeets", not "open a".
+            if len(rest) == n - 1 and all(
+                r == w or (len(r) >= 4 and r not in self.known)
+                for r, w in zip(rest, words[1:], strict=True)
+            ):
+                found.append(words)
         if len(word) >= 4 and word not in self.known and word[:1].isalpha():
-            candidates += [
-                w
-                for w in self.singles.get(word[:1], ())
-                if abs(len(w[0]) - len(word)) <= _limit(len(w[0]))
-            ]
+            for length in range(len(word) - 2, len(word) + 3):
+                found += self.singles.get((word[:1], length), ())
+        return found
+
+    def _fuzzy(self, tokens: list[Token], i: int) -> Mention | None:
         best: tuple[int, int, tuple[str, ...]] | None = None
-        for words in candidates:
+        for words in self._fuzzy_candidates(tokens, i):
             n = len(words)
             seen = " ".join(t.text for t in tokens[i : i + n])
             target = " ".join(words)
@@ -226,6 +281,7 @@ class Detector:
             if mention is None:
                 i += 1
                 continue
-            found.append(mention)
+            if mention.how != "blocked":
+                found.append(mention)
             i = mention.end
         return found

@@ -57,6 +57,12 @@ GENERIC: dict[str, tuple[str, ...]] = {
         "txt",
         "sms message",
         "text me",
+        "text the",
+        "text my",
+        "text him",
+        "text her",
+        "text them",
+        "text us",
         "sms alert",
         "mobile number",
         "my phone number",
@@ -245,8 +251,6 @@ GENERIC: dict[str, tuple[str, ...]] = {
         "llm",
         "summarize",
         "summarise",
-        "summary",
-        "summaries",
         "translate",
         "translation",
         "classify",
@@ -271,6 +275,21 @@ GENERIC: dict[str, tuple[str, ...]] = {
         "lamp",
     ),
     "feeds": ("feed", "blog", "news feed", "rss", "articles", "news"),
+    "location": (
+        "arrive home",
+        "get home",
+        "leave home",
+        "leave work",
+        "arrive at work",
+        "get to work",
+        "leave the office",
+        "arrive at the office",
+        "arriving home",
+        "come home",
+        "i arrive",
+        "i leave",
+        "my location",
+    ),
     "weather": (
         "rain",
         "rains",
@@ -321,6 +340,7 @@ DEFAULTS: dict[str, str] = {
     "smart_home": "philips_hue",
     "feeds": "rss",
     "weather": "weather",
+    "location": "location",
 }
 """The most common service of each kind: the choice when neither the user's preferences nor
 the tenant's history say otherwise (and then the answer asks, in ``missing``)."""
@@ -359,6 +379,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "smart_home": ("smart_home",),
     "feeds": ("feeds",),
     "weather": ("weather",),
+    "location": ("device",),
 }
 """Which catalogue categories satisfy a generic kind (a preferred or past service of one of
 these categories is taken for the generic word)."""
@@ -662,6 +683,11 @@ STOP = frozenset(
 
 TRIGGER_CUES = (
     "when",
+    "wen",
+    "whn",
+    "whenver",
+    "when ever",
+    "everytime",
     "whenever",
     "if",
     "once",

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from atom.catalogue import Catalogue, Service
+from atom.generation import filters
 from atom.generation.detect import Mention
 from atom.generation.lexicon import DEFAULTS, GENERIC, KEY_WORDS, KINDS, TRIGGER_CUES, TRIGGER_VERBS
 from atom.generation.text import Token
@@ -117,7 +118,9 @@ _OBJECTS = frozenset(
         "that",
     }
 )
-_TARGET_WORDS = frozenset({"to", "into", "onto", "in", "on", "via", "using", "through"})
+_TARGET_WORDS = frozenset(
+    {"to", "into", "onto", "in", "on", "via", "using", "through", "become", "becomes", "as"}
+)
 
 
 @dataclass
@@ -151,6 +154,23 @@ class Reading:
     unsupported: list[tuple[Choice, str]] = field(default_factory=list)
 
 
+GENERAL_WORDS = frozenset(
+    """new every each any whenever added created arrives add create make start open update
+    updates change set send sends get gets save keep read later back""".split()
+)
+
+
+def event_words(service: Service) -> frozenset[str]:
+    """The nouns that name what a service's triggers are about ("photos", "bookings")."""
+    words = {
+        w
+        for key in service.triggers
+        for part in key.split("_")
+        for w in KEY_WORDS.get(part, (part,))
+    }
+    return frozenset(words - GENERAL_WORDS)
+
+
 def key_score(key: str, words: set[str]) -> int:
     """How many of the words that stand for ``key``'s parts appear in ``words``."""
     score = 0
@@ -178,6 +198,9 @@ class Resolver:
         self.catalogue = catalogue
         self.history = history
         self.preferred = self._preferences(preferred)
+        self.named: list[str] = []
+        """Services the request itself names ("I run a small Etsy shop"): a generic word of
+        their kind means them."""
 
     def _preferences(self, preferred: object) -> list[str]:
         slugs: list[str] = []
@@ -228,6 +251,9 @@ class Resolver:
         bound = getattr(self, "bound", {}).get(kind)
         if bound and self._fits(bound, kind, role):
             return Choice(bound, 0.92, "preferred", kind, word)
+        for slug in self.named:
+            if self._fits(slug, kind, role):
+                return Choice(slug, 0.85, "named", kind, word)
         for slug in self.preferred:
             if self._fits(slug, kind, role):
                 return Choice(slug, 0.9, "preferred", kind, word)
@@ -243,32 +269,6 @@ class Resolver:
                 if self._fits(service.slug, kind, role):
                     return Choice(service.slug, 0.5, "default", kind, word)
         return Choice(default or "", 0.3, "default", kind, word)
-
-
-def _absorb(mentions: list[Mention], catalogue: Catalogue) -> list[Mention]:
-    """Drop generic words that only describe a named service ("Gmail emails", "Trello card",
-    "a row in Google Sheets") and repeats of a service in one clause."""
-    named = [m for m in mentions if not m.generic]
-    kept: list[Mention] = []
-    for m in mentions:
-        if m.generic:
-            near = any(
-                n.clause == m.clause and (abs(n.start - m.end) <= 2 or abs(m.start - n.end) <= 2)
-                for n in named
-            )
-            same_kind = any(
-                n.clause == m.clause
-                and catalogue.services[n.slug].category in KINDS.get(m.kind, ())
-                for n in named
-                if n.slug
-            )
-            repeat = any(k.generic and k.kind == m.kind and k.clause == m.clause for k in kept)
-            if near or same_kind or repeat:
-                continue
-        elif any(k.slug == m.slug and k.clause == m.clause for k in kept):
-            continue
-        kept.append(m)
-    return kept
 
 
 def _cue_start(tokens: list[Token]) -> int | None:
@@ -340,17 +340,20 @@ class Reader:
             for t in tokens[max(0, mention.start - 3) : mention.start]
             if t.clause == mention.clause
         ]
-        score = 0
-        if before and before[-1] in _SOURCE_WORDS - {"on", "in"}:
-            score += 3
-        if any(w in _OWNER_WORDS for w in before[-2:]):
-            score += 2
-        if before and before[-1] in _TARGET_WORDS - _SOURCE_WORDS:
-            score -= 3
         after = [
             t.text for t in tokens[mention.end : mention.end + 3] if t.clause == mention.clause
         ]
+        score = 0
+        if "from" in before[-2:]:
+            score += 3
+        if any(w in _OWNER_WORDS for w in before[-2:]):
+            score += 2
+        if any(w in _TARGET_WORDS - _SOURCE_WORDS for w in before[-2:]):
+            score -= 3
         if any(w in TRIGGER_VERBS for w in after):
+            score += 2
+        service = self._service(tokens, mention, "trigger")
+        if service and after and after[0] in event_words(service):
             score += 2
         return score
 
@@ -365,11 +368,14 @@ class Reader:
                 if region[0] <= m.start < region[1] and self._can(tokens, m, "trigger")
             ]
             if inside:
+                # The first that can be a trigger, unless a named one fits the event clearly better.
                 words = {t.text for t in tokens[region[0] : region[1]]}
-                return max(
-                    inside,
-                    key=lambda m: (not m.generic, self._event_score(tokens, m, words), -m.start),
+                first = inside[0]
+                best = max(inside, key=lambda m: (self._event_score(tokens, m, words), -m.start))
+                gain = self._event_score(tokens, best, words) - self._event_score(
+                    tokens, first, words
                 )
+                return best if not best.generic and gain >= 2 else first
         if scheduled:
             return None
         candidates = [m for m in mentions if self._can(tokens, m, "trigger")]
@@ -389,7 +395,10 @@ class Reader:
 
     def read(self, tokens: list[Token], mentions: list[Mention], scheduled: bool) -> Reading:
         """The trigger (None: schedule or manual) and the actions, in the request's order."""
-        mentions = _absorb(mentions, self.catalogue)
+        self.resolver.named = [m.slug for m in mentions if m.slug]
+        mentions = filters.steps(
+            tokens, mentions, self.catalogue, _trigger_region(tokens, mentions)
+        )
         trigger_mention = self._pick_trigger(tokens, mentions, scheduled)
         trigger = None
         if trigger_mention is not None:
@@ -418,4 +427,15 @@ class Reader:
             if any(a.choice.slug == choice.slug and a.key == key for a in actions):
                 continue
             actions.append(Step(m, choice, key or "", 0.9 if score > 0 else 0.7))
+        if trigger is not None:
+            actions = [
+                a
+                for a in actions
+                if not (a.mention.generic and a.choice.slug == trigger.choice.slug)
+            ]
+        # A step that fetches data (a GET) runs before the steps that use it.
+        actions.sort(key=lambda a: self._method(a) != "GET")
         return Reading(trigger, actions, unsupported)
+
+    def _method(self, step: Step) -> str:
+        return self.catalogue.services[step.choice.slug].actions[step.key].method
