@@ -61,10 +61,16 @@ class Generated:
         }
 
 
+_PATTERNS = [
+    (name, re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b"))
+    for name, words in PATTERNS
+]
+
+
 def _pattern(text: str, reading: Reading, scheduled: bool) -> str:
     lower = text.lower()
-    for name, words in PATTERNS:
-        if any(re.search(rf"\b{re.escape(w)}\b", lower) for w in words):
+    for name, regex in _PATTERNS:
+        if regex.search(lower):
             if (
                 name == "digest"
                 and not scheduled
@@ -76,6 +82,13 @@ def _pattern(text: str, reading: Reading, scheduled: bool) -> str:
     if scheduled:
         return "scheduled"
     return "notification" if reading.actions else "automation"
+
+
+def _asks_for_action(text: str) -> bool:
+    """A request with no trigger and no schedule must still ask for something to be done
+    ("send ...", "... to Slack"); "what's the weather like" does not."""
+    words = {t.text for t in tokenize(text)}
+    return bool(words & ACTION_VERBS) or bool(words & {"to", "into", "onto"})
 
 
 def _name(text: str) -> str:
@@ -132,7 +145,9 @@ class Generator:
         context = context or {}
         text = text.strip()[:MAX_INPUT]
         schedule, conditions, reading = self.read(text, context, history)
-        if reading.trigger is None and not reading.actions:
+        if (reading.trigger is None and not reading.actions) or (
+            reading.trigger is None and schedule is None and not _asks_for_action(text)
+        ):
             raise NothingToAutomate(
                 [
                     Problem(

@@ -146,6 +146,10 @@ def _vocabulary(service: Service) -> frozenset[str]:
     return frozenset(words - _GENERAL)
 
 
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(t.text for t in tokenize(text))
+
+
 @dataclass(frozen=True)
 class _Phrase:
     slug: str
@@ -160,23 +164,15 @@ class Detector:
         self.catalogue = catalogue
         self.phrases: dict[tuple[str, ...], _Phrase] = {}
         for service in catalogue.services.values():
-            names = [(service.name.lower(), "name")]
-            if service.slug not in PLAIN_WORD_SLUGS:
-                names.append((service.slug.replace("_", " "), "name"))
-            names += [(alias, "alias") for alias in service.aliases]
-            for text, how in names:
-                words = tuple(t.text for t in tokenize(text))
-                if not words or words in self.phrases:
-                    continue
-                short = len(words) == 1 and (len(words[0]) <= 2 or words[0] in STRICT_ALIASES)
-                strict = len(words) == 1 and (service.strict or short)
-                self.phrases[words] = _Phrase(service.slug, how, strict)
+            self._index_service(service)
+        for words, slug in self._variants().items():
+            self.phrases.setdefault(words, _Phrase(slug, "alias", False))
         self.generic: dict[tuple[str, ...], str] = {}
         for kind, words in GENERIC.items():
             for text in words:
-                self.generic.setdefault(tuple(t.text for t in tokenize(text)), kind)
+                self.generic.setdefault(_words(text), kind)
         for text in BLOCKERS:
-            self.generic[tuple(t.text for t in tokenize(text))] = ""
+            self.generic[_words(text)] = ""
         self.longest = max(len(p) for p in [*self.phrases, *self.generic])
         self.vocabulary = {s.slug: _vocabulary(s) for s in catalogue.services.values()}
         self.known = STOP | COMMON_WORDS | {w for ws in KEY_WORDS.values() for w in ws}
@@ -190,6 +186,29 @@ class Detector:
                 self.singles.setdefault((words[0][:1], len(words[0])), []).append(words)
             elif len(words) > 1:
                 self.multis.setdefault(words[0], []).append(words)
+
+    def _index_service(self, service: Service) -> None:
+        names = [(service.name.lower(), "name")]
+        if service.slug not in PLAIN_WORD_SLUGS:
+            names.append((service.slug.replace("_", " "), "name"))
+        names += [(alias, "alias") for alias in service.aliases]
+        for text, how in names:
+            words = _words(text)
+            if not words or words in self.phrases:
+                continue
+            short = len(words) == 1 and (len(words[0]) <= 2 or words[0] in STRICT_ALIASES)
+            strict = len(words) == 1 and (service.strict or short)
+            self.phrases[words] = _Phrase(service.slug, how, strict)
+
+    def _variants(self) -> dict[tuple[str, ...], str]:
+        """ "microsoft form" for "microsoft forms", and back, where that names nothing else."""
+        variants: dict[tuple[str, ...], str] = {}
+        for words, phrase in self.phrases.items():
+            if len(words) > 1:
+                last = words[-1]
+                variant = words[:-1] + ((last[:-1],) if last.endswith("s") else (last + "s",))
+                variants.setdefault(variant, phrase.slug)
+        return variants
 
     def _strict_ok(self, tokens: list[Token], i: int, n: int, title_case: bool, slug: str) -> bool:
         raw = tokens[i].raw

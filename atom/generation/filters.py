@@ -26,7 +26,8 @@ _FILLERS = frozenset({"our", "my", "the", "your", "their", "a", "an"})
 _DESCRIBING = frozenset({"for", "about", "regarding"})
 _SPECIFIC = {"sms": 3, "email": 2, "chat": 1, "push": 0}
 """Among generic channels in one clause, the most specific wins ("alert me by SMS")."""
-_CUE_WORDS = frozenset(cue.split()[0] for cue in TRIGGER_CUES)
+_CUE_WORDS = frozenset(cue for cue in TRIGGER_CUES if " " not in cue) | {"every", "each"}
+_WISH_WORDS = frozenset({"want", "wants", "like", "love", "need", "needs", "wish"})
 
 
 @dataclass
@@ -115,11 +116,12 @@ def _drop_generic(s: _Scene, m: Mention, kept: list[Mention]) -> bool:
 def scene_setting(tokens: list[Token], mentions: list[Mention]) -> set[int]:
     """Clauses that only set the scene ("We use HubSpot as our CRM."): no verb of an event
     or an action, in a request whose other clauses have one."""
-    verbs = ACTION_VERBS | TRIGGER_VERBS | _CUE_WORDS
+    verbs = ACTION_VERBS | TRIGGER_VERBS | _CUE_WORDS | _WISH_WORDS
     with_verbs = {t.clause for t in tokens if t.text in verbs}
     if len({t.clause for t in tokens}) < 2 or not with_verbs:
         return set()
-    return {m.clause for m in mentions if m.clause not in with_verbs}
+    first = min(with_verbs)  # only the clauses before the request begins set the scene
+    return {m.clause for m in mentions if m.clause < first}
 
 
 def steps(

@@ -118,6 +118,8 @@ _OBJECTS = frozenset(
         "that",
     }
 )
+_ASKERS = frozenset({"i", "i'd", "we", "we'd", "could", "can", "would", "will"})
+_WISHES = frozenset({"love", "like", "want", "need", "you", "would", "please"})
 _TARGET_WORDS = frozenset(
     {"to", "into", "onto", "in", "on", "via", "using", "through", "become", "becomes", "as"}
 )
@@ -271,12 +273,16 @@ class Resolver:
         return Choice(default or "", 0.3, "default", kind, word)
 
 
+_CUES: dict[str, list[list[str]]] = {}
+for _cue in TRIGGER_CUES:
+    _CUES.setdefault(_cue.split()[0], []).append(_cue.split())
+
+
 def _cue_start(tokens: list[Token]) -> int | None:
     """The index of the first trigger cue ("when", "every time" ...), if any."""
     texts = [t.text for t in tokens]
-    for i in range(len(texts)):
-        for cue in TRIGGER_CUES:
-            words = cue.split()
+    for i, word in enumerate(texts):
+        for words in _CUES.get(word, ()):
             if texts[i : i + len(words)] == words:
                 return i
     return None
@@ -300,10 +306,12 @@ def _trigger_region(tokens: list[Token], mentions: list[Mention]) -> tuple[int, 
 def _starts_actions(tokens: list[Token], j: int) -> bool:
     """True when the word at ``j`` is an imperative verb that begins the actions."""
     word = tokens[j].text
+    nxt = tokens[j + 1].text if j + 1 < len(tokens) else ""
+    if word == "please" or (word in _ASKERS and nxt in _WISHES):
+        return True  # "... I'd love to", "could you", "please": the request begins
     if word in IMPERATIVES:
         return tokens[j - 1].text not in _SUBJECTS
     if word in AMBIGUOUS_VERBS:
-        nxt = tokens[j + 1].text if j + 1 < len(tokens) else ""
         return tokens[j - 1].text not in _DETERMINERS and (nxt in _OBJECTS or nxt.startswith("#"))
     return False
 
