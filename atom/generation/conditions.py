@@ -66,7 +66,9 @@ _PEOPLE = (
     "investors",
     "family",
 )
-_FROM_PERSON = re.compile(r"\bfrom (?:my |our |the |a |an )?(?P<who>" + "|".join(_PEOPLE) + r")\b")
+_FROM_PERSON = re.compile(
+    r"\bfrom (?:my |our |the |a |an )?(?P<who>" + "|".join(_PEOPLE) + r")\b(?![@.\w-])"
+)
 _FROM_DOMAIN = re.compile(
     r"\bfrom (?:anyone at |someone at |people at |@)?"
     r"(?P<domain>[a-z0-9-]+\.(?:com|org|net|io|co|ai|dev|edu|gov|uk|de|fr))\b"
