@@ -131,7 +131,13 @@ class Generator:
         tokens = tokenize(text, ACTION_VERBS)
         mentions = self.detector.mentions(tokens, is_title_case(tokens))
         resolver = Resolver(self.catalogue, context.get("preferred_services"), history or {})
-        reading = Reader(self.catalogue, resolver).read(tokens, mentions, schedule is not None)
+        reader = Reader(self.catalogue, resolver)
+        reading = reader.read(tokens, mentions, schedule is not None)
+        if schedule is not None and not schedule.firm and reading.trigger is None:
+            # A bare "daily" may be the event's own word ("your daily Fitbit summary").
+            unscheduled = reader.read(tokens, mentions, False)
+            if unscheduled.trigger is not None:
+                schedule, reading = None, unscheduled
         return schedule, found.conditions, reading
 
     def generate(
@@ -146,7 +152,7 @@ class Generator:
         text = text.strip()[:MAX_INPUT]
         schedule, conditions, reading = self.read(text, context, history)
         if (reading.trigger is None and not reading.actions) or (
-            reading.trigger is None and schedule is None and not _asks_for_action(text)
+            reading.trigger is None and schedule is None and not self._asks(text, reading)
         ):
             raise NothingToAutomate(
                 [
@@ -183,6 +189,14 @@ class Generator:
             generation_ms=round((time.perf_counter() - started) * 1000, 2),
             services=[s.choice.slug for s in reading.actions],
         )
+
+    def _asks(self, text: str, reading: Reading) -> bool:
+        """A request with no trigger and no schedule must still ask for something to be done:
+        a verb ("send ..."), a destination ("... to Slack") or a message ("a notification")."""
+        if _asks_for_action(text):
+            return True
+        categories = {self.catalogue.services[a.choice.slug].category for a in reading.actions}
+        return bool(categories & {"email", "chat", "sms", "push"})
 
     def _detected(
         self, reading: Reading, sched: dict[str, str] | None, conditions: list

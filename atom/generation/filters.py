@@ -69,8 +69,6 @@ def _category(s: _Scene, m: Mention) -> str:
 
 def _same_kind(s: _Scene, m: Mention) -> bool:
     kinds = set(KINDS.get(m.kind or "", ()))
-    if m.kind in COMMUNICATION:  # "a notification in our Discord": one channel, named
-        kinds |= COMMUNICATION
     return any(n.clause == m.clause and _category(s, n) in kinds for n in s.named)
 
 

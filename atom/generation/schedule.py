@@ -88,6 +88,9 @@ class Schedule:
 
     cron: str
     text: str
+    firm: bool = True
+    """False for a bare "daily"/"weekly" that may describe a service's own event
+    ("your daily Fitbit summary") rather than a schedule."""
 
 
 def _hour_minute(text: str) -> tuple[int, int] | None:
@@ -158,6 +161,18 @@ def extract(text: str) -> Schedule | None:
     lower = text.lower()
     if not _RECURRING.search(lower):
         return None
+    firm = bool(_FIRM.search(lower))
+    found = _extract(lower)
+    return Schedule(found.cron, found.text, firm) if found else None
+
+
+_FIRM = re.compile(
+    r"\b(?:every|each|once a|twice a|per day)\b|\d\s*(?:am|pm|a\.m|p\.m)\b|\b(?:at|by) \d|"
+    r"\b(?:noon|midnight|morning|evening|afternoon|night)s?\b|\bweekdays\b|\bweekends\b"
+)
+
+
+def _extract(lower: str) -> Schedule | None:
     interval = _interval(lower)
     if interval:
         return Schedule(interval, lower)
