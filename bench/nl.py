@@ -17,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from atom.generation import Generator  # noqa: E402
 from atom.catalogue import load  # noqa: E402
+from atom.generation import Generator  # noqa: E402
 from atom.generation.evaluation import floor_method, full_method, load_cases, score  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "nl"
@@ -26,7 +26,7 @@ DATA = ROOT / "tests" / "data" / "nl"
 
 def _row(label: str, s) -> str:
     return (
-        f"{label:<28} n={s.n:<4} ordered {s.ordered:6.1%}  service-set {s.service_set:6.1%}  "
+        f"{label:<35} n={s.n:<4} ordered {s.ordered:6.1%}  service-set {s.service_set:6.1%}  "
         f"trigger {s.trigger:6.1%}  P {s.precision:6.1%}  R {s.recall:6.1%}  "
         f"p50 {s.p50_ms:6.2f} ms  p95 {s.p95_ms:6.2f} ms"
     )
@@ -39,10 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     generator = Generator(load())
-    print(f"catalogue: {len(generator.catalogue.services)} services; generator built in "
-          f"{(time.perf_counter() - started) * 1000:.0f} ms (once per process)")
+    print(
+        f"catalogue: {len(generator.catalogue.services)} services; generator built in "
+        f"{(time.perf_counter() - started) * 1000:.0f} ms (once per process)"
+    )
     names = ["dev", "heldout"] if args.set == "all" else [args.set]
-    methods = [("floor (dictionary only)", floor_method(generator)), ("full", full_method(generator))]
+    methods = [
+        ("dictionary only", floor_method(generator)),
+        ("dictionary + fuzzy (floor)", floor_method(generator, fuzzy=True)),
+        ("full", full_method(generator)),
+    ]
     for name in names:
         cases = load_cases(DATA / f"{name}.txt")
         full_method(generator)(cases[0])  # warm caches (template compilation) before timing
@@ -56,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(_row(f"{kind or 'all'}: {label}", result))
                 if args.misses and label == "full" and kind is None:
                     for case, got in result.misses:
-                        print(f"   MISS {case.text!r}\n        want {case.trigger} -> {list(case.actions)}"
-                              f"\n        got  {got[0]} -> {list(got[1])}")
+                        want = f"{case.trigger} -> {list(case.actions)}"
+                        print(f"   MISS {case.text!r}\n        want {want}")
+                        print(f"        got  {got[0]} -> {list(got[1])}")
     return 0
 
 

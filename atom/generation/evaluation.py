@@ -67,10 +67,12 @@ def full_method(generator: Generator) -> Predict:
     return predict
 
 
-def floor_method(generator: Generator) -> Predict:
-    """Dictionary only: exact catalogue names and aliases in text order, the first that has
-    triggers is the trigger (else manual), the rest are the actions."""
+def floor_method(generator: Generator, fuzzy: bool = False) -> Predict:
+    """The floor: catalogue names and aliases (exact, or also fuzzy for typos) in text order;
+    the first that has triggers is the trigger when another follows (else manual), the rest
+    are the actions. No generic words, no roles, no context."""
     catalogue = generator.catalogue
+    detector = generator.detector
 
     def predict(case: Case) -> tuple[str, tuple[str, ...]]:
         tokens = tokenize(case.text)
@@ -78,11 +80,14 @@ def floor_method(generator: Generator) -> Predict:
         i = 0
         while i < len(tokens):
             found = None
-            for n in range(min(generator.detector.longest, len(tokens) - i), 0, -1):
-                phrase = generator.detector.phrases.get(tuple(t.text for t in tokens[i : i + n]))
+            for n in range(min(detector.longest, len(tokens) - i), 0, -1):
+                phrase = detector.phrases.get(tuple(t.text for t in tokens[i : i + n]))
                 if phrase:
                     found = (phrase.slug, n)
                     break
+            if found is None and fuzzy:
+                mention = detector._fuzzy(tokens, i)
+                found = (mention.slug or "", mention.end - i) if mention else None
             if found:
                 if found[0] not in slugs:
                     slugs.append(found[0])
