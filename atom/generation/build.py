@@ -69,7 +69,9 @@ def _explicit_roles(text: str, conditions: list[Condition]) -> dict[str, str]:
 def _trigger_data(service: Service | None, key: str, summary: str) -> dict[str, str]:
     """Data roles filled from the trigger's payload (or, with no payload, from the request)."""
     if service is None or key not in service.triggers:
-        return {"title": summary, "text": summary}
+        # The request's own words, never as a template: a user's "{{ ... }}" stays text.
+        plain = re.sub(r"[{}%#]+", " ", summary).strip() or "Workflow run"
+        return {"title": plain, "text": plain, "message": plain}
     fields = service.triggers[key].fields
     data: dict[str, str] = {}
     for role, sources in ROLE_SOURCES.items():
@@ -165,7 +167,7 @@ class Builder:
         nodes = [trigger]
         connections: list[dict[str, str]] = []
         previous = "trigger"
-        if conditions:
+        if conditions and reading.actions:
             expression = " and ".join(f"({c.expression})" for c in conditions)
             nodes.append(
                 {

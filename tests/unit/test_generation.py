@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from atom.generation import Generator, NothingToAutomate, generator
 from atom.generation.evaluation import floor_method, full_method, load_cases, score
@@ -229,3 +231,28 @@ def test_accuracy_on_the_labelled_sets_beats_the_dictionary_floor(gen: Generator
         assert full.ordered >= least, (name, full.ordered)
         assert full.ordered > floor.ordered + 0.1, (name, full.ordered, floor.ordered)
         assert full.n >= 150
+
+
+def test_the_users_words_never_become_a_template(gen: Generator):
+    result = gen.generate("every monday at 9am post {{ 7*7 }} {% set x = 1 %} to Slack")
+    text = json.dumps(nodes(result)["slack_send_message"]["config"])
+    assert "7*7" in text and "{{ 7*7" not in text and "{%" not in text
+    parse_definition(result.workflow)
+
+
+_WORDS = (
+    "when new email gmail slack to send notify over $500 from my boss every monday at 9am ' \" "
+    "{{ }} {% %} {# # @ a.b@c.com +1 555 123 4567 and then , . ; : drop box trello asana task "
+    "row sheet text me team if it rains contains \"{{x}}\" 'a}}' é 漢 😀"
+).split()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_WORDS), max_size=30), st.text(max_size=40))
+def test_any_request_is_a_valid_workflow_or_a_refusal(words: list[str], noise: str):
+    try:
+        result = generator().generate(" ".join(words) + " " + noise, {"timezone": "UTC"})
+    except NothingToAutomate:
+        return
+    parse_definition(result.workflow)
+    assert result.detected["trigger"]["service"]
