@@ -546,7 +546,7 @@ KEY_WORDS: dict[str, tuple[str, ...]] = {
     "note": ("note", "notes", "jot", "write", "save"),
     "append": ("append", "add", "log", "journal"),
     "block": ("block", "note", "journal"),
-    "create": ("create", "make", "new", "add", "open", "start"),
+    "create": ("create", "make", "add", "open", "start"),
     "add": ("add", "put", "append", "include"),
     "update": ("update", "updates", "change", "edit", "set", "mark", "modify"),
     "updated": ("updated", "changes", "changed", "edited", "modified", "update"),

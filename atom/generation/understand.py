@@ -317,7 +317,12 @@ def _starts_actions(tokens: list[Token], j: int) -> bool:
 
 
 def _window(tokens: list[Token], mention: Mention) -> set[str]:
-    return {t.text for t in tokens if t.clause == mention.clause}
+    return with_singulars({t.text for t in tokens if t.clause == mention.clause})
+
+
+def with_singulars(words: set[str]) -> set[str]:
+    """The words and their singulars ("notifications" also counts as "notification")."""
+    return words | {w[:-1] for w in words if w.endswith("s") and len(w) > 3}
 
 
 class Reader:
@@ -377,7 +382,7 @@ class Reader:
             ]
             if inside:
                 # The first that can be a trigger, unless a named one fits the event clearly better.
-                words = {t.text for t in tokens[region[0] : region[1]]}
+                words = with_singulars({t.text for t in tokens[region[0] : region[1]]})
                 first = inside[0]
                 best = max(inside, key=lambda m: (self._event_score(tokens, m, words), -m.start))
                 gain = self._event_score(tokens, best, words) - self._event_score(
