@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 from atom.catalogue import Catalogue, Service
 from atom.generation import filters
 from atom.generation.detect import Mention
-from atom.generation.lexicon import DEFAULTS, GENERIC, KEY_WORDS, KINDS, TRIGGER_CUES, TRIGGER_VERBS
+from atom.generation.lexicon import (
+    DEFAULTS,
+    GENERIC,
+    KEY_WORDS,
+    KINDS,
+    STOP,
+    TRIGGER_CUES,
+    TRIGGER_VERBS,
+)
 from atom.generation.text import Token
 
 _OWNER_WORDS = frozenset(
@@ -174,12 +182,11 @@ def event_words(service: Service) -> frozenset[str]:
 
 
 def key_score(key: str, words: set[str]) -> int:
-    """How many of the words that stand for ``key``'s parts appear in ``words``."""
-    score = 0
-    for part in key.split("_"):
-        vocabulary = KEY_WORDS.get(part, (part,))
-        score += sum(1 for w in vocabulary if w in words)
-    return score
+    """How many of ``words`` stand for one of ``key``'s parts (each word counts once)."""
+    vocabulary = {
+        w for part in key.split("_") if part not in STOP for w in KEY_WORDS.get(part, (part,))
+    }
+    return len(vocabulary & words)
 
 
 def best_key(keys: Iterable[str], words: set[str]) -> tuple[str | None, int]:
