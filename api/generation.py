@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -120,6 +121,7 @@ class Generate(MethodView):
             raise Forbidden(
                 f"Saving a generated workflow needs the editor role; the key has {g.role}."
             )
+        started = time.perf_counter()
         settings = state().settings
         db = session()
         history = (
@@ -131,6 +133,7 @@ class Generate(MethodView):
             body["user_input"], body["context"], history
         )
         view = result.view()
+        view["generation_ms"] = round((time.perf_counter() - started) * 1000, 2)  # with history
         if not body["save"]:
             return view
         workflow, _version = workflows.create_workflow(db, tenant_id(), result.workflow)
