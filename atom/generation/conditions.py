@@ -211,7 +211,18 @@ def _flags(text: str, found: Found) -> None:
         )
         found.spans.append(match.span())
     match = _LABEL.search(text)
-    if match and match["label"] not in {"as", "with", "in", "by"}:
+    if match and match["label"] not in {
+        "as",
+        "with",
+        "in",
+        "by",
+        "on",
+        "a",
+        "the",
+        "me",
+        "at",
+        "to",
+    }:
         label = match["label"]
         expression = (
             f"{json.dumps(label)} in ((input.get('labels') or []) + (input.get('tags') or []))"

@@ -58,7 +58,8 @@ def _describes(s: _Scene, m: Mention) -> bool:
         if gap == 0:
             return True
         between = _between(s.tokens, m, n)
-        if gap <= 2 and between[0] in _JOINING and set(between) <= _JOINING | _FILLERS:
+        between = [w for w in between if not w.startswith("#")]  # "in our #sales Slack"
+        if between and between[0] in _JOINING and set(between) <= _JOINING | _FILLERS and gap <= 3:
             return True
     return False
 
@@ -106,7 +107,7 @@ def _drop_generic(s: _Scene, m: Mention, kept: list[Mention]) -> bool:
     if s.region and s.region[0] <= m.start < s.region[1] and s.in_region:
         return True  # the event's own words ("a new video on my channel")
     before = [t.text for t in s.tokens[max(0, m.start - 3) : m.start] if t.clause == m.clause]
-    if m.kind not in COMMUNICATION and any(w in _DESCRIBING for w in before):
+    if any(w in _DESCRIBING for w in before):
         return True  # "for the billing team", "about the deal"
     return _recipients(s, m) or _less_specific(s, m, kept)
 

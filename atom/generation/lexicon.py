@@ -717,7 +717,8 @@ TRIGGER_VERBS = frozenset(
 """Verbs that say a service *did* something (so it is the trigger's service)."""
 
 ACTION_VERBS = frozenset(
-    """send check fetch pull poll monitor watch look post create add make save upload notify ping
+    """send check fetch grab pull poll monitor watch look post create add make save upload notify
+    ping
     tell alert message email text sms call
     log append copy back archive store put share tweet publish update mark assign open file
     schedule book invite subscribe enroll insert write jot track record remind forward reply

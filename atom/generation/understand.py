@@ -64,6 +64,8 @@ AMBIGUOUS_VERBS = frozenset(
     }
 )
 _SUBJECTS = frozenset(
+    {"customers", "users", "clients", "people", "members", "visitors", "buyers", "folks", "it"}
+) | frozenset(
     {
         "i",
         "we",
@@ -128,6 +130,7 @@ _OBJECTS = frozenset(
 )
 _ASKERS = frozenset({"i", "i'd", "we", "we'd", "could", "can", "would", "will"})
 _WISHES = frozenset({"love", "like", "want", "need", "you", "would", "please"})
+_DESTINATIONS = frozenset({"to", "into", "onto", "become", "becomes", "as"})
 _TARGET_WORDS = frozenset(
     {"to", "into", "onto", "in", "on", "via", "using", "through", "become", "becomes", "as"}
 )
@@ -295,12 +298,26 @@ def _cue_start(tokens: list[Token]) -> int | None:
     return None
 
 
+def _regions(tokens: list[Token]) -> list[tuple[int, int]]:
+    """Every clause opened by a cue, from the cue to the clause's end (or to an imperative
+    verb that starts the actions), in order."""
+    regions: list[tuple[int, int]] = []
+    texts = [t.text for t in tokens]
+    for i, word in enumerate(texts):
+        if regions and i < regions[-1][1]:
+            continue
+        if any(texts[i : i + len(words)] == words for words in _CUES.get(word, ())):
+            regions.append(_region_from(tokens, i))
+    return regions
+
+
 def _trigger_region(tokens: list[Token], mentions: list[Mention]) -> tuple[int, int] | None:
-    """Token range of the clause that names the triggering event, from its cue to the end
-    of that clause (or to an imperative verb that starts the actions)."""
+    """The first cue clause (see ``_regions``)."""
     start = _cue_start(tokens)
-    if start is None:
-        return None
+    return None if start is None else _region_from(tokens, start)
+
+
+def _region_from(tokens: list[Token], start: int) -> tuple[int, int]:
     clause = tokens[start].clause
     end = start + 1
     while end < len(tokens) and tokens[end].clause == clause:
@@ -316,6 +333,8 @@ def _starts_actions(tokens: list[Token], j: int) -> bool:
     nxt = tokens[j + 1].text if j + 1 < len(tokens) else ""
     if word == "please" or (word in _ASKERS and nxt in _WISHES):
         return True  # "... I'd love to", "could you", "please": the request begins
+    if word in {"wants", "needs", "would"} and tokens[j - 1].text not in {"who", "that"}:
+        return True  # "... our manager wants an email about it"
     if word in IMPERATIVES:
         return tokens[j - 1].text not in _SUBJECTS
     if word in AMBIGUOUS_VERBS:
@@ -357,18 +376,25 @@ class Reader:
         """Evidence that a mention outside a cue clause names the source of the data."""
         before = [
             t.text
-            for t in tokens[max(0, mention.start - 3) : mention.start]
-            if t.clause == mention.clause
+            for t in tokens[max(0, mention.start - 5) : mention.start]
+            if t.clause == mention.clause and not t.text.startswith("#")
         ]
         after = [
             t.text for t in tokens[mention.end : mention.end + 3] if t.clause == mention.clause
         ]
         score = 0
-        if "from" in before[-2:]:
+        # "from X", "leads from our website through X"; but not "emails from my boss into X".
+        last_from = max((i for i, w in enumerate(before) if w == "from"), default=-1)
+        targets = [i for i, w in enumerate(before) if w in _DESTINATIONS]
+        if (
+            last_from >= len(before) - 4
+            and last_from >= 0
+            and not any(i > last_from for i in targets)
+        ):
             score += 3
         if any(w in _OWNER_WORDS for w in before[-2:]):
             score += 2
-        if any(w in _TARGET_WORDS - _SOURCE_WORDS for w in before[-2:]):
+        if any(i >= len(before) - 2 for i in targets):
             score -= 3
         if any(w in TRIGGER_VERBS for w in after):
             score += 2
@@ -378,9 +404,13 @@ class Reader:
         return score
 
     def _pick_trigger(
-        self, tokens: list[Token], mentions: list[Mention], scheduled: bool
+        self,
+        tokens: list[Token],
+        mentions: list[Mention],
+        scheduled: bool,
+        region: tuple[int, int] | None,
+        context: list[Mention],
     ) -> Mention | None:
-        region = _trigger_region(tokens, mentions)
         if region:
             inside = [
                 m
@@ -396,6 +426,13 @@ class Reader:
                     tokens, first, words
                 )
                 return best if not best.generic and gain >= 2 else first
+            # "Our team runs webinars on Zoom. After somebody registers, ...": the event is
+            # of a service the scene named.
+            words = with_singulars({t.text for t in tokens[region[0] : region[1]]})
+            scored = [(self._event_score(tokens, m, words), m) for m in context]
+            scored = [s for s in scored if s[0] > 0 and self._can(tokens, s[1], "trigger")]
+            if scored:
+                return max(scored, key=lambda s: s[0])[1]
         if scheduled:
             return None
         candidates = [m for m in mentions if self._can(tokens, m, "trigger")]
@@ -409,6 +446,18 @@ class Reader:
                 return mentions[0]
         return None
 
+    def _region(
+        self, tokens: list[Token], mentions: list[Mention], scene: set[int]
+    ) -> tuple[int, int] | None:
+        """The cue clause that names the event: the first with a service that has events."""
+        regions = _regions(tokens)
+        for region in regions:
+            for m in mentions:
+                inside = region[0] <= m.start < region[1] and m.clause not in scene
+                if inside and self._can(tokens, m, "trigger"):
+                    return region
+        return regions[0] if regions else None
+
     def _event_score(self, tokens: list[Token], mention: Mention, words: set[str]) -> int:
         service = self._service(tokens, mention, "trigger")
         return best_key(service.triggers, words)[1] if service else 0
@@ -416,14 +465,21 @@ class Reader:
     def read(self, tokens: list[Token], mentions: list[Mention], scheduled: bool) -> Reading:
         """The trigger (None: schedule or manual) and the actions, in the request's order."""
         self.resolver.named = [m.slug for m in mentions if m.slug]
-        mentions = filters.steps(
-            tokens, mentions, self.catalogue, _trigger_region(tokens, mentions)
-        )
-        trigger_mention = self._pick_trigger(tokens, mentions, scheduled)
+        scene = filters.scene_setting(tokens, mentions)
+        context = [m for m in mentions if m.slug and m.clause in scene]
+        region = self._region(tokens, mentions, scene)
+        mentions = filters.steps(tokens, mentions, self.catalogue, region)
+        trigger_mention = self._pick_trigger(tokens, mentions, scheduled, region, context)
+        if region and trigger_mention is not None:
+            # Other generic words of the event's clause describe it ("when an invoice gets paid").
+            mentions = [
+                m
+                for m in mentions
+                if m is trigger_mention or not (m.generic and region[0] <= m.start < region[1])
+            ]
         trigger = None
         if trigger_mention is not None:
             choice = self._choice(tokens, trigger_mention, "trigger")
-            region = _trigger_region(tokens, mentions)
             words = (
                 {t.text for t in tokens[region[0] : region[1]]}
                 if region and region[0] <= trigger_mention.start < region[1]
@@ -444,8 +500,11 @@ class Reader:
                     unsupported.append((choice, "has no actions in the catalogue"))
                 continue
             key, score = best_key(service.actions, _window(tokens, m))
-            if any(a.choice.slug == choice.slug and a.key == key for a in actions):
-                continue
+            twin = next((a for a in actions if a.choice.slug == choice.slug), None)
+            if twin is not None:
+                if not (twin.mention.generic and not m.generic):
+                    continue
+                actions.remove(twin)  # the named one stands for it, where it is named
             actions.append(Step(m, choice, key or "", 0.9 if score > 0 else 0.7))
         if trigger is not None:
             actions = [
