@@ -12,6 +12,8 @@ GENERIC: dict[str, tuple[str, ...]] = {
     "email": (
         "email",
         "emails",
+        "emailed",
+        "e-mailed",
         "e-mail",
         "e-mails",
         "mail",
@@ -200,7 +202,9 @@ GENERIC: dict[str, tuple[str, ...]] = {
         "order",
         "orders",
         "online store",
-        "store",
+        "my store",
+        "our store",
+        "the store",
         "shop",
         "my shop",
         "webshop",
@@ -275,6 +279,18 @@ GENERIC: dict[str, tuple[str, ...]] = {
         "lamp",
     ),
     "feeds": ("feed", "blog", "news feed", "rss", "articles", "news"),
+    "uptime": (
+        "website goes down",
+        "site goes down",
+        "website is down",
+        "site is down",
+        "goes down",
+        "goes offline",
+        "downtime",
+        "uptime",
+        "website down",
+        "site down",
+    ),
     "location": (
         "arrive home",
         "get home",
@@ -341,6 +357,7 @@ DEFAULTS: dict[str, str] = {
     "feeds": "rss",
     "weather": "weather",
     "location": "location",
+    "uptime": "uptimerobot",
 }
 """The most common service of each kind: the choice when neither the user's preferences nor
 the tenant's history say otherwise (and then the answer asks, in ``missing``)."""
@@ -380,6 +397,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "feeds": ("feeds",),
     "weather": ("weather",),
     "location": ("device",),
+    "uptime": ("monitoring",),
 }
 """Which catalogue categories satisfy a generic kind (a preferred or past service of one of
 these categories is taken for the generic word)."""

@@ -11,6 +11,7 @@ from atom.catalogue import Catalogue, Service
 from atom.generation import filters
 from atom.generation.detect import Mention
 from atom.generation.lexicon import (
+    ACTION_VERBS,
     DEFAULTS,
     GENERIC,
     KEY_WORDS,
@@ -130,6 +131,7 @@ _OBJECTS = frozenset(
 )
 _ASKERS = frozenset({"i", "i'd", "we", "we'd", "could", "can", "would", "will"})
 _WISHES = frozenset({"love", "like", "want", "need", "you", "would", "please"})
+_PERSONS = frozenset({"i", "we", "someone", "somebody", "anyone", "i'm", "we're"})
 _DESTINATIONS = frozenset({"to", "into", "onto", "become", "becomes", "as"})
 _TARGET_WORDS = frozenset(
     {"to", "into", "onto", "in", "on", "via", "using", "through", "become", "becomes", "as"}
@@ -394,12 +396,18 @@ class Reader:
             score += 3
         if any(w in _OWNER_WORDS for w in before[-2:]):
             score += 2
+        service = self._service(tokens, mention, "trigger")
+        events = event_words(service) if service else frozenset()
+        if "new" in before[-4:-2] and with_singulars(set(before[-3:])) & events:
+            if not set(before) & ACTION_VERBS and not targets:
+                score += 2  # "new paid invoices in Stripe"
+        if set(before[-4:]) & _PERSONS:
+            return score + 3  # "every link I post on Twitter": the user's own doing there
         if any(i >= len(before) - 2 for i in targets):
             score -= 3
         if any(w in TRIGGER_VERBS for w in after):
             score += 2
-        service = self._service(tokens, mention, "trigger")
-        if service and after and after[0] in event_words(service):
+        if after and after[0] in events:
             score += 2
         return score
 
