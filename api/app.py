@@ -79,6 +79,7 @@ def create_app(settings: Settings) -> Flask:
     api.register_blueprint(schedules.blp)
     api.register_blueprint(triggers.blp)
     _observe_requests(app)
+    generation.warm_up(settings)
 
     @app.get("/metrics")
     def prometheus_metrics() -> Response:

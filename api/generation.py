@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -13,6 +14,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from api.context import require, session, state, tenant_id
 from atom.catalogue import load
+from atom.config import Settings
 from atom.errors import Forbidden
 from atom.generation import generator
 from atom.generation.history import service_usage
@@ -26,6 +28,17 @@ blp = Blueprint(
     url_prefix="/api/workflows/automation",
     description="Workflows generated from a request in plain English.",
 )
+
+
+def warm_up(settings: Settings) -> threading.Thread:
+    """Load the catalogue and build the generator in the background (about a second of CPU),
+    so that the first request does not pay for it."""
+    thread = threading.Thread(
+        target=generator, args=(settings.catalogue_base_url,), name="atom-generator-warm-up"
+    )
+    thread.daemon = True
+    thread.start()
+    return thread
 
 
 class GenerateContextSchema(Schema):
