@@ -163,7 +163,8 @@ class Generator:
                     )
                 ]
             )
-        timezone = str(context.get("timezone") or "UTC")
+        stated = schedule_text.timezone_of(text) if schedule else None
+        timezone = str(stated or context.get("timezone") or "UTC")
         sched = (
             {"cron": schedule.cron, "timezone": timezone}
             if schedule and reading.trigger is None
@@ -246,7 +247,7 @@ class Generator:
                     "a schedule, or a manual run?",
                 }
             )
-        if sched is not None and not context.get("timezone"):
+        if sched is not None and not context.get("timezone") and sched["timezone"] == "UTC":
             missing.append(
                 {
                     "field": "schedule.timezone",

@@ -75,7 +75,8 @@ _RECURRING = re.compile(
     r"\b(?:every|each)\s+(?:other\s+|single\s+)?(?:\d+\s+|two\s+|three\s+|fifteen\s+|thirty\s+|ten\s+)?"
     r"(?:day|days|morning|week|weeks|month|months|hour|hours|hr|hrs|minute|minutes|min|mins|night|"
     r"evening|afternoon|weekday|weekend|business|work|year|quarter|half|" + _DAY + r")\b|"
-    r"\b(?:daily|weekly|monthly|hourly|nightly|weekdays|weekends|once a (?:day|week|month)|"
+    r"\b(?:daily|weekly|monthly|hourly|nightly|weekdays|weekends|quarterly|yearly|annually|"
+    r"once a (?:day|week|month|year)|"
     r"twice a (?:day|week)|per day|mornings|evenings|afternoons|nights|(?:" + _DAY_NAMES + r")s)\b|"
     r"\b(?:on|every) (?:the )?(?:first|1st|last) (?:day )?of (?:the|each|every) month\b|"
     r"\bthe (?:[12]?\d|3[01])(?:st|nd|rd|th)? of (?:each|every) month\b"
@@ -91,6 +92,31 @@ class Schedule:
     firm: bool = True
     """False for a bare "daily"/"weekly" that may describe a service's own event
     ("your daily Fitbit summary") rather than a schedule."""
+
+
+ZONES = {
+    "pst": "America/Los_Angeles", "pdt": "America/Los_Angeles", "pt": "America/Los_Angeles",
+    "pacific": "America/Los_Angeles", "est": "America/New_York", "edt": "America/New_York",
+    "et": "America/New_York", "eastern": "America/New_York", "cst": "America/Chicago",
+    "cdt": "America/Chicago", "ct": "America/Chicago", "central": "America/Chicago",
+    "mst": "America/Denver", "mdt": "America/Denver", "mountain": "America/Denver",
+    "gmt": "Etc/UTC", "utc": "Etc/UTC", "bst": "Europe/London", "uk time": "Europe/London",
+    "london time": "Europe/London", "cet": "Europe/Paris", "cest": "Europe/Paris",
+    "paris time": "Europe/Paris", "berlin time": "Europe/Berlin", "ist": "Asia/Kolkata",
+    "india time": "Asia/Kolkata", "jst": "Asia/Tokyo", "tokyo time": "Asia/Tokyo",
+    "aest": "Australia/Sydney", "sydney time": "Australia/Sydney", "sgt": "Asia/Singapore",
+}  # fmt: skip
+_ZONE = re.compile(
+    r"(?:\d\s*(?:am|pm)?|noon|midnight|morning|evening|night)\s*(?:\()?(?P<zone>"
+    + "|".join(sorted((re.escape(z) for z in ZONES), key=len, reverse=True))
+    + r")\b"
+)
+
+
+def timezone_of(text: str) -> str | None:
+    """The IANA timezone a request names beside a time ("9am PST"), if any."""
+    match = _ZONE.search(text.lower())
+    return ZONES[match["zone"]] if match else None
 
 
 def _hour_minute(text: str) -> tuple[int, int] | None:
@@ -187,9 +213,15 @@ def _extract(lower: str) -> Schedule | None:
         lower,
     ):
         return Schedule(f"{minute} {hour} 1 * *", lower)
+    if re.search(r"\b(?:quarterly|every quarter|each quarter)\b", lower):
+        return Schedule(f"{minute} {hour} 1 */3 *", lower)
+    if re.search(r"\b(?:yearly|annually|every year|each year|once a year)\b", lower):
+        return Schedule(f"{minute} {hour} 1 1 *", lower)
     days = _days(lower)
     if days:
         return Schedule(f"{minute} {hour} * * {days}", lower)
+    if re.search(r"\btwice a week\b", lower):
+        return Schedule(f"{minute} {hour} * * 1,4", lower)
     if re.search(r"\b(?:weekly|every week|each week|once a week)\b", lower):
         return Schedule(f"{minute} {hour} * * 1", lower)
     if re.search(r"\btwice a day\b", lower):

@@ -83,6 +83,13 @@ def test_the_guides_second_example_is_a_schedule_in_the_users_timezone(gen: Gene
     assert result.pattern == "digest"
 
 
+def test_a_timezone_named_beside_the_time_wins(gen: Generator):
+    result = gen.generate(
+        "every Friday at 4pm PST post the metrics in Slack", {"timezone": "Europe/Paris"}
+    )
+    assert result.detected["schedule"] == {"cron": "0 16 * * 5", "timezone": "America/Los_Angeles"}
+
+
 def test_a_schedule_without_a_timezone_is_utc_and_asks(gen: Generator):
     result = gen.generate("every weekday at 5:30pm post a reminder in Slack")
     assert result.detected["schedule"] == {"cron": "30 17 * * 1-5", "timezone": "UTC"}
@@ -101,6 +108,8 @@ def test_a_schedule_without_a_timezone_is_utc_and_asks(gen: Generator):
         ("every weekday morning", "0 9 * * 1-5"),
         ("weekends at 10", "0 10 * * 0,6"),
         ("every night", "0 21 * * *"),
+        ("every quarter", "0 9 1 */3 *"),
+        ("twice a week at 8am", "0 8 * * 1,4"),
         ("every time a lead comes in", None),
         ("send me a slack message", None),
     ],
