@@ -18,7 +18,7 @@ from atom.config import Settings
 from atom.errors import Forbidden
 from atom.generation import generator
 from atom.generation.history import service_usage
-from atom.schedules import service as schedules
+from atom.schedules import crud, entry
 from atom.security.auth import Role
 from atom.store import workflows
 
@@ -154,16 +154,16 @@ class Generate(MethodView):
         schedule = result.detected["schedule"]
         created = None
         if schedule:
-            created = schedules.create_schedule(
+            created = crud.create_schedule(
                 db, tenant_id(), {"workflow_id": workflow.id, **schedule, "enabled": True}
             )
             view["schedule_id"] = created.id
         db.commit()
         if created is not None:
-            schedules.put_entry(
+            entry.put_entry(
                 state().celery,
                 created,
                 settings.schedule_misfire_grace,
-                schedules.resume_point(db, created),
+                entry.resume_point(db, created),
             )
         return view, 201, {"Location": url_for("workflows.WorkflowItem", workflow_id=workflow.id)}
