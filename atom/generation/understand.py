@@ -211,6 +211,8 @@ class Resolver:
     def __init__(self, catalogue: Catalogue, preferred: object, history: dict[str, int]):
         self.catalogue = catalogue
         self.history = history
+        self.bound: dict[str, str] = {}
+        """Generic kinds the preferences name ({"email": "outlook"})."""
         self.preferred = self._preferences(preferred)
         self.named: list[str] = []
         """Services the request itself names ("I run a small Etsy shop"): a generic word of
@@ -235,7 +237,6 @@ class Resolver:
     def _bind(self, key: object, slug: str) -> None:
         """A preference given as ``{"email": "outlook"}`` also binds that generic word."""
         if isinstance(key, str):
-            self.bound = getattr(self, "bound", {})
             kind = key.lower() if key.lower() in KINDS else None
             for name, words in GENERIC.items():
                 if kind is None and key.lower() in words:
@@ -262,7 +263,7 @@ class Resolver:
 
     def resolve(self, kind: str, role: str, word: str) -> Choice:
         """The service a generic ``kind`` stands for, in ``role`` (trigger or action)."""
-        bound = getattr(self, "bound", {}).get(kind)
+        bound = self.bound.get(kind)
         if bound and self._fits(bound, kind, role):
             return Choice(bound, 0.92, "preferred", kind, word)
         for slug in self.named:
@@ -311,12 +312,6 @@ def _regions(tokens: list[Token]) -> list[tuple[int, int]]:
         if any(texts[i : i + len(words)] == words for words in _CUES.get(word, ())):
             regions.append(_region_from(tokens, i))
     return regions
-
-
-def _trigger_region(tokens: list[Token], mentions: list[Mention]) -> tuple[int, int] | None:
-    """The first cue clause (see ``_regions``)."""
-    start = _cue_start(tokens)
-    return None if start is None else _region_from(tokens, start)
 
 
 def _region_from(tokens: list[Token], start: int) -> tuple[int, int]:
