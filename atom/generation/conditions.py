@@ -83,6 +83,7 @@ _LABEL = re.compile(
     r"\b(?:label(?:l?ed)?|tagged|with (?:the )?(?:label|tag))\s+"
     r"[\"'“]?(?P<label>[\w-]{2,40})[\"'”]?"
 )
+_NOT_LABELS = frozenset({"as", "with", "in", "by", "on", "a", "the", "me", "at", "to"})
 _IMPORTANT = re.compile(r"\b(?:important|high[- ]priority|priority|vip|starred|flagged)\b")
 _URGENT = re.compile(r"\burgent(?:ly)?\b|\basap\b")
 _ATTACHMENT = re.compile(
@@ -210,45 +211,38 @@ def _flags(text: str, found: Found) -> None:
             )
         )
         found.spans.append(match.span())
-    match = _LABEL.search(text)
-    if match and match["label"] not in {
-        "as",
-        "with",
-        "in",
-        "by",
-        "on",
-        "a",
-        "the",
-        "me",
-        "at",
-        "to",
-    }:
-        label = match["label"]
+    labelled = _LABEL.search(text)
+    if labelled and labelled["label"] not in _NOT_LABELS:
+        label = labelled["label"]
         expression = (
             f"{json.dumps(label)} in ((input.get('labels') or []) + (input.get('tags') or []))"
         )
-        found.conditions.append(Condition("labels", "contains", label, expression, match.group(0)))
-        found.spans.append(match.span())
-    match = _IMPORTANT.search(text)
-    if match:
+        found.conditions.append(
+            Condition("labels", "contains", label, expression, labelled.group(0))
+        )
+        found.spans.append(labelled.span())
+    flagged = _IMPORTANT.search(text)
+    if flagged:
         expression = (
             "(input.get('important') or 'IMPORTANT' in (input.get('labels') or [])"
             " or (input.get('priority') or '') in ('high', 'urgent'))"
         )
-        found.conditions.append(Condition("important", "is", True, expression, match.group(0)))
-        found.spans.append(match.span())
-    match = _URGENT.search(text)
-    if match:
+        found.conditions.append(Condition("important", "is", True, expression, flagged.group(0)))
+        found.spans.append(flagged.span())
+    urgent = _URGENT.search(text)
+    if urgent:
         expression = f"'urgent' in {_text_of('subject', 'title', 'text', 'body', 'priority')}"
-        found.conditions.append(Condition("text", "contains", "urgent", expression, match.group(0)))
-        found.spans.append(match.span())
-    match = _ATTACHMENT.search(text)
-    if match:
+        found.conditions.append(
+            Condition("text", "contains", "urgent", expression, urgent.group(0))
+        )
+        found.spans.append(urgent.span())
+    attached = _ATTACHMENT.search(text)
+    if attached:
         expression = "(input.get('attachments') or []) | length > 0"
         found.conditions.append(
-            Condition("attachments", "not_empty", True, expression, match.group(0))
+            Condition("attachments", "not_empty", True, expression, attached.group(0))
         )
-        found.spans.append(match.span())
+        found.spans.append(attached.span())
 
 
 def extract(text: str) -> Found:

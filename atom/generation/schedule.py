@@ -153,7 +153,7 @@ def _days(text: str) -> str | None:
         return "0,6"
     found = sorted(
         {
-            DAYS.get(m, DAYS.get(m[:-1]))
+            DAYS[m] if m in DAYS else DAYS[m[:-1]]
             for m in re.findall(_DAY, text)
             if m in DAYS or m[:-1] in DAYS
         }

@@ -439,13 +439,13 @@ class Reader:
         if scheduled:
             return None
         candidates = [m for m in mentions if self._can(tokens, m, "trigger")]
-        scored = [(self._trigger_score(tokens, m), -i, m) for i, m in enumerate(candidates)]
-        scored = [s for s in scored if s[0] > 0]
-        if scored:
-            return max(scored, key=lambda s: (s[0], s[1]))[2]
+        ranked = [(self._trigger_score(tokens, m), -i, m) for i, m in enumerate(candidates)]
+        ranked = [r for r in ranked if r[0] > 0]
+        if ranked:
+            return max(ranked, key=lambda r: (r[0], r[1]))[2]
         if len(mentions) >= 2 and candidates and candidates[0] is mentions[0]:
-            first = tokens[mentions[0].start - 1].text if mentions[0].start else ""
-            if first not in _TARGET_WORDS:
+            previous = tokens[mentions[0].start - 1].text if mentions[0].start else ""
+            if previous not in _TARGET_WORDS:
                 return mentions[0]
         return None
 
@@ -497,12 +497,12 @@ class Reader:
             if m is trigger_mention:
                 continue
             choice = self._choice(tokens, m, "action")
-            service = self.catalogue.get(choice.slug)
-            if service is None or not service.actions:
-                if service is not None:
+            target = self.catalogue.get(choice.slug)
+            if target is None or not target.actions:
+                if target is not None:
                     unsupported.append((choice, "has no actions in the catalogue"))
                 continue
-            key, score = best_key(service.actions, _window(tokens, m))
+            key, score = best_key(target.actions, _window(tokens, m))
             twin = next((a for a in actions if a.choice.slug == choice.slug), None)
             if twin is not None:
                 if not (twin.mention.generic and not m.generic):
