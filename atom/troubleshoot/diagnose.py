@@ -232,7 +232,8 @@ def classify_step(ctx: Context, step: StepRecord) -> Issue:
         },
         {"kind": "attempts", "attempts": step.attempts, "max_retries": node.retry.max_retries},
     ]
-    details: dict[str, Any] = {}
+    # Attempts count across retries of the run, and a retry policy compares with them.
+    details: dict[str, Any] = {"attempts": step.attempts}
     code = step.status_code
     template = template_problem(step, node, ctx.run.steps)
     if template is not None:

@@ -45,13 +45,16 @@ def transient_plan(
     retry = node.retry if node is not None else None
     earlier = overrides.get(issue.node_id or "", {}) if issue.node_id else {}
     category = issue.category
+    # ``attempts`` count every try of the run so far and retry policies compare with them:
+    # the retry's policy allows its extra retries on top of the tries already made.
+    tried = int(issue.details.get("attempts") or 0)
     if category is C.RATE_LIMITED:
         after = issue.details.get("retry_after_s")
         wait = after if after is not None else _backoff(attempt, 5.0, max_wait)
         wait = float(wait) + 0.5  # a little past the moment the service named
         delay = max(wait, retry.retry_delay if retry else 1.0)
         change["retry"] = {
-            "max_retries": max(2, retry.max_retries if retry else 0),
+            "max_retries": tried + 2,
             "retry_delay": round(delay, 3),
             "backoff_multiplier": 2.0,
             "max_delay": max(delay * 4, retry.max_delay if retry else 0),
@@ -63,9 +66,8 @@ def transient_plan(
         )
     elif category in (C.UPSTREAM_5XX, C.CONNECTION, C.DATABASE):
         wait = _backoff(attempt, 3.0, max_wait)
-        base = retry.max_retries if retry else 0
         change["retry"] = {
-            "max_retries": max(base + 2, 4),
+            "max_retries": tried + 3,
             "retry_delay": max(2.0, retry.retry_delay if retry else 0),
             "backoff_multiplier": 2.0,
             "max_delay": max(60.0, retry.max_delay if retry else 0),
