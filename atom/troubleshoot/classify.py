@@ -43,6 +43,7 @@ _RULES: list[tuple[Category, float, str]] = [
     (C.CONNECTION, 3, r"remote ?disconnected|closed connection without response|tls|ssl"),
     (C.CONNECTION, 3, r"certificate verify failed|failed to establish|failed to connect"),
     (C.CONNECTION, 2, r"connectexception|newconnectionerror|max retries exceeded with url"),
+    (C.CONNECTION, 3, r"chunkedencodingerror|protocolerror|incompleteread|connection closed"),
     # -- authentication and permission
     (C.AUTH, 5, r"\b(401|403)\b|unauthori[sz]ed|forbidden|permission denied|access denied"),
     (C.AUTH, 5, r"invalid[_ ](auth|grant|token|api[_ ]?key|credentials?|signature)"),

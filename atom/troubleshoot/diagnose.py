@@ -288,7 +288,24 @@ def classify_step(ctx: Context, step: StepRecord) -> Issue:
             category in TRANSIENT,
             details,
         )
-    found = classify(message)
+    if (
+        node.action_type == "http_request"
+        and error.get("type") == "RetryableError"
+        and re.search(r" failed: \w+$", message)
+    ):
+        # The http action words it this way only when the request got no answer at all.
+        evidence.append({"kind": "no_answer", "host": step.host})
+        return Issue(
+            C.CONNECTION,
+            step.node_id,
+            True,
+            f"step {step.node_id!r} could not reach {step.host or 'the service'}",
+            0.9,
+            evidence,
+            True,
+            details,
+        )
+    found = classify(f"{error.get('type', '')}: {message}")
     category = found.category
     if category is C.DATABASE:
         transient = database_is_transient(message)
@@ -457,8 +474,11 @@ def diagnose(ctx: Context) -> Diagnosis:
         (s for s in steps.values() if _real_failure(s)),
         key=lambda s: (s.finished_at or ctx.now, order.get(s.node_id, 0)),
     )
-    causes = [classify_step(ctx, s) for s in failed]
-    causes.extend(_stuck(ctx))
+    # The earliest failure first: a step whose worker died fails when its heartbeat stopped.
+    timed = [(s.finished_at or ctx.now, classify_step(ctx, s)) for s in failed]
+    timed.extend(_stuck(ctx))
+    timed.sort(key=lambda pair: (pair[0], order.get(pair[1].node_id or "", 0)))
+    causes = [issue for _, issue in timed]
     if not causes and ctx.run.status == "succeeded":
         causes.extend(_slow(ctx))
     for issue in causes:
@@ -536,7 +556,7 @@ def _effects(ctx: Context, root: Issue, causes: set[str | None]) -> list[Issue]:
     return found
 
 
-def _stuck(ctx: Context) -> list[Issue]:
+def _stuck(ctx: Context) -> list[tuple[datetime, Issue]]:
     """A running step whose heartbeat stopped: its worker was lost."""
     if ctx.run.status not in ("running", "queued"):
         return []
@@ -547,22 +567,25 @@ def _stuck(ctx: Context) -> list[Issue]:
         silent = (ctx.now - step.heartbeat_at).total_seconds()
         if silent > ctx.heartbeat_timeout:
             found.append(
-                Issue(
-                    C.WORKER_LOST,
-                    step.node_id,
-                    True,
-                    f"step {step.node_id!r} has had no heartbeat for {silent:.0f} s: "
-                    "the worker running it was lost",
-                    0.85,
-                    [
-                        {
-                            "kind": "heartbeat",
-                            "silent_s": round(silent, 1),
-                            "heartbeat_timeout_s": ctx.heartbeat_timeout,
-                            "attempts": step.attempts,
-                        }
-                    ],
-                    True,
+                (
+                    step.heartbeat_at,
+                    Issue(
+                        C.WORKER_LOST,
+                        step.node_id,
+                        True,
+                        f"step {step.node_id!r} has had no heartbeat for {silent:.0f} s: "
+                        "the worker running it was lost",
+                        0.85,
+                        [
+                            {
+                                "kind": "heartbeat",
+                                "silent_s": round(silent, 1),
+                                "heartbeat_timeout_s": ctx.heartbeat_timeout,
+                                "attempts": step.attempts,
+                            }
+                        ],
+                        True,
+                    ),
                 )
             )
     return found
