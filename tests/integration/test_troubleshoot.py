@@ -10,6 +10,7 @@ database, its own worker and its own API, on the session's PostgreSQL and Redis.
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -371,3 +372,75 @@ def test_analyze_on_request_with_error_logs_and_manual_apply(
         )
     assert foreign.value.status == 404
     assert other.request("GET", "/api/workflows/troubleshooting/sessions") == []
+
+
+def test_stuck_run_whose_worker_was_killed_is_redriven(
+    client, service, platform: Settings, processes: Processes
+) -> None:
+    slow_calls: list[float] = []
+
+    def slow(request, match):
+        slow_calls.append(time.monotonic())
+        time.sleep(2)
+        return 200, {"done": True}
+
+    service.route("POST /work", slow)
+
+    def lost_worker(name: str):
+        hostname = f"{name}@{socket.gethostname()}"
+        proc = processes.start(
+            "worker",
+            "--queues=ts-lost",
+            "--concurrency=1",
+            f"--hostname={hostname}",
+            env=platform.as_env(),
+            name=name,
+        )
+        wait_for_worker(platform, proc, hostname=hostname)
+        return proc
+
+    doomed = lost_worker("ts-lost-a")
+    node = action("work", "http_request", method="POST", url=f"{service.url}/work")
+    node["queue"] = "ts-lost"
+    workflow_id, execution_id = _run(
+        client, workflow("ts-lost", [trigger(), node], [("start", "work")])
+    )
+    _until(lambda: slow_calls, 30, "the step to start")
+    processes.stop(doomed, signal.SIGKILL)
+    rescuer = lost_worker("ts-lost-b")
+    try:
+        time.sleep(platform.heartbeat_timeout + 1.5)  # the heartbeat goes stale
+        assert client.execution(execution_id)["status"] == "running"
+        opened = client.request(
+            "POST",
+            "/api/workflows/troubleshooting/analyze",
+            json={"workflow_id": workflow_id, "execution_id": execution_id, "auto_resolve": True},
+        )
+        root = opened["issues"][0]
+        assert (root["category"], root["node_id"]) == ("worker_lost", "work")
+        assert root["resolution"]["action"] == "redrive" and root["resolution"]["automatic"]
+        done = client.wait(execution_id, timeout=60)
+        assert done["status"] == "succeeded"
+        assert {c.headers["Idempotency-Key"] for c in service.calls("POST", "/work")} == {
+            f"{execution_id}:work"
+        }
+        closed = _until(
+            lambda: (
+                s
+                if (
+                    s := client.request(
+                        "GET", f"/api/workflows/troubleshooting/sessions/{opened['id']}"
+                    )
+                )["status"]
+                == "resolved"
+                else None
+            ),
+            what="the session to close",
+        )
+        assert [d["decision"] for d in closed["decisions"]][-3:] == [
+            "retry_scheduled",
+            "retried",
+            "resolved",
+        ]
+    finally:
+        processes.stop(rescuer)
