@@ -10,6 +10,7 @@ database, its own worker and its own API, on the session's PostgreSQL and Redis.
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import threading
@@ -19,10 +20,12 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import redis
 from werkzeug.serving import make_server
 
 from atom.client import ApiError, Client
 from atom.config import Settings, _with_db
+from atom.runs import events
 from tests.conftest import Processes, wait_for_worker
 from tests.integration.helpers import action, by_node, trigger, workflow
 from tests.integration.loopback import LoopbackService
@@ -216,10 +219,30 @@ def test_timeout_close_to_the_limit_gets_a_longer_limit(client, service) -> None
 
 
 @pytest.mark.parametrize(("code", "category"), [(401, "auth"), (404, "not_found")])
-def test_permanent_http_failures_are_never_retried(client, service, code, category) -> None:
+def test_permanent_http_failures_are_never_retried(
+    client, service, platform: Settings, code, category
+) -> None:
     service.route("GET /thing", lambda request, match: (code, {"error": "no"}))
+    service.route("POST /hook", lambda request, match: (200, {}))
     flow = _fetch_flow(f"{service.url}/thing", f"ts-{code}", retry={"max_retries": 2})
-    _, execution_id = _run(client, flow)
+    workflow_id = client.create_workflow(flow)["id"]
+    client.request(
+        "POST",
+        "/api/workflows/monitoring/alerts",
+        json={
+            "name": "ops",
+            "metric": "error_rate",
+            "comparison": ">",
+            "threshold": 0.99,
+            "window": "1h",
+            "severity": "high",
+            "workflow_id": workflow_id,
+            "channels": [{"type": "webhook", "url": f"{service.url}/hook"}],
+        },
+    )
+    listener = redis.Redis.from_url(platform.redis_url or "").pubsub()
+    listener.psubscribe(f"{events.CHANNEL_PREFIX}*")
+    execution_id = client.execute(workflow_id)["id"]
     session = _session_done(client, execution_id)
     time.sleep(2)  # time for a wrongful retry to show
     execution = client.execution(execution_id)
@@ -230,6 +253,20 @@ def test_permanent_http_failures_are_never_retried(client, service, code, catego
     assert len(service.calls("GET", "/thing")) == 1
     assert [i["node_id"] for i in session["issues"][1:]] == ["use"]
     assert not any(d["decision"] == "retried" for d in session["decisions"])
+    # The alert channels and the run's event channel carry "needs attention".
+    hooks = _until(lambda: service.calls("POST", "/hook"), 10, "the webhook notice")
+    assert hooks[0].body["event"] == "troubleshooting.needs_attention"
+    assert hooks[0].body["session_id"] == session["id"]
+    seen = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not seen:
+        message = listener.get_message(timeout=0.5)
+        if message and message["type"] == "pmessage":
+            event = json.loads(message["data"])
+            if event.get("type") == "troubleshooting" and event["execution_id"] == execution_id:
+                seen.append(event)
+    listener.close()
+    assert seen and seen[0]["message"] == "needs attention"
 
 
 def test_template_naming_a_field_the_upstream_dropped(client, service) -> None:
@@ -444,3 +481,39 @@ def test_stuck_run_whose_worker_was_killed_is_redriven(
         ]
     finally:
         processes.stop(rescuer)
+
+
+def test_logs_alone_when_the_workflow_never_ran(client) -> None:
+    flow = _fetch_flow("http://127.0.0.1:9/never", "ts-logs-only")
+    workflow_id = client.create_workflow(flow)["id"]
+    logs = [
+        "sqlalchemy.exc.OperationalError: (psycopg2.OperationalError) server closed the "
+        "connection unexpectedly",
+        "psycopg2.errors.DeadlockDetected: deadlock detected",
+        "GET /health 200",
+    ]
+    opened = client.request(
+        "POST",
+        "/api/workflows/troubleshooting/analyze",
+        json={"workflow_id": workflow_id, "error_logs": logs},
+    )
+    assert opened["execution_id"] is None and opened["status"] == "needs_attention"
+    root = opened["issues"][0]
+    assert (root["category"], root["node_id"], root["transient"]) == ("database", None, True)
+    assert [e["line"] for e in root["evidence"]] == logs[:2]
+    with pytest.raises(ApiError) as nothing:
+        client.request(
+            "POST",
+            f"/api/workflows/troubleshooting/sessions/{opened['id']}/apply",
+            json={"issue": 0},
+        )
+    assert nothing.value.status == 409
+    with pytest.raises(ApiError) as bad_index:
+        client.request(
+            "POST",
+            f"/api/workflows/troubleshooting/sessions/{opened['id']}/apply",
+            json={"issue": 5},
+        )
+    assert bad_index.value.status == 422
+    listed = client.request("GET", "/api/workflows/troubleshooting/sessions?status=needs_attention")
+    assert opened["id"] in [s["id"] for s in listed]
