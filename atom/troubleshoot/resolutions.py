@@ -109,6 +109,19 @@ def plan(issue: Issue, node: Node | None, attempt: int, overrides: dict, max_wai
             "description": f"raise step {issue.node_id!r}'s timeout to {new} s in a new version",
             "changes": {"node_id": issue.node_id, "timeout": new},
         }
+    after = details.get("retry_after_s")
+    if issue.category is C.RATE_LIMITED and after is not None and after > max_wait:
+        return {
+            **base,
+            "action": RETRY,
+            "automatic": False,
+            "description": (
+                f"the service asks for {after:g} s before the next call, longer than ATOM "
+                f"waits by itself ({max_wait:g} s): apply after that to retry from step "
+                f"{issue.node_id!r}"
+            ),
+            "policy": {},
+        }
     if issue.transient:
         retry = transient_plan(issue, node, attempt, overrides, max_wait)
         return {

@@ -213,13 +213,12 @@ def _next(
     root = row.issues[0]
     resolution = root["resolution"]
     if not resolution.get("automatic"):
-        _decide(
-            row,
-            "not_retried",
-            reason=f"{root['category']} is a permanent cause: retrying unchanged would fail "
-            "the same way",
-            suggestion=resolution.get("description"),
+        reason = (
+            f"{root['category']} is a permanent cause: retrying unchanged would fail the same way"
+            if not root.get("transient")
+            else "no safe automatic retry for it"
         )
+        _decide(row, "not_retried", reason=reason, suggestion=resolution.get("description"))
         _finish(session, row, NEEDS_ATTENTION, resolution.get("description", ""))
         return None
     if not row.auto_resolve:
@@ -327,7 +326,10 @@ def retry_task(session: Session, session_id: uuid.UUID, index: int) -> uuid.UUID
     if row.status != OPEN:
         _decide(row, "not_retried", reason=f"the session is {row.status}")
         return None
-    return retry_now(session, row, index, by="atom")
+    execution_id = retry_now(session, row, index, by="atom")
+    if execution_id is None:  # the run moved on meanwhile (a person, another session)
+        _finish(session, row, NEEDS_ATTENTION, row.decisions[-1].get("reason", ""))
+    return execution_id
 
 
 def _locked_session(

@@ -275,3 +275,11 @@ def test_overrides_change_only_this_runs_policy() -> None:
     )
     assert definition.node("fetch").timeout == 10
     assert with_overrides(definition, None) is definition
+
+
+def test_a_retry_after_longer_than_atom_waits_needs_a_person() -> None:
+    run = _run(1, [_http_failure(429, {"Retry-After": "3600"}), *_skipped("greet", "notify")])
+    root = diagnose(_ctx(run)).issues[0]
+    assert root.category is Category.RATE_LIMITED
+    resolution = plan(root, _definition().node("fetch"), 0, {}, 300)
+    assert resolution["automatic"] is False and "3600" in resolution["description"]
