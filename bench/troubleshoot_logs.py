@@ -1,9 +1,11 @@
 """Accuracy of the error-line classifier on a labelled set of log lines.
 
-The set (bench/data/error_log_lines.tsv) was written before the rules, from the way common
-clients, servers and platforms phrase failures; a fixed third of it (by a hash of the line)
-is held out: the rules were tuned only on the other part. Prints accuracy and per-category
-recall for both parts, and the confusions on the development part only.
+The set (bench/data/error_log_lines.tsv) is in two batches, written by hand from the way
+common clients, servers and platforms phrase failures: batch 1 before the rules existed,
+batch 2 after them (other languages, SaaS APIs and platforms), measured first untouched and
+then used for a second round of rules. In each batch a fixed third (by a hash of the line)
+is held out: the rules were only ever adjusted on mistakes of the other two thirds. Prints
+accuracy and per-category recall per part, and the confusions on the development parts.
 
     .venv/bin/python bench/troubleshoot_logs.py [--show-held-out-errors]
 """
@@ -53,9 +55,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--show-held-out-errors", action="store_true")
     args = parser.parse_args(argv)
     with DATA.open() as f:
-        rows = [(r["category"], r["line"]) for r in csv.DictReader(f, delimiter="\t")]
+        table = list(csv.DictReader(f, delimiter="\t"))
+    rows = [(r["category"], r["line"]) for r in table]
     dev = [r for r in rows if not held_out(r[1])]
     test = [r for r in rows if held_out(r[1])]
+    second = [(r["category"], r["line"]) for r in table if r["batch"] == "2"]
     start = time.perf_counter()
     for _ in range(10):
         for _, line in rows:
@@ -63,13 +67,18 @@ def main(argv: list[str] | None = None) -> None:
     per_line_us = (time.perf_counter() - start) / (10 * len(rows)) * 1e6
     print(f"lines: {len(rows)} (development {len(dev)}, held out {len(test)})")
     print(f"classification time: {per_line_us:.0f} us per line")
-    for name, part in (("development", dev), ("held out", test)):
+    parts = (
+        ("development (both batches)", dev),
+        ("held out (both batches)", test),
+        ("held out, batch 2 only", [r for r in second if held_out(r[1])]),
+    )
+    for name, part in parts:
         accuracy, per, wrong = evaluate(part)
         print(f"\n{name}: accuracy {accuracy:.3f} ({len(part) - len(wrong)}/{len(part)})")
         for category in sorted(per):
             r, t = per[category]
             print(f"  {category:20s} {r:3d}/{t:<3d} recall {r / t:.2f}")
-        if name == "development" or args.show_held_out_errors:
+        if name.startswith("development") or args.show_held_out_errors:
             for label, got, line in wrong:
                 print(f"  WRONG {label} -> {got}: {line[:110]}")
     counts = Counter(label for label, _ in rows)

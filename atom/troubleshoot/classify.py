@@ -23,10 +23,13 @@ _RULES: list[tuple[Category, float, str]] = [
     (C.TIMEOUT, 3, r"deadline[ _]exceeded|deadline exceeded|etimedout|took \d+ ?ms, abort"),
     (C.TIMEOUT, 2, r"\b(408|504)\b|gateway time-?out"),
     (C.TIMEOUT, 1, r"exceeded the configured timeout|operation was cancel+ed"),
+    (C.TIMEOUT, 3, r"max(imum)? (run ?time|runtime|execution time|duration)|execution expired"),
     # -- rate limits
     (C.RATE_LIMITED, 5, r"\b429\b|too many requests|rate[ _-]?limit|ratelimited"),
     (C.RATE_LIMITED, 4, r"throttl|slow ?down|retry-after|quota exceeded|exceeded .*quota"),
     (C.RATE_LIMITED, 3, r"throughput .*exceeded|request limit|limit reached|rate exceeded"),
+    (C.RATE_LIMITED, 4, r"request_limit_exceeded|request rate|calls? per (second|minute)|\bqps\b"),
+    (C.RATE_LIMITED, 3, r"rejected[_ ]execution|retry after some time|limit exceeded"),
     # -- upstream 5xx
     (C.UPSTREAM_5XX, 4, r"\b5(0[0-37-9]|[1-9]\d)\b"),
     (C.UPSTREAM_5XX, 4, r"internal server error|internal error|bad gateway|service unavailable"),
@@ -34,6 +37,7 @@ _RULES: list[tuple[Category, float, str]] = [
     (C.UPSTREAM_5XX, 3, r"while (reading response header from|connecting to) upstream"),
     (C.UPSTREAM_5XX, 2, r"upstream (prematurely|connect error)|server error|apierror"),
     (C.UPSTREAM_5XX, 1, r"unknown error occurred|maintenance"),
+    (C.UPSTREAM_5XX, 3, r"not available|backend error|try again later"),
     # -- connection and DNS
     (C.CONNECTION, 4, r"econnrefused|connection refused|connecterror|connectionerror"),
     (C.CONNECTION, 4, r"enotfound|eai_again|getaddrinfo|gaierror|name or service not known"),
@@ -42,6 +46,11 @@ _RULES: list[tuple[Category, float, str]] = [
     (C.CONNECTION, 4, r"no route to host|network is unreachable|connection aborted|enetunreach"),
     (C.CONNECTION, 3, r"remote ?disconnected|closed connection without response|tls|ssl"),
     (C.CONNECTION, 3, r"certificate verify failed|failed to establish|failed to connect"),
+    (
+        C.CONNECTION,
+        4,
+        r"\bx509\b|certificate (has )?expired|sslhandshake|handshake (failed|timeout)",
+    ),
     (C.CONNECTION, 2, r"connectexception|newconnectionerror|max retries exceeded with url"),
     (C.CONNECTION, 3, r"chunkedencodingerror|protocolerror|incompleteread|connection closed"),
     # -- authentication and permission
@@ -62,6 +71,8 @@ _RULES: list[tuple[Category, float, str]] = [
     (C.AUTH, 3, r"\bjwt\b.*expired|security token.*expired|nocredentialserror|accessdenied"),
     (C.AUTH, 3, r"missing (required )?scope|insufficient[_ ](scope|permission)|not_authed"),
     (C.AUTH, 2, r"unable to locate credentials|oauth-?token"),
+    (C.AUTH, 4, r"session[_ ](expired|invalid|id)|authori[sz]ation ?(grant|permission|failed)"),
+    (C.AUTH, 4, r"(does not|doesn't|not) have (the )?(required )?(permission|scope|access)"),
     # -- not found
     (
         C.NOT_FOUND,
@@ -86,6 +97,8 @@ _RULES: list[tuple[Category, float, str]] = [
         r"invalid (integer|value|json|email|format|input)|is invalid|were not valid",
     ),
     (C.BAD_REQUEST, 2, r"should be a valid|expecting value|unexpected end of json"),
+    (C.BAD_REQUEST, 4, r"required[_ ]fields?[_ ](are |is )?missing|required property|must have"),
+    (C.BAD_REQUEST, 3, r"failed to parse|parsing_exception|invalid (field|argument|parameter)"),
     # -- data shape: an upstream output lacks what a template or a later step expects
     (C.DATA_SHAPE, 5, r"undefinederror|is undefined|has no attribute|keyerror|no attribute"),
     (C.DATA_SHAPE, 5, r"missing (value|key|field)|not subscriptable|cannot read propert"),
@@ -93,12 +106,17 @@ _RULES: list[tuple[Category, float, str]] = [
     (C.DATA_SHAPE, 4, r"index ?error|index out of range|string indices must be"),
     (C.DATA_SHAPE, 4, r"expected (field|key)|is a required property|does not exist on"),
     (C.DATA_SHAPE, 3, r"got keys|previous step's output|template"),
+    (C.DATA_SHAPE, 5, r"undefined (method|array key|index|offset|variable)|for nil\b|nilclass"),
+    (C.DATA_SHAPE, 4, r"referenceerror|is not defined|nullreferenceexception|cannot unmarshal"),
+    (C.DATA_SHAPE, 4, r"missing field|cannot destructure|offset on value of type null"),
     # -- the worker died
     (C.WORKER_LOST, 6, r"oomkilled|out of memory|memoryerror|workerlosterror|worker lost"),
     (C.WORKER_LOST, 5, r"sigkill|signal 9|exit(ed)? ?(code|status)?:? ?137|killed process"),
     (C.WORKER_LOST, 4, r"exited prematurely|segmentation fault|core dumped|evicted"),
     (C.WORKER_LOST, 4, r"no heartbeat|heartbeat (lost|missed|timed out)|lost \d+ tasks?"),
     (C.WORKER_LOST, 3, r"back-?off restarting|crashloopbackoff|container .* terminated"),
+    (C.WORKER_LOST, 4, r"missed heartbeats?|low on resource|exceeds its (memory )?request"),
+    (C.WORKER_LOST, 4, r"status 137|worker (died|crashed|restarted|was lost)|killed because"),
     # -- databases
     (C.DATABASE, 6, r"psycopg|sqlalchemy|operationalerror|pymysql|mysqldb|pymongo|sqlite3"),
     (C.DATABASE, 6, r"redis\.exceptions|sequelize\w*error|\bora-\d{5}|postgres|mysql|mongo"),
@@ -107,11 +125,14 @@ _RULES: list[tuple[Category, float, str]] = [
     (C.DATABASE, 5, r"statement timeout|database is locked|server closed the connection"),
     (C.DATABASE, 4, r"pg_wal|tns:|administrator command|maxmemory|access denied for user"),
     (C.DATABASE, 3, r"\bdatabase\b|\bsql\b|port 5432|:5432|:3306|:27017|:6379"),
+    (C.DATABASE, 6, r"activerecord|sqlstate|npgsql|jdbc|\bpq:|\bpg::|prisma|psqlexception"),
+    (C.DATABASE, 5, r"lock timeout|communications link failure|connection slots"),
     # -- a new version broke it
     (C.VERSION_REGRESSION, 6, r"regression|after (deploy|release|upgrade|rollout)"),
     (C.VERSION_REGRESSION, 5, r"(v|version )\d+ (fails|failing|broke)|since (version|v)\d+"),
     (C.VERSION_REGRESSION, 4, r"(was|were) (passing|working|fine) (on|in|before)|ran fine"),
     (C.VERSION_REGRESSION, 3, r"release \d|rolled out|new version"),
+    (C.VERSION_REGRESSION, 5, r"after upgrading|since the last (workflow )?(change|update)"),
 ]
 
 # Ties go to the more specific category (a database driver's timeout is a database problem).
