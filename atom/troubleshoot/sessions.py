@@ -213,11 +213,15 @@ def _next(
     root = row.issues[0]
     resolution = root["resolution"]
     if not resolution.get("automatic"):
-        reason = (
-            f"{root['category']} is a permanent cause: retrying unchanged would fail the same way"
-            if not root.get("transient")
-            else "no safe automatic retry for it"
-        )
+        if resolution.get("action") == resolutions.RAISE_TIMEOUT:
+            reason = "the run succeeded, but a step used most of its time limit"
+        elif root.get("transient"):
+            reason = "no safe automatic retry for it"
+        else:
+            reason = (
+                f"{root['category']} is a permanent cause: retrying unchanged would fail the "
+                "same way"
+            )
         _decide(row, "not_retried", reason=reason, suggestion=resolution.get("description"))
         _finish(session, row, NEEDS_ATTENTION, resolution.get("description", ""))
         return None

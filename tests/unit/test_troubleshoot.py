@@ -283,3 +283,15 @@ def test_a_retry_after_longer_than_atom_waits_needs_a_person() -> None:
     assert root.category is Category.RATE_LIMITED
     resolution = plan(root, _definition().node("fetch"), 0, {}, 300)
     assert resolution["automatic"] is False and "3600" in resolution["description"]
+
+
+def test_a_run_that_used_most_of_its_limit_gets_a_longer_timeout_suggested() -> None:
+    slow = _step("fetch", "succeeded", finished_at=T0 + timedelta(seconds=9.2))
+    run = _run(1, [slow, _step("greet", "succeeded"), _step("notify", "succeeded")], "succeeded")
+    root = diagnose(_ctx(run)).issues[0]
+    assert (root.category, root.node_id, root.transient) == (Category.TIMEOUT, "fetch", False)
+    resolution = plan(root, _definition().node("fetch"), 0, {}, 300)
+    assert resolution["action"] == "raise_timeout" and not resolution["automatic"]
+    assert resolution["changes"] == {"node_id": "fetch", "timeout": 20}
+    quick = _run(1, [_step("fetch", "succeeded")], "succeeded")
+    assert diagnose(_ctx(quick)).issues == []
