@@ -29,7 +29,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from atom.statuses import AlertStatus, ExecutionStatus, FireStatus, StepStatus, values
+from atom.statuses import (
+    AlertStatus,
+    ExecutionStatus,
+    FireStatus,
+    SessionStatus,
+    StepStatus,
+    values,
+)
 
 # Stable constraint names, so Alembic migrations name things the same way every time.
 NAMING = {
@@ -345,7 +352,9 @@ class TroubleshootingSession(Base):
     execution_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("executions.id", ondelete="SET NULL")
     )
-    status: Mapped[str] = mapped_column(String(20), default="open")
+    status: Mapped[SessionStatus] = mapped_column(
+        status_column(SessionStatus, 20), default=SessionStatus.OPEN
+    )
     """open | resolved | needs_attention."""
     origin: Mapped[str] = mapped_column(String(10), default="api")
     """api (a person asked) | auto (a failed execution opened it)."""

@@ -27,7 +27,7 @@ from atom.clock import now
 from atom.config import Settings
 from atom.errors import Conflict, InvalidInput, NotFound
 from atom.runs import engine, events, lifecycle
-from atom.runs.engine import ExecutionStatus, StepStatus
+from atom.statuses import ExecutionStatus, SessionStatus, StepStatus, values
 from atom.store import workflows as store
 from atom.store.db import after_commit
 from atom.store.models import AlertRule, Execution, TroubleshootingSession, WorkflowVersion
@@ -36,8 +36,12 @@ from atom.troubleshoot.diagnose import Diagnosis, Issue, diagnose
 
 logger = logging.getLogger(__name__)
 
-OPEN, RESOLVED, NEEDS_ATTENTION = "open", "resolved", "needs_attention"
-STATUSES = (OPEN, RESOLVED, NEEDS_ATTENTION)
+OPEN, RESOLVED, NEEDS_ATTENTION = (
+    SessionStatus.OPEN,
+    SessionStatus.RESOLVED,
+    SessionStatus.NEEDS_ATTENTION,
+)
+STATUSES = values(SessionStatus)
 MAX_LOG_LINES = 500
 MAX_LOG_LINE = 4000
 
