@@ -52,7 +52,10 @@ def platform(settings: Settings, processes: Processes) -> Iterator[Settings]:
         name="troubleshoot-worker",
     )
     wait_for_worker(own, proc)
+    # The reconciler, as in production: a run left without progress is re-driven.
+    beat = processes.start("beat", env=own.as_env(), name="troubleshoot-beat")
     yield own
+    processes.stop(beat)
     processes.stop(proc)
 
 
@@ -254,7 +257,15 @@ def test_permanent_http_failures_are_never_retried(
     assert [i["node_id"] for i in session["issues"][1:]] == ["use"]
     assert not any(d["decision"] == "retried" for d in session["decisions"])
     # The alert channels and the run's event channel carry "needs attention".
-    hooks = _until(lambda: service.calls("POST", "/hook"), 10, "the webhook notice")
+    hooks = _until(
+        lambda: [
+            c
+            for c in service.calls("POST", "/hook")
+            if str(c.body.get("event", "")).startswith("troubleshooting.")
+        ],
+        10,
+        "the webhook notice",
+    )
     assert hooks[0].body["event"] == "troubleshooting.needs_attention"
     assert hooks[0].body["session_id"] == session["id"]
     seen = []
