@@ -8,7 +8,6 @@ from celery import Celery
 
 from atom.celery_app import TROUBLESHOOT_FINISHED, TROUBLESHOOT_RETRY
 from atom.runs import lifecycle
-from atom.store.db import transaction
 from atom.troubleshoot import sessions
 from workers.tasks import DB_ERRORS, WorkerContext
 
@@ -28,7 +27,7 @@ def register(app: Celery, ctx: WorkerContext) -> None:
     @app.task(name=TROUBLESHOOT_FINISHED, **_RETRYING)
     def troubleshoot_finished(execution_id: str) -> None:
         """A run ended: open a session (failed), close one (succeeded), or retry again."""
-        with transaction(ctx.factory) as s:
+        with ctx.factory.begin() as s:
             s.info[sessions.SETTINGS] = ctx.settings
             followup = sessions.on_finished(s, uuid.UUID(execution_id), ctx.settings)
         if followup is not None:
@@ -37,7 +36,7 @@ def register(app: Celery, ctx: WorkerContext) -> None:
     @app.task(name=TROUBLESHOOT_RETRY, **_RETRYING)
     def troubleshoot_retry(session_id: str, issue: int) -> None:
         """The wait is over: retry the execution from its failed step with the new policy."""
-        with transaction(ctx.factory) as s:
+        with ctx.factory.begin() as s:
             execution_id = sessions.retry_task(s, uuid.UUID(session_id), issue)
         if execution_id is not None:
             lifecycle.send_residual(ctx.factory, app, execution_id)
