@@ -267,7 +267,7 @@ def _next(
     return Followup(row.id, 0, float(resolution["wait_s"]))
 
 
-def _finish(session: Session, row: TroubleshootingSession, status: str, why: str) -> None:
+def _finish(session: Session, row: TroubleshootingSession, status: SessionStatus, why: str) -> None:
     row.status = status
     row.updated_at = now()
     if status == RESOLVED:
@@ -311,7 +311,11 @@ def _announce(session: Session, row: TroubleshootingSession, why: str) -> None:
                     targets.append(channel)
     if targets:
         payload = {"event": f"troubleshooting.{row.status}", **event, "summary": row.summary}
-        after_commit(session, lambda: channels.deliver(targets, payload, settings))
+
+        def notify() -> None:
+            channels.deliver(targets, payload, settings)
+
+        after_commit(session, notify)
 
 
 SETTINGS = "atom.troubleshoot.settings"
@@ -577,7 +581,7 @@ def _new_version(session: Session, row: TroubleshootingSession, resolution: dict
     else:
         current = store.get_version(session, workflow)
         document = copy.deepcopy(current.definition)
-        node_id = changes.get("node_id")
+        node_id = str(changes.get("node_id"))
         if resolution["action"] == resolutions.RAISE_TIMEOUT:
             node = next((n for n in document.get("nodes", []) if n.get("id") == node_id), None)
             if node is None:
