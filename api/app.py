@@ -17,6 +17,7 @@ from api import (
     schedules,
     services,
     triggers,
+    troubleshooting,
     workflows,
 )
 from api.context import AppState
@@ -79,6 +80,7 @@ def create_app(settings: Settings) -> Flask:
     errors.register(app)
     api.register_blueprint(monitoring.blp)  # before workflows: its paths are more specific
     api.register_blueprint(generation.blp)  # before workflows: /api/workflows/automation/...
+    api.register_blueprint(troubleshooting.blp)  # likewise
     api.register_blueprint(workflows.blp)
     api.register_blueprint(services.blp)
     api.register_blueprint(executions.blp)
