@@ -8,7 +8,19 @@ import time
 
 from flask import Flask, Response, g, request
 
-from api import errors, executions, guard, monitoring, schedules, security, triggers, workflows
+from api import (
+    errors,
+    executions,
+    generation,
+    guard,
+    monitoring,
+    schedules,
+    security,
+    services,
+    triggers,
+    troubleshooting,
+    workflows,
+)
 from api.context import AppState, client_address
 from atom.celery_app import make_celery
 from atom.config import Settings
@@ -73,7 +85,10 @@ def create_app(settings: Settings) -> Flask:
     api = errors.AtomApi(app)
     errors.register(app)
     api.register_blueprint(monitoring.blp)  # before workflows: its paths are more specific
+    api.register_blueprint(generation.blp)  # before workflows: /api/workflows/automation/...
+    api.register_blueprint(troubleshooting.blp)  # likewise
     api.register_blueprint(workflows.blp)
+    api.register_blueprint(services.blp)
     api.register_blueprint(executions.blp)
     api.register_blueprint(schedules.blp)
     api.register_blueprint(triggers.blp)
@@ -83,6 +98,7 @@ def create_app(settings: Settings) -> Flask:
     _observe_requests(app)  # first: the clock starts before anything can answer
     guard.install(app, settings.webhook_max_bytes)
     _protect(app)
+    generation.warm_up(settings)
 
     @app.get("/metrics")
     def prometheus_metrics() -> Response:

@@ -112,6 +112,9 @@ def settings(
         rate_limit_enabled=False,
         # database_query may reach the test PostgreSQL (its own database stays refused).
         db_query_allowlist=_socket_dirs(database_url),
+        # Automatic troubleshooting would retry the failures other tests assert on; its own
+        # tests run a platform of their own with it on (tests/integration/test_troubleshoot.py).
+        auto_troubleshoot=False,
     )
 
 

@@ -1,7 +1,7 @@
 """security: credential vault, audit log, key expiry and last use, tenant settings
 
 Revision ID: 0006_security
-Revises: 0004
+Revises: 0007_troubleshoot
 Create Date: 2026-12-02
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0006_security"
-down_revision = "0004"
+down_revision = "0007_troubleshoot"
 branch_labels = None
 depends_on = None
 
