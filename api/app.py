@@ -8,10 +8,20 @@ import time
 
 from flask import Flask, Response, g, request
 
-from api import errors, executions, guard, monitoring, schedules, triggers, workflows
+from api import (
+    decisions,
+    errors,
+    executions,
+    guard,
+    monitoring,
+    schedules,
+    triggers,
+    workflows,
+)
 from api.context import AppState
 from atom.celery_app import make_celery
 from atom.config import Settings
+from atom.ml.client import MLClient
 from atom.observe import logs, metrics
 from atom.observe.monitoring import Probe
 from atom.runs import events
@@ -58,6 +68,7 @@ def create_app(settings: Settings) -> Flask:
         probe=probe,
         metrics=metrics.registry(settings.metrics_root, probe),
     )
+    app.extensions[decisions.ML_CLIENT] = MLClient(settings)
     api = errors.AtomApi(app)
     errors.register(app)
     guard.install(app, settings.webhook_max_bytes)
@@ -66,6 +77,7 @@ def create_app(settings: Settings) -> Flask:
     api.register_blueprint(executions.blp)
     api.register_blueprint(schedules.blp)
     api.register_blueprint(triggers.blp)
+    api.register_blueprint(decisions.blp)
     _observe_requests(app)
 
     @app.get("/metrics")

@@ -54,4 +54,7 @@ def register(app: Flask) -> None:
             extra = {"current_status": error.status, "allowed_actions": error.allowed}
         response = jsonify(error_body(error.http_status, str(error), errors, **extra))
         response.status_code = error.http_status
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:  # the ML pool did not answer in time (atom.ml.client)
+            response.headers["Retry-After"] = str(retry_after)
         return response

@@ -68,6 +68,10 @@ class Settings:
     smtp_password: str | None = field(default=None, repr=False)
     smtp_from: str = "atom@localhost"
     smtp_starttls: bool = False
+    ml_timeout: float = 5.0
+    ml_concurrency: int = 2
+    ml_retrain_every: int = 50
+    ml_retrain_interval: float = 3600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -113,6 +117,10 @@ class Settings:
             smtp_password=env.get("ATOM_SMTP_PASSWORD") or None,
             smtp_from=env.get("ATOM_SMTP_FROM") or "atom@localhost",
             smtp_starttls=_flag(env.get("ATOM_SMTP_STARTTLS"), False),
+            ml_timeout=float(env.get("ATOM_ML_TIMEOUT") or 5),
+            ml_concurrency=int(env.get("ATOM_ML_CONCURRENCY") or 2),
+            ml_retrain_every=int(env.get("ATOM_ML_RETRAIN_EVERY") or 50),
+            ml_retrain_interval=float(env.get("ATOM_ML_RETRAIN_INTERVAL") or 3600),
         )
 
     def with_services(self, database_url: str, redis_url: str) -> Settings:
@@ -179,6 +187,10 @@ class Settings:
             "ATOM_SMTP_PORT": str(self.smtp_port),
             "ATOM_SMTP_FROM": self.smtp_from,
             "ATOM_SMTP_STARTTLS": "1" if self.smtp_starttls else "0",
+            "ATOM_ML_TIMEOUT": str(self.ml_timeout),
+            "ATOM_ML_CONCURRENCY": str(self.ml_concurrency),
+            "ATOM_ML_RETRAIN_EVERY": str(self.ml_retrain_every),
+            "ATOM_ML_RETRAIN_INTERVAL": str(self.ml_retrain_interval),
         }
         optional = {
             "DATABASE_URL": self.database_url,
