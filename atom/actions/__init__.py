@@ -105,5 +105,6 @@ ACTIONS: dict[str, ActionSpec] = {
     "delay": ActionSpec(required={"seconds": float}, check=_check_delay),
     "log": ActionSpec(required={"message": None}, optional={"level": str}, check=_check_log),
     "python": ActionSpec(required={"function": str}, optional={"args": list, "kwargs": dict}),
+    "decision": ActionSpec(required={"context": dict}, optional={"model": str, "actions": list}),
 }
 """Every action type a definition may name, by ``config.action_type``."""

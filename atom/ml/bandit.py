@@ -13,9 +13,10 @@ Exploration, and why this method (README "Decision engine"):
   and the engine tries the alternatives; where they agree it exploits. That is Thompson
   sampling without a closed-form posterior, which gradient-boosted trees do not have.
 - **Decaying floor.** The Thompson choice is mixed with a uniform draw of weight
-  ``epsilon = max(EPSILON_MIN, 1 / sqrt(samples))``. Boosted trees can be confidently wrong on
-  little data (every head shares the same blind spot), and the floor keeps every action's
-  propensity above zero, which off-policy evaluation (inverse propensity) needs.
+  ``epsilon = max(EPSILON_MIN, EPSILON_SCALE / sqrt(samples))``. Boosted trees can be
+  confidently wrong on little data (every head shares the same blind spot), and the floor
+  keeps every action's propensity above zero, which off-policy evaluation (inverse
+  propensity) needs.
 - **Exact propensities.** Because a head is drawn uniformly from a finite set, the
   probability of each action is computed exactly, not estimated:
   ``p(a) = (1 - epsilon) * share of heads whose best action is a + epsilon / n``.
@@ -34,9 +35,10 @@ import numpy as np
 
 from atom.ml import features as feats
 
-HEADS = 5
-ROUNDS = 60
-EPSILON_MIN = 0.02
+HEADS = 4
+ROUNDS = 40
+EPSILON_MIN = 0.01
+EPSILON_SCALE = 0.5
 HOLDOUT_SHARE = 5
 """One decision in this many (by id) is held out of every training, for champion/challenger."""
 
@@ -65,7 +67,7 @@ def exploration_rate(samples: int) -> float:
     """Weight of the uniform draw: 1 with no data, then ``1/sqrt(samples)``, down to a floor."""
     if samples <= 0:
         return 1.0
-    return max(EPSILON_MIN, min(1.0, 1.0 / math.sqrt(samples)))
+    return max(EPSILON_MIN, min(1.0, EPSILON_SCALE / math.sqrt(samples)))
 
 
 def is_holdout(decision_id: Any) -> bool:
@@ -201,20 +203,20 @@ def train(
         mine = [s for s in samples if s.action == action]
         x = np.array([feats.encode(s.row, schema) for s in mine], dtype=np.float64)
         y = np.array([s.reward for s in mine], dtype=np.float64)
+        data = lgb.Dataset(
+            x,
+            label=y,
+            categorical_feature=categorical,
+            feature_name=[f"f{i}" for i in range(x.shape[1])],
+            params=params(reward, seed),
+            free_raw_data=False,
+        ).construct()  # binned once; each head only reweights the rows
         heads = []
         for k in range(HEADS):
             weight = rng.poisson(1.0, size=len(mine)).astype(np.float64)
             if weight.sum() == 0:
                 weight[:] = 1.0
-            data = lgb.Dataset(
-                x,
-                label=y,
-                weight=weight,
-                categorical_feature=categorical,
-                feature_name=[f"f{i}" for i in range(x.shape[1])],
-                params={"min_data_in_bin": 3, "verbose": -1},
-                free_raw_data=True,
-            )
+            data.set_weight(weight)
             booster = lgb.train(params(reward, seed * 31 + k), data, num_boost_round=ROUNDS)
             heads.append(booster.model_to_string())
         boosters[action] = heads

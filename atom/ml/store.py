@@ -212,6 +212,10 @@ def decision_view(decision: Decision, model_name: str, full: bool = False) -> di
     return view
 
 
+def _already(decision_id: uuid.UUID) -> Conflict:
+    return Conflict(f"decision {decision_id} already has an outcome", status="evaluated")
+
+
 def retrain_threshold(outcomes_at_training: int, every: int) -> int:
     """New outcomes that make a retraining due: half the data last trained on, at least 10
     and at most ``every``, so a young model learns quickly and an old one every ``every``."""
@@ -230,6 +234,8 @@ def record_outcome(
     decision = get_decision(db, tenant_id, decision_id)
     model = db.get(MLModel, decision.model_id)
     assert model is not None
+    if decision.outcome_at is not None:
+        raise _already(decision_id)
     if (reward is None) == (success is None):
         raise _invalid(["reward: give exactly one of reward (a number) or success (true/false)"])
     if success is not None:
@@ -242,10 +248,8 @@ def record_outcome(
         .values(reward=float(reward), success=success, outcome_at=now())
         .returning(Decision.id)
     ).first()
-    if done is None:
-        raise Conflict(
-            f"decision {decision_id} already has an outcome", status="evaluated", allowed=[]
-        )
+    if done is None:  # another request recorded one in the meantime
+        raise _already(decision_id)
     count, at_training = db.execute(
         update(MLModel)
         .where(MLModel.id == model.id)

@@ -94,6 +94,12 @@ def train(factory: sessionmaker[Session], model_id: uuid.UUID) -> dict[str, Any]
         champion_metrics = bandit.evaluate(champion, holdout, model.actions) if champion else None
         publish, reason = _verdict(metrics, champion_metrics)
         metrics = {**metrics, "champion": champion_metrics}
+        if publish:  # the champion retires before its challenger is stored
+            db.execute(
+                update(ModelVersion)
+                .where(ModelVersion.model_id == model.id, ModelVersion.status == "active")
+                .values(status="retired")
+            )
         db.add(
             ModelVersion(
                 model_id=model.id,
@@ -108,12 +114,6 @@ def train(factory: sessionmaker[Session], model_id: uuid.UUID) -> dict[str, Any]
                 reason=reason,
             )
         )
-        if publish and model.active_version is not None:
-            db.execute(
-                update(ModelVersion)
-                .where(ModelVersion.model_id == model.id, ModelVersion.status == "active")
-                .values(status="retired")
-            )
         db.flush()
         model.latest_version = version
         if publish:

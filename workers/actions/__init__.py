@@ -32,7 +32,7 @@ Handler = Callable[[dict[str, Any], ActionContext], Any]
 
 def handlers() -> dict[str, Handler]:
     """Every action type's handler, by ``action_type``."""
-    from workers.actions import delay, http, log, python, transform
+    from workers.actions import decision, delay, http, log, python, transform
 
     return {
         "http_request": http.run,
@@ -40,4 +40,5 @@ def handlers() -> dict[str, Handler]:
         "delay": delay.run,
         "log": log.run,
         "python": python.run,
+        "decision": decision.run,
     }

@@ -1,0 +1,281 @@
+"""The decision engine on a real ML worker process (``atom worker --pool ml``): it learns
+from outcomes alone, explains itself with LightGBM's contributions, validates its input and
+keeps tenants apart."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+
+from atom.config import Settings
+from atom.ml.simulation import ACTIONS, World
+from tests.conftest import Processes, wait_for_worker
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ml_worker(settings: Settings, processes: Processes) -> Iterator[subprocess.Popen]:
+    """One ML worker process (prefork, two children) for this module."""
+    proc = processes.start("worker", "--pool", "ml", name="ml-worker")
+    wait_for_worker(settings, proc, hostname=f"ml@{socket.gethostname()}")
+    yield proc
+    processes.stop(proc)
+
+
+class Api:
+    """A small JSON client that returns (status, body, headers)."""
+
+    def __init__(self, base: str, key: str):
+        self.base, self.session = base, requests.Session()
+        self.session.headers["X-API-Key"] = key
+
+    def __call__(self, method: str, path: str, **kwargs) -> tuple[int, dict, dict]:
+        r = self.session.request(method, self.base + path, timeout=30, **kwargs)
+        try:
+            body = r.json()
+        except ValueError:
+            body = {"text": r.text}
+        return r.status_code, body, r.headers
+
+
+@pytest.fixture
+def api(api_url: str, make_key: Callable[..., str], ml_worker) -> Api:
+    """An admin of a tenant of its own, with an ML worker running."""
+    return Api(api_url, make_key("admin"))
+
+
+@pytest.mark.timeout(900)  # 2,000 requests and ~25 trainings on a shared 2-core machine
+def test_the_engine_learns_which_action_pays_from_outcomes_alone(api: Api):
+    world = World(seed=11)
+    picks, engine_value, fixed_value = [], [], {a: [] for a in ACTIONS}
+    scores_seen = set()
+    for _ in range(1000):
+        context = world.context()
+        status, decision, _ = api(
+            "POST",
+            "/api/decisions",
+            json={"model": "triage", "context": context, "actions": ACTIONS},
+        )
+        assert status == 201, decision
+        chosen = decision["action"]["type"]
+        assert 0 < decision["propensity"] <= 1
+        assert {a["type"] for a in decision["alternatives"]} == set(ACTIONS)
+        picks.append(chosen == world.best(context))
+        engine_value.append(world.expected(context, chosen))
+        for a in ACTIONS:
+            fixed_value[a].append(world.expected(context, a))
+        if decision["confidence"] is not None:
+            scores_seen.add(round(decision["confidence"], 6))
+        status, _, _ = api(
+            "POST",
+            f"/api/decisions/{decision['id']}/outcome",
+            json={"reward": world.reward(context, chosen)},
+        )
+        assert status == 200
+    last = slice(-200, None)
+    best_rate = sum(picks[last]) / 200
+    mean_engine = sum(engine_value[last]) / 200
+    best_fixed = max(sum(v[last]) / 200 for v in fixed_value.values())
+    print(f"best action {best_rate:.1%}, engine {mean_engine:.3f}, best fixed {best_fixed:.3f}")
+    assert best_rate >= 0.9
+    assert mean_engine > best_fixed + 0.2
+    assert len(scores_seen) > 10  # confidence comes from the model, not a constant
+
+    status, model, _ = api("GET", "/api/models/triage")
+    assert status == 200 and model["status"] == "active" and model["version"] >= 2
+    assert model["outcomes"] == 1000 and model["samples"] > 0
+    active = next(v for v in model["versions"] if v["version"] == model["version"])
+    assert active["metrics"]["metric"] == "rmse" and active["metrics"]["holdout"] > 0
+    assert active["reason"]
+    assert {"customer.tier", "amount", "region", "noise"} <= {f["name"] for f in active["features"]}
+
+    # The explanation of a fresh decision: its top features are the ones the rule uses.
+    context = {"customer": {"tier": "silver"}, "amount": 900.0, "region": "east", "noise": 0.5}
+    status, decision, _ = api(
+        "POST", "/api/decisions", json={"model": "triage", "context": context}
+    )
+    assert status == 201 and decision["model_version"] is not None
+    status, why, _ = api("GET", f"/api/decisions/{decision['id']}/explanation")
+    assert status == 200, why
+    assert why["action"] == decision["action"]["type"]
+    total = why["base_value"] + sum(c["contribution"] for c in why["contributions"])
+    assert math.isclose(total, why["raw_score"], abs_tol=1e-6)
+    assert math.isclose(why["raw_score"], decision["confidence"], abs_tol=1e-6)
+    top = {c["feature"] for c in why["contributions"][:2]}
+    assert top == {"customer.tier", "amount"}, why["contributions"]
+    assert {c["feature"]: c["value"] for c in why["contributions"]}["customer.tier"] == "silver"
+
+
+def test_bad_input_is_422_or_404_never_500(api: Api, api_url: str, make_key):
+    cases = [
+        ({"context": [1, 2], "actions": ["a", "b"]}, "context"),
+        (
+            {"context": {"a": {"b": {"c": {"d": {"e": {"f": 1}}}}}}, "actions": ["a", "b"]},
+            "context",
+        ),
+        ({"context": {"x": "y" * 70000}, "actions": ["a", "b"]}, "context"),
+        ({"context": {f"f{i}": i for i in range(300)}, "actions": ["a", "b"]}, "context"),
+        ({"model": "fresh", "context": {"x": 1}}, "actions"),
+        ({"context": {"x": 1}, "actions": ["a"]}, "actions"),
+        ({"context": {"x": 1}, "actions": ["a", "a"]}, "actions[1]"),
+        ({"model": "no spaces allowed", "context": {"x": 1}, "actions": ["a", "b"]}, "model"),
+        ({"actions": ["a", "b"]}, "context"),
+    ]
+    for body, field in cases:
+        status, answer, _ = api("POST", "/api/decisions", json=body)
+        assert status == 422, (body, answer)
+        assert field in json.dumps(answer["errors"]), (field, answer)
+    status, answer, _ = api(
+        "POST",
+        "/api/decisions",
+        data='{"context": {"x": NaN}, "actions": ["a", "b"]}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert status == 422, answer
+    # A model's action set is fixed by its first decision.
+    status, first, _ = api(
+        "POST", "/api/decisions", json={"context": {"x": 1}, "actions": ["a", "b"]}
+    )
+    assert status == 201 and first["model"] == "default"
+    status, answer, _ = api(
+        "POST", "/api/decisions", json={"context": {"x": 1}, "actions": ["a", "z"]}
+    )
+    assert status == 422 and "'z'" in answer["message"]
+    # makeDecision(context): the actions are known now.
+    status, again, _ = api("POST", "/api/decisions", json={"context": {"userId": "u1"}})
+    assert status == 201 and again["action"]["type"] in {"a", "b"}
+    assert again["explored"] is True and again["propensity"] == pytest.approx(0.5)
+    # Outcomes: exactly one, of the right kind.
+    path = f"/api/decisions/{first['id']}/outcome"
+    assert api("POST", path, json={})[0] == 422
+    assert api("POST", path, json={"reward": 1, "success": True})[0] == 422
+    assert api("POST", path, json={"reward": "lots"})[0] == 422
+    status, done, _ = api("POST", path, json={"success": True})
+    assert status == 200 and done["outcome"]["reward"] == 1.0
+    status, answer, _ = api("POST", path, json={"reward": 0.5})
+    assert status == 409, answer
+    # Another tenant sees none of it.
+    other = type(api)(api_url, make_key("admin"))
+    assert other("GET", f"/api/decisions/{first['id']}")[0] == 404
+    assert other("GET", f"/api/decisions/{first['id']}/explanation")[0] == 404
+    assert other("POST", path, json={"reward": 1})[0] == 404
+    assert other("GET", "/api/models/default")[0] == 404
+    assert other("GET", "/api/models")[1] == []
+    status, mine, _ = api("GET", "/api/models")
+    assert status == 200 and [m["name"] for m in mine] == ["default"]
+    assert api("GET", "/api/models/nope")[0] == 404
+    assert api("POST", "/api/models/nope/train")[0] == 404
+    # Roles: a viewer reads but does not decide.
+    viewer = type(api)(api_url, make_key("viewer"))
+    assert viewer("POST", "/api/decisions", json={"context": {}, "actions": ["a", "b"]})[0] == 403
+
+
+def test_declared_success_model_trains_on_the_pool_and_shows_its_versions(api: Api):
+    status, model, _ = api(
+        "PUT", "/api/models/signup", json={"actions": ["email", "call"], "reward": "success"}
+    )
+    assert status == 200 and model["status"] == "untrained" and model["reward"] == "success"
+    assert api("PUT", "/api/models/signup", json={"actions": ["email"], "reward": "x"})[0] == 422
+    assert api("PUT", "/api/models/signup", json={"actions": ["sms", "call"]})[0] == 409
+    world_rng = World(seed=3).rng
+    for _ in range(60):
+        context = {"age": world_rng.randint(18, 80), "plan": world_rng.choice(["free", "pro"])}
+        status, decision, _ = api(
+            "POST", "/api/decisions", json={"model": "signup", "context": context}
+        )
+        assert status == 201
+        won = (decision["action"]["type"] == "call") == (context["age"] > 50)
+        assert (
+            api("POST", f"/api/decisions/{decision['id']}/outcome", json={"success": won})[0] == 200
+        )
+    assert (
+        api("POST", "/api/decisions/" + decision["id"] + "/outcome", json={"reward": 0.5})[0] == 409
+    )
+    status, queued, _ = api("POST", "/api/models/signup/train")
+    assert status == 202 and queued["status"] == "queued"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        model = api("GET", "/api/models/signup")[1]
+        if model["last_training"] and model["last_training"]["outcomes"] == 60:
+            break
+        time.sleep(0.3)
+    assert model["status"] == "active", model
+    assert model["metrics"]["metric"] == "log_loss"
+    statuses = [v["status"] for v in model["versions"]]
+    assert statuses.count("active") == 1 and set(statuses) <= {"active", "candidate", "retired"}
+    status, decision, _ = api(
+        "POST", "/api/decisions", json={"model": "signup", "context": {"age": 70}}
+    )
+    assert status == 201 and 0 <= decision["confidence"] <= 1
+    why = api("GET", f"/api/decisions/{decision['id']}/explanation")[1]
+    assert math.isclose(
+        why["base_value"] + sum(c["contribution"] for c in why["contributions"]),
+        why["raw_score"],
+        abs_tol=1e-6,
+    )
+    assert math.isclose(1 / (1 + math.exp(-why["raw_score"])), decision["confidence"], abs_tol=1e-6)
+
+
+def test_a_workflow_branches_on_a_decision_step(api: Api, client):
+    from tests.integration.helpers import action, by_node, trigger, workflow
+
+    doc = workflow(
+        "route-ticket",
+        [
+            trigger(),
+            action(
+                "route",
+                "decision",
+                model="tickets",
+                context={"tier": "{{ input.tier }}", "amount": "{{ input.amount }}"},
+                actions=["escalate", "close"],
+            ),
+            {
+                "id": "check",
+                "type": "condition",
+                "config": {"expression": 'steps.route.output.action == "escalate"'},
+            },
+            action(
+                "escalate", "transform", output="escalated {{ steps.route.output.decision_id }}"
+            ),
+            action("close", "transform", output="closed"),
+        ],
+        [("start", "route"), ("route", "check")],
+    )
+    doc["connections"] += [
+        {"source": "check", "target": "escalate", "when": "true"},
+        {"source": "check", "target": "close", "when": "false"},
+    ]
+    created = client.create_workflow(doc)
+    taken = set()
+    for amount in (10, 900, 50, 700, 300, 20):
+        done = client.wait(client.execute(created["id"], {"tier": "gold", "amount": amount})["id"])
+        assert done["status"] == "succeeded", done
+        steps = by_node(done)
+        out = steps["route"]["output"]
+        assert out["action"] in {"escalate", "close"} and 0 < out["propensity"] <= 1
+        ran = "escalate" if out["action"] == "escalate" else "close"
+        other = "close" if ran == "escalate" else "escalate"
+        assert steps[ran]["status"] == "succeeded" and steps[other]["status"] == "skipped"
+        taken.add(ran)
+        # The decision is logged with the rendered context, under the workflow's tenant.
+        decision = client.request("GET", f"/api/decisions/{out['decision_id']}")
+        assert decision["context"] == {"tier": "gold", "amount": amount}
+        assert decision["model"] == "tickets"
+        reported = client.request(
+            "POST", f"/api/decisions/{out['decision_id']}/outcome", json={"success": True}
+        )
+        assert reported["outcome"]["reward"] == 1.0
+    assert taken == {"escalate", "close"}  # cold start explores both branches
+    # A bad decision step is refused when the workflow is created.
+    bad = workflow("bad", [trigger(), action("d", "decision", actions="x")], [("start", "d")])
+    status, answer, _ = api("POST", "/api/workflows", json=bad)
+    assert status == 422 and "nodes[d].config.context" in json.dumps(answer)
