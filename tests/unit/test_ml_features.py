@@ -73,7 +73,8 @@ def test_the_bandit_learns_and_its_explanations_add_up():
         assert math.isclose(sum(choice.probabilities.values()), 1.0)
         assert choice.propensity == choice.probabilities[choice.action]
         reward = world.reward(context, choice.action)
-        log.append((uuid.uuid4(), bandit.Sample(row, choice.action, reward, choice.propensity)))
+        decision_id = uuid.UUID(int=rng.getrandbits(128))
+        log.append((decision_id, bandit.Sample(row, choice.action, reward, choice.propensity)))
         if t in (30, 100, 200, 300):
             train = [s for i, s in log if not bandit.is_holdout(i)]
             boosters, schema = bandit.train(train, ACTIONS, "reward", seed=t)
@@ -87,11 +88,17 @@ def test_the_bandit_learns_and_its_explanations_add_up():
         scores = bandit.choose(policy, ACTIONS, feats.flatten(context), rng).scores
         hits += max(scores, key=lambda a: scores[a] or 0) == world.best(context)
     assert hits >= 170  # the greedy action is the best one at least 85 % of the time
-    context = {"customer": {"tier": "bronze"}, "amount": 100.0, "region": "west", "noise": 0.1}
-    why = bandit.explain(policy, feats.flatten(context), "review")
-    total = why["base_value"] + sum(c["contribution"] for c in why["contributions"])
-    assert math.isclose(total, why["raw_score"], abs_tol=1e-9)
-    assert {c["feature"] for c in why["contributions"][:2]} == {"customer.tier", "amount"}
+    weight: dict[str, float] = {}
+    for _ in range(30):
+        row = feats.flatten(world.context())
+        action = bandit.choose(policy, ACTIONS, row, rng).action
+        why = bandit.explain(policy, row, action)
+        total = why["base_value"] + sum(c["contribution"] for c in why["contributions"])
+        assert math.isclose(total, why["raw_score"], abs_tol=1e-9)
+        for c in why["contributions"]:
+            weight[c["feature"]] = weight.get(c["feature"], 0.0) + abs(c["contribution"])
+    top = sorted(weight, key=lambda name: -weight[name])[:2]
+    assert set(top) == {"customer.tier", "amount"}, weight
     holdout = [s for i, s in log if bandit.is_holdout(i)]
     metrics = bandit.evaluate(policy, holdout, ACTIONS)
     assert metrics["holdout"] == len(holdout) > 0 and metrics["rmse"] < 0.5
