@@ -11,11 +11,12 @@ from flask_smorest import Blueprint
 from marshmallow import EXCLUDE, Schema, fields
 
 from api.context import page_of, require, session, state, tenant_id
-from atom.celery_app import ML_DECIDE, ML_EXPLAIN, ML_TRAIN
+from atom.celery_app import ML_DECIDE, ML_EXPLAIN, ML_PREDICT_RUN, ML_TRAIN
 from atom.errors import InvalidInput
 from atom.ml import store
 from atom.ml.client import MLClient
 from atom.security.auth import Role
+from atom.store import workflows
 
 blp = Blueprint(
     "decisions",
@@ -256,3 +257,33 @@ class ModelTraining(MethodView):
         model = store.get_model(db, tenant_id(), name)
         task_id = ml().send(ML_TRAIN, model_id=str(model.id))
         return {"model": model.name, "status": "queued", "task_id": task_id}
+
+
+class RunPredictionSchema(Schema):
+    """A workflow's next run, predicted from its own history."""
+
+    workflow_id = fields.UUID()
+    runs = fields.Integer()
+    failures = fields.Integer()
+    enough_history = fields.Boolean()
+    duration_ms = fields.Raw()
+    failure_probability = fields.Float(allow_none=True)
+    failure_model = fields.String()
+    features = fields.List(fields.String())
+    message = fields.String()
+
+
+@blp.route("/workflows/<uuid:workflow_id>/prediction")
+class RunPrediction(MethodView):
+    """The next run of a workflow."""
+
+    @require(Role.VIEWER)
+    @blp.response(200, RunPredictionSchema)
+    def get(self, workflow_id: uuid.UUID):
+        """Duration p50/p95 (LightGBM quantile objective) and failure probability, from the
+        workflow's finished runs; says so when there are too few."""
+        db = session()
+        workflows.get_workflow(db, tenant_id(), workflow_id)
+        db.rollback()
+        answer = ml().call(ML_PREDICT_RUN, tenant_id=str(tenant_id()), workflow_id=str(workflow_id))
+        return {**answer, "workflow_id": workflow_id}

@@ -26,6 +26,7 @@ ML_DECIDE = "atom.ml.decide"
 ML_EXPLAIN = "atom.ml.explain"
 ML_TRAIN = "atom.ml.train"
 ML_RETRAIN_DUE = "atom.ml.retrain_due"
+ML_PREDICT_RUN = "atom.ml.predict_run"
 
 
 class NoWaitRedisBackend(RedisBackend):

@@ -13,10 +13,10 @@ from typing import Any
 
 from celery import Celery
 
-from atom.celery_app import ML_DECIDE, ML_EXPLAIN, ML_RETRAIN_DUE, ML_TRAIN
+from atom.celery_app import ML_DECIDE, ML_EXPLAIN, ML_PREDICT_RUN, ML_RETRAIN_DUE, ML_TRAIN
 from atom.config import Settings
 from atom.errors import AtomError
-from atom.ml import serving, training
+from atom.ml import forecast, serving, training
 from atom.store.db import make_engine, make_sessionmaker
 
 logger = logging.getLogger("atom.ml")
@@ -65,6 +65,13 @@ def register(app: Celery, settings: Settings) -> MLContext:
             return ctx.models.explain(model_id, version, row, action)
         except AtomError as e:
             return _error(e)
+
+    @app.task(name=ML_PREDICT_RUN, acks_late=False, soft_time_limit=30)
+    def predict_run(tenant_id: str, workflow_id: str) -> Any:
+        """A workflow's next run: duration p50/p95 and failure probability."""
+        with ctx.models.factory() as db:
+            runs = forecast.history(db, uuid.UUID(tenant_id), uuid.UUID(workflow_id))
+        return forecast.predict(runs)
 
     @app.task(name=ML_TRAIN, acks_late=True, soft_time_limit=900, time_limit=960)
     def train(model_id: str) -> Any:

@@ -284,3 +284,39 @@ def test_a_workflow_branches_on_a_decision_step(api: Api, client):
     bad = workflow("bad", [trigger(), action("d", "decision", actions="x")], [("start", "d")])
     status, answer, _ = api("POST", "/api/workflows", json=bad)
     assert status == 422 and "nodes[d].config.context" in json.dumps(answer)
+
+
+def test_run_prediction_comes_from_the_workflows_history_and_says_when_it_is_too_short(
+    api: Api, worker
+):
+    from atom.client import Client
+    from tests.integration.helpers import action, trigger, workflow
+
+    client = Client(api.base, api.session.headers["X-API-Key"])  # the same tenant as api
+
+    doc = workflow(
+        "divide",
+        [trigger(), action("div", "transform", output="{{ 10 / input.x }}")],
+        [("start", "div")],
+    )
+    created = client.create_workflow(doc)
+    path = f"/api/workflows/{created['id']}/prediction"
+
+    def run(x: int) -> str:
+        return client.wait(client.execute(created["id"], {"x": x})["id"])["status"]
+
+    assert [run(x) for x in (1, 0, 2)] == ["succeeded", "failed", "succeeded"]
+    status, early, _ = api("GET", path)
+    assert status == 200, early
+    assert early["enough_history"] is False and early["runs"] == 3
+    assert early["duration_ms"] == {"p50": None, "p95": None}
+    assert "too little history" in early["message"]
+    statuses = [run(0 if i % 4 == 0 else 1) for i in range(18)]
+    assert statuses.count("failed") == 5
+    status, ready, _ = api("GET", path)
+    assert status == 200 and ready["enough_history"] is True and ready["runs"] == 21
+    assert ready["failures"] == 6
+    assert 0 < ready["duration_ms"]["p50"] <= ready["duration_ms"]["p95"] < 60_000
+    assert 0 < ready["failure_probability"] < 1
+    assert ready["failure_model"] == "lightgbm binary"
+    assert api("GET", "/api/workflows/00000000-0000-0000-0000-000000000000/prediction")[0] == 404
