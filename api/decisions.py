@@ -138,7 +138,7 @@ class Decisions(MethodView):
         if name is not None and not isinstance(name, str):
             raise InvalidInput({"model": ["must be a string"]})
         model, offered, row = store.resolve(db, tenant_id(), name, body["context"], body["actions"])
-        db.commit()
+        # One transaction: a model this decision creates is committed with the decision.
         answer = ml().call(
             ML_DECIDE,
             model_id=str(model.id),

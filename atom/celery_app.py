@@ -27,6 +27,7 @@ ML_EXPLAIN = "atom.ml.explain"
 ML_TRAIN = "atom.ml.train"
 ML_RETRAIN_DUE = "atom.ml.retrain_due"
 ML_PREDICT_RUN = "atom.ml.predict_run"
+ML_PING = "atom.ml.ping"
 
 
 class NoWaitRedisBackend(RedisBackend):

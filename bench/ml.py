@@ -27,8 +27,9 @@ from _services import ROOT, admin_key, serve_api, services, start, stop, wait_re
 
 sys.path.insert(0, str(ROOT))
 
-from atom.celery_app import make_celery
+from atom.celery_app import ML_DECIDE, ML_PING, make_celery
 from atom.ml import features as feats
+from atom.ml.client import MLClient
 from atom.ml.simulation import ACTIONS, World
 
 
@@ -122,6 +123,33 @@ def main() -> int:
             latencies.append((time.perf_counter() - t0) * 1000)
             assert r.status_code == 201, r.text
         latencies.sort()
+
+        # Where the time goes: the bare Celery round trip to the pool (a no-op task), and
+        # the decide task through the same client the API uses (no HTTP, no database).
+        client = MLClient(settings)
+        model_row = http.get(f"{base}/api/models/{name}", timeout=30).json()
+        ping_ms, decide_ms = [], []
+        from sqlalchemy import select
+
+        from atom.store.db import make_engine
+        from atom.store.models import MLModel
+
+        engine = make_engine(settings.database_url)
+        with engine.connect() as conn:
+            model_id = str(conn.scalar(select(MLModel.id).where(MLModel.name == name)))
+        engine.dispose()
+        for _ in range(args.decisions):
+            t0 = time.perf_counter()
+            client.call(ML_PING)
+            ping_ms.append((time.perf_counter() - t0) * 1000)
+            row = feats.flatten(world.context())
+            t0 = time.perf_counter()
+            client.call(
+                ML_DECIDE, model_id=model_id, version=model_row["version"], actions=ACTIONS, row=row
+            )
+            decide_ms.append((time.perf_counter() - t0) * 1000)
+        ping_ms.sort()
+        decide_ms.sort()
         family = [psutil.Process(worker.pid), *psutil.Process(worker.pid).children(recursive=True)]
         rss = {p.pid: p.memory_info().rss / 2**20 for p in family}
         result = {
@@ -134,6 +162,14 @@ def main() -> int:
             "decision_ms_p50": round(statistics.median(latencies), 2),
             "decision_ms_p95": round(latencies[int(0.95 * len(latencies)) - 1], 2),
             "decision_ms_max": round(latencies[-1], 2),
+            "celery_noop_roundtrip_ms_p50_p95": [
+                round(statistics.median(ping_ms), 2),
+                round(ping_ms[int(0.95 * len(ping_ms)) - 1], 2),
+            ],
+            "decide_task_no_http_ms_p50_p95": [
+                round(statistics.median(decide_ms), 2),
+                round(decide_ms[int(0.95 * len(decide_ms)) - 1], 2),
+            ],
             "ml_worker_rss_mib": {str(k): round(v, 1) for k, v in rss.items()},
             "ml_worker_rss_total_mib": round(sum(rss.values()), 1),
             "load_average": [round(x, 2) for x in psutil.getloadavg()],

@@ -13,7 +13,14 @@ from typing import Any
 
 from celery import Celery
 
-from atom.celery_app import ML_DECIDE, ML_EXPLAIN, ML_PREDICT_RUN, ML_RETRAIN_DUE, ML_TRAIN
+from atom.celery_app import (
+    ML_DECIDE,
+    ML_EXPLAIN,
+    ML_PING,
+    ML_PREDICT_RUN,
+    ML_RETRAIN_DUE,
+    ML_TRAIN,
+)
 from atom.config import Settings
 from atom.errors import AtomError
 from atom.ml import forecast, serving, training
@@ -49,6 +56,11 @@ def register(app: Celery, settings: Settings) -> MLContext:
     """Register the ML tasks on ``app``."""
     ctx = MLContext(settings)
     app.conf.worker_prefetch_multiplier = 1
+
+    @app.task(name=ML_PING, acks_late=False)
+    def ping() -> str:
+        """A no-op round trip: the floor under every ML call (bench/ml.py)."""
+        return "pong"
 
     @app.task(name=ML_DECIDE, acks_late=False, soft_time_limit=30)
     def decide(model_id: str, version: int | None, actions: list[str], row: dict) -> Any:

@@ -49,6 +49,9 @@ class MLClient:
         with self._lock:
             if self._app is None or self._pid != os.getpid():
                 self._app = make_celery(self.settings, wait_for_results=True)
+                # A request-response call needs no task-sent event for Flower: one Redis
+                # round trip fewer on every decision.
+                self._app.conf.task_send_sent_event = False
                 self._pid = os.getpid()
             return self._app
 
