@@ -45,11 +45,18 @@ def test_pool_down_is_503_within_the_timeout_and_a_published_model_survives_a_re
             )
             assert outcome.status_code == 200
         assert http.post(f"{api_url}/api/models/door/train", timeout=30).status_code == 202
-        deadline = time.monotonic() + 60
+        # Outcomes queued trainings of their own: wait until the last one (ours) is done and
+        # the versions stay put, so the version compared across the restart is final.
+        deadline = time.monotonic() + 90
         model: dict = {}
-        while time.monotonic() < deadline and model.get("version") is None:
-            time.sleep(0.3)
+        seen = None
+        while time.monotonic() < deadline:
+            time.sleep(1.5)
             model = http.get(f"{api_url}/api/models/door", timeout=30).json()
+            settled = (model.get("last_training") or {}).get("outcomes") == 40
+            if settled and model["version"] is not None and model["versions"] == seen:
+                break
+            seen = model["versions"]
         assert model["version"] is not None, model
         before = decide({"x": 8}).json()
         assert before["model_version"] == model["version"] and before["confidence"] is not None
