@@ -11,9 +11,9 @@ from flask_smorest import Blueprint
 from marshmallow import EXCLUDE, Schema, fields
 
 from api.context import page_of, require, session, state, tenant_id
-from atom.celery_app import ML_DECIDE, ML_EXPLAIN, ML_PREDICT_RUN, ML_TRAIN
+from atom.celery_app import ML_DECIDE, ML_EXPLAIN, ML_PREDICT_RUN, ML_PREDICT_USER, ML_TRAIN
 from atom.errors import InvalidInput
-from atom.ml import store
+from atom.ml import behaviour, store
 from atom.ml.client import MLClient
 from atom.security.auth import Role
 from atom.store import workflows
@@ -287,3 +287,38 @@ class RunPrediction(MethodView):
         db.rollback()
         answer = ml().call(ML_PREDICT_RUN, tenant_id=str(tenant_id()), workflow_id=str(workflow_id))
         return {**answer, "workflow_id": workflow_id}
+
+
+class TimeframeArgs(Schema):
+    """``?timeframe=24h`` (m, h or d; at most 30d)."""
+
+    timeframe = fields.String(load_default="24h")
+
+
+class UserPredictionSchema(Schema):
+    """Per event type: the probability and expected count in the timeframe."""
+
+    user_id = fields.String()
+    timeframe = fields.String()
+    events_seen = fields.Integer()
+    predictions = fields.Raw()
+    features = fields.List(fields.String())
+
+
+@blp.route("/predictions/users/<string:user_id>")
+class UserPrediction(MethodView):
+    """What a user is likely to do next."""
+
+    @require(Role.VIEWER)
+    @blp.arguments(TimeframeArgs, location="query")
+    @blp.response(200, UserPredictionSchema)
+    def get(self, args: dict[str, Any], user_id: str):
+        """From the events ATOM received with this user id (``POST /api/events``)."""
+        horizon = behaviour.parse_timeframe(args["timeframe"])
+        answer = ml().call(
+            ML_PREDICT_USER,
+            tenant_id=str(tenant_id()),
+            user_id=user_id,
+            horizon=horizon.total_seconds(),
+        )
+        return {**answer, "timeframe": args["timeframe"]}

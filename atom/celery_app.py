@@ -28,6 +28,7 @@ ML_TRAIN = "atom.ml.train"
 ML_RETRAIN_DUE = "atom.ml.retrain_due"
 ML_PREDICT_RUN = "atom.ml.predict_run"
 ML_PING = "atom.ml.ping"
+ML_PREDICT_USER = "atom.ml.predict_user"
 
 
 class NoWaitRedisBackend(RedisBackend):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from typing import Any
 
@@ -18,12 +19,13 @@ from atom.celery_app import (
     ML_EXPLAIN,
     ML_PING,
     ML_PREDICT_RUN,
+    ML_PREDICT_USER,
     ML_RETRAIN_DUE,
     ML_TRAIN,
 )
 from atom.config import Settings
 from atom.errors import AtomError
-from atom.ml import forecast, serving, training
+from atom.ml import behaviour, forecast, serving, training
 from atom.store.db import make_engine, make_sessionmaker
 
 logger = logging.getLogger("atom.ml")
@@ -84,6 +86,13 @@ def register(app: Celery, settings: Settings) -> MLContext:
         with ctx.models.factory() as db:
             runs = forecast.history(db, uuid.UUID(tenant_id), uuid.UUID(workflow_id))
         return forecast.predict(runs)
+
+    @app.task(name=ML_PREDICT_USER, acks_late=False, soft_time_limit=30)
+    def predict_user(tenant_id: str, user_id: str, horizon: float) -> Any:
+        """A user's next events: per type, probability and expected count in the horizon."""
+        with ctx.models.factory() as db:
+            events = behaviour.tenant_events(db, uuid.UUID(tenant_id))
+        return forecast.predict_user(events, user_id, horizon, time.time())
 
     @app.task(name=ML_TRAIN, acks_late=True, soft_time_limit=900, time_limit=960)
     def train(model_id: str) -> Any:

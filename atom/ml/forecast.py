@@ -125,3 +125,102 @@ def predict(runs: list[dict[str, Any]], now: datetime | None = None) -> dict[str
     answer["features"] = FEATURES
     answer["message"] = f"from the workflow's last {len(runs)} finished runs"
     return answer
+
+
+MIN_EXAMPLES = 30
+USER_FEATURES = [
+    "hours_since_last",
+    "count_7d",
+    "count_30d",
+    "all_events_7d",
+    "hour_of_day",
+    "share_in_window_hours",
+]
+HOUR = 3600.0
+
+
+def _user_features(
+    own: list[float], everything: list[float], at: float, horizon: float
+) -> list[float]:
+    """Recency, frequency and time-of-day features of one user and event type at ``at``."""
+    past = [t for t in own if t <= at]
+    last = past[-1] if past else None
+    hour = datetime.fromtimestamp(at, UTC).hour
+    span_hours = max(1, round(horizon / HOUR))
+    hours = {(hour + k) % 24 for k in range(min(span_hours, 24))}
+    in_window = [t for t in past if datetime.fromtimestamp(t, UTC).hour in hours]
+    return [
+        (at - last) / HOUR if last is not None else math.nan,
+        float(sum(1 for t in past if t > at - 7 * 24 * HOUR)),
+        float(sum(1 for t in past if t > at - 30 * 24 * HOUR)),
+        float(sum(1 for t in everything if at - 7 * 24 * HOUR < t <= at)),
+        float(hour),
+        len(in_window) / len(past) if past else math.nan,
+    ]
+
+
+def predict_user(
+    events: list[tuple[str, str, float]], user_id: str, horizon: float, now: float
+) -> dict[str, Any]:
+    """Per event type the user has done: the probability of at least one in the next
+    ``horizon`` seconds and the expected count, from LightGBM models trained on every user
+    of the tenant at past cut-off times (binary and Poisson objectives)."""
+    by_user: dict[str, dict[str, list[float]]] = {}
+    all_by_user: dict[str, list[float]] = {}
+    for user, type_, at in events:
+        by_user.setdefault(user, {}).setdefault(type_, []).append(at)
+        all_by_user.setdefault(user, []).append(at)
+    mine = by_user.get(user_id, {})
+    start = min((at for _, _, at in events), default=now)
+    step = max(horizon / 2, HOUR)
+    cutoffs = []
+    cut = now - horizon
+    while cut > start + horizon and len(cutoffs) < 60:
+        cutoffs.append(cut)
+        cut -= step
+    predictions = []
+    for type_ in sorted(mine, key=lambda t: -len(mine[t]))[:20]:
+        x, seen, counts = [], [], []
+        for cut in cutoffs:
+            for user, types in by_user.items():
+                own = types.get(type_, [])
+                if not any(t <= cut for t in all_by_user[user]):
+                    continue
+                x.append(_user_features(own, all_by_user[user], cut, horizon))
+                n = sum(1 for t in own if cut < t <= cut + horizon)
+                seen.append(1.0 if n else 0.0)
+                counts.append(float(n))
+        entry: dict[str, Any] = {"event_type": type_, "events_seen": len(mine[type_])}
+        positives = sum(seen)
+        if len(x) < MIN_EXAMPLES or positives == 0 or positives == len(seen):
+            entry.update(
+                probability=None,
+                expected_count=None,
+                enough_history=False,
+                message=f"too little history: {len(x)} past windows to learn from "
+                f"({int(positives)} with this event); at least {MIN_EXAMPLES} with both "
+                "outcomes are needed",
+            )
+            predictions.append(entry)
+            continue
+        features = np.array(x, dtype=np.float64)
+        target = np.array([_user_features(mine[type_], all_by_user[user_id], now, horizon)])
+        classifier = lgb.train(
+            _params("binary"), lgb.Dataset(features, label=np.array(seen)), num_boost_round=50
+        )
+        regressor = lgb.train(
+            _params("poisson"), lgb.Dataset(features, label=np.array(counts)), num_boost_round=50
+        )
+        entry.update(
+            probability=round(float(classifier.predict(target)[0]), 4),
+            expected_count=round(float(regressor.predict(target)[0]), 3),
+            enough_history=True,
+            training_windows=len(x),
+        )
+        predictions.append(entry)
+    return {
+        "user_id": user_id,
+        "events_seen": sum(len(v) for v in mine.values()),
+        "predictions": predictions,
+        "features": USER_FEATURES,
+    }

@@ -385,3 +385,20 @@ class Decision(Base):
         Index("ix_decisions_model_outcome", "model_id", "outcome_at"),
         Index("ix_decisions_tenant_created", "tenant_id", "created_at"),
     )
+
+
+class UserEvent(Base):
+    """An event ATOM received for a user (``POST /api/events`` with a user id): the history
+    user-behaviour predictions learn from."""
+
+    __tablename__ = "user_events"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_user_events_tenant_user_at", "tenant_id", "user_id", "at"),
+        Index("ix_user_events_tenant_at", "tenant_id", "at"),
+    )

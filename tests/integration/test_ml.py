@@ -320,3 +320,50 @@ def test_run_prediction_comes_from_the_workflows_history_and_says_when_it_is_too
     assert 0 < ready["failure_probability"] < 1
     assert ready["failure_model"] == "lightgbm binary"
     assert api("GET", "/api/workflows/00000000-0000-0000-0000-000000000000/prediction")[0] == 404
+
+
+def test_user_predictions_come_from_the_events_received(api: Api):
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    first = now - timedelta(days=14)
+
+    def post(user: str, type_: str, at: datetime, spelling: str = "user_id") -> None:
+        body = {"type": type_, "payload": {}, spelling: user, "timestamp": at.isoformat()}
+        status, answer, _ = api("POST", "/api/events", json=body)
+        assert status == 202, answer
+
+    post("u0", "export", first)  # the earliest event: no window after it ever saw one
+    for day in range(14):
+        base = first + timedelta(days=day, hours=1)
+        for n in range(8):
+            user = f"u{n}"
+            if n < 5:  # five users log in every day
+                post(user, "login", base + timedelta(hours=n), "userId" if n % 2 else "user_id")
+            elif day % 5 == 0:  # three log in every fifth day
+                post(user, "login", base + timedelta(hours=n))
+            if day % 7 == n % 7:
+                post(user, "purchase", base + timedelta(hours=2))
+    status, answer, _ = api(
+        "POST",
+        "/api/events",
+        json={"type": "login", "user_id": "u0", "timestamp": (now + timedelta(days=1)).isoformat()},
+    )
+    assert status == 422 and "timestamp" in json.dumps(answer)
+
+    status, body, _ = api("GET", "/api/predictions/users/u0?timeframe=24h")
+    assert status == 200, body
+    found = {p["event_type"]: p for p in body["predictions"]}
+    assert set(found) == {"login", "purchase", "export"}
+    login, purchase = found["login"], found["purchase"]
+    assert login["enough_history"] and purchase["enough_history"]
+    assert login["probability"] > 0.8 and login["expected_count"] > 0.5
+    assert purchase["probability"] < login["probability"]
+    assert found["export"]["enough_history"] is False
+    assert "too little history" in found["export"]["message"]
+    rare = {p["event_type"]: p for p in api("GET", "/api/predictions/users/u6")[1]["predictions"]}
+    assert rare["login"]["probability"] < login["probability"]
+    nobody = api("GET", "/api/predictions/users/ghost?timeframe=7d")[1]
+    assert nobody["events_seen"] == 0 and nobody["predictions"] == []
+    assert api("GET", "/api/predictions/users/u0?timeframe=soon")[0] == 422
+    assert api("GET", "/api/predictions/users/u0?timeframe=90d")[0] == 422

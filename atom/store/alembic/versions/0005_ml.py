@@ -1,4 +1,4 @@
-"""ml: decision models, their versions, and decisions
+"""ml: decision models, their versions, decisions, and user events
 
 Revision ID: 0005_ml
 Revises: 0004
@@ -109,6 +109,23 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_decisions")),
     )
+    op.create_table(
+        "user_events",
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        _uuid("tenant_id"),
+        sa.Column("user_id", sa.String(length=200), nullable=False),
+        sa.Column("type", sa.String(length=200), nullable=False),
+        _now("at"),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_user_events_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_user_events")),
+    )
+    op.create_index("ix_user_events_tenant_user_at", "user_events", ["tenant_id", "user_id", "at"])
+    op.create_index("ix_user_events_tenant_at", "user_events", ["tenant_id", "at"])
     op.create_index("ix_decisions_model_outcome", "decisions", ["model_id", "outcome_at"])
     op.create_index("ix_decisions_tenant_created", "decisions", ["tenant_id", "created_at"])
 
@@ -116,6 +133,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_decisions_tenant_created", table_name="decisions")
     op.drop_index("ix_decisions_model_outcome", table_name="decisions")
+    op.drop_table("user_events")
     op.drop_table("decisions")
     op.drop_table("ml_model_versions")
     op.drop_table("ml_models")
