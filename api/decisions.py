@@ -131,6 +131,7 @@ class Decisions(MethodView):
     @require(Role.OPERATOR)
     @blp.arguments(DecisionInSchema)
     @blp.response(201, DecisionSchema)
+    @blp.alt_response(503, description="No ML worker answered within ATOM_ML_TIMEOUT (Retry-After)")
     def post(self, body: dict[str, Any]):
         """Choose an action for a context; 503 with Retry-After if no ML worker answers."""
         db = session()
@@ -174,6 +175,7 @@ class DecisionExplanation(MethodView):
 
     @require(Role.VIEWER)
     @blp.response(200, ExplanationSchema)
+    @blp.alt_response(503, description="No ML worker answered within ATOM_ML_TIMEOUT (Retry-After)")
     def get(self, decision_id: uuid.UUID):
         """Contributions of each context field to the chosen action's raw score, from the
         version that decided (``base_value + sum(contributions) == raw_score``)."""
@@ -196,6 +198,7 @@ class DecisionOutcome(MethodView):
     @require(Role.OPERATOR)
     @blp.arguments(OutcomeInSchema)
     @blp.response(200, DecisionSchema)
+    @blp.alt_response(409, description="The decision already has an outcome")
     def post(self, body: dict[str, Any], decision_id: uuid.UUID):
         """Record the outcome (409 if it has one); enough new outcomes queue a retraining."""
         db = session()
@@ -237,6 +240,7 @@ class ModelItem(MethodView):
     @require(Role.EDITOR)
     @blp.arguments(ModelInSchema)
     @blp.response(200, ModelSchema)
+    @blp.alt_response(409, description="The model exists with another action set or reward")
     def put(self, body: dict[str, Any], name: str):
         """Declare a model's actions and reward kind before its first decision."""
         db = session()
@@ -279,6 +283,7 @@ class RunPrediction(MethodView):
 
     @require(Role.VIEWER)
     @blp.response(200, RunPredictionSchema)
+    @blp.alt_response(503, description="No ML worker answered within ATOM_ML_TIMEOUT (Retry-After)")
     def get(self, workflow_id: uuid.UUID):
         """Duration p50/p95 (LightGBM quantile objective) and failure probability, from the
         workflow's finished runs; says so when there are too few."""
@@ -312,6 +317,7 @@ class UserPrediction(MethodView):
     @require(Role.VIEWER)
     @blp.arguments(TimeframeArgs, location="query")
     @blp.response(200, UserPredictionSchema)
+    @blp.alt_response(503, description="No ML worker answered within ATOM_ML_TIMEOUT (Retry-After)")
     def get(self, args: dict[str, Any], user_id: str):
         """From the events ATOM received with this user id (``POST /api/events``)."""
         horizon = behaviour.parse_timeframe(args["timeframe"])

@@ -6,28 +6,15 @@ from __future__ import annotations
 
 import json
 import math
-import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import requests
 
-from atom.config import Settings
 from atom.ml.simulation import ACTIONS, World
-from tests.conftest import Processes, wait_for_worker
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def ml_worker(settings: Settings, processes: Processes) -> Iterator[subprocess.Popen]:
-    """One ML worker process (prefork, two children) for this module."""
-    proc = processes.start("worker", "--pool", "ml", name="ml-worker")
-    wait_for_worker(settings, proc, hostname=f"ml@{socket.gethostname()}")
-    yield proc
-    processes.stop(proc)
 
 
 class Api:
