@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, select, update
@@ -306,8 +305,14 @@ def _version_view(v: ModelVersion) -> dict[str, Any]:
 def model_view(db: Session, model: MLModel, detail: bool = False) -> dict[str, Any]:
     """A model as the API shows it: its active version's figures, and on its page every
     recent version with the champion/challenger verdict."""
-    recent = versions(db, model, 20 if detail else 1 if model.active_version is None else 20)
+    recent = versions(db, model) if detail else []
     active = next((v for v in recent if v.version == model.active_version), None)
+    if active is None and model.active_version is not None:
+        active = db.scalars(
+            select(ModelVersion).where(
+                ModelVersion.model_id == model.id, ModelVersion.version == model.active_version
+            )
+        ).one_or_none()
     view: dict[str, Any] = {
         "name": model.name,
         "actions": model.actions,
@@ -329,8 +334,3 @@ def model_view(db: Session, model: MLModel, detail: bool = False) -> dict[str, A
 def model_names(db: Session, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
     """Model names by id."""
     return dict(db.execute(select(MLModel.id, MLModel.name).where(MLModel.id.in_(ids))).all())
-
-
-def stamp(value: datetime | None) -> str | None:
-    """ISO text of a time (or None)."""
-    return value.isoformat() if value else None
