@@ -354,3 +354,28 @@ def test_user_predictions_come_from_the_events_received(api: Api):
     assert nobody["events_seen"] == 0 and nobody["predictions"] == []
     assert api("GET", "/api/predictions/users/u0?timeframe=soon")[0] == 422
     assert api("GET", "/api/predictions/users/u0?timeframe=90d")[0] == 422
+
+
+def test_a_decision_step_announces_decision_made_on_the_run_s_event_stream(api: Api, client):
+    from tests.integration.helpers import action, by_node, trigger, workflow
+    from tests.integration.test_events import follow_in_background
+
+    doc = workflow(
+        "announce",
+        [
+            trigger(),
+            action("pause", "delay", seconds=1),  # the follower subscribes meanwhile
+            action("route", "decision", model="announce", context={"n": 1}, actions=["x", "y"]),
+        ],
+        [("start", "pause"), ("pause", "route")],
+    )
+    run = client.execute(client.create_workflow(doc)["id"])
+    seen, thread = follow_in_background(client, run["id"])
+    thread.join(60)
+    assert not thread.is_alive()
+    done = by_node(seen[-1][1])
+    assert done["route"]["status"] == "succeeded", seen[-1]
+    made = [data for name, data in seen if name == "decision:made"]
+    assert len(made) == 1, [name for name, _ in seen]
+    assert made[0]["decision_id"] == done["route"]["output"]["decision_id"]
+    assert made[0]["node_id"] == "route" and made[0]["action"] in {"x", "y"}
