@@ -37,7 +37,7 @@ def seed_outcomes(settings, http, base: str, n: int) -> str:
     """Create the model over HTTP, then log ``n`` decisions with outcomes directly."""
     from sqlalchemy import update
 
-    from atom.store.db import make_engine, make_sessionmaker, transaction
+    from atom.store.db import make_engine, make_sessionmaker
     from atom.store.models import Decision, MLModel
 
     made = http.post(
@@ -48,7 +48,7 @@ def seed_outcomes(settings, http, base: str, n: int) -> str:
     made.raise_for_status()
     engine = make_engine(settings.database_url)
     world, rng = World(seed=1), random.Random(1)
-    with transaction(make_sessionmaker(engine)) as db:
+    with make_sessionmaker(engine).begin() as db:
         model = db.query(MLModel).filter_by(name="bench").one()
         rows = []
         for _ in range(n):

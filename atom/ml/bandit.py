@@ -141,7 +141,9 @@ def choose(
         action = rng.choice(actions)
     else:
         action = actions[int(best_per_head[rng.randrange(len(best_per_head))])]
-    scores = {a: policy.link(float(mean[i])) for i, a in enumerate(actions)}
+    scores: dict[str, float | None] = {
+        a: policy.link(float(mean[i])) for i, a in enumerate(actions)
+    }
     return Choice(action, probs[action], action != greedy, scores, probs)
 
 

@@ -173,7 +173,7 @@ def predict_user(
     mine = by_user.get(user_id, {})
     start = min((at for _, _, at in events), default=now)
     step = max(horizon / 2, HOUR)
-    cutoffs = []
+    cutoffs: list[float] = []
     cut = now - horizon
     while cut > start + horizon and len(cutoffs) < 60:
         cutoffs.append(cut)

@@ -239,7 +239,8 @@ def record_outcome(
         raise _invalid(["reward: give exactly one of reward (a number) or success (true/false)"])
     if success is not None:
         reward = 1.0 if success else 0.0
-    elif model.reward == "success" and reward not in (0, 1):
+    assert reward is not None
+    if success is None and model.reward == "success" and reward not in (0, 1):
         raise _invalid([f"reward: model {model.name!r} learns success; reward must be 0 or 1"])
     done = db.execute(
         update(Decision)

@@ -16,7 +16,7 @@ def test_api_step_worker_beat_and_cli_do_not_load_lightgbm():
         "workers.main",
         "workers.tasks",
         "workers.maintenance",
-        "workers.actions.decision",
+        "atom.actions.decision",
         "beat.main",
         "cli.main",
         "atom.ml.client",
