@@ -44,6 +44,12 @@ class Settings:
     max_request_bytes: int = 1024 * 1024
     monitoring_enabled: bool = True
     auto_recovery_enabled: bool = True
+    auto_troubleshoot: bool = True
+    """With auto recovery on, every failed execution opens a troubleshooting session."""
+    troubleshoot_max_retries: int = 3
+    """Automatic retries per execution, at most."""
+    troubleshoot_max_wait: float = 300.0
+    """The longest wait (s) before an automatic retry (a longer Retry-After needs a person)."""
     max_parallel_executions: int = 0
     flower_port: int = 5555
     flower_basic_auth: str | None = field(default=None, repr=False)
@@ -72,6 +78,8 @@ class Settings:
     ml_concurrency: int = 2
     ml_retrain_every: int = 50
     ml_retrain_interval: float = 3600.0
+    catalogue_base_url: str | None = None
+    """Replaces every catalogue service's API base with ``<url>/<slug>`` (tests, sandboxes)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +99,9 @@ class Settings:
             max_request_bytes=int(env.get("ATOM_MAX_REQUEST_BYTES") or 1024 * 1024),
             monitoring_enabled=_flag(env.get("WORKFLOW_MONITORING_ENABLED"), True),
             auto_recovery_enabled=_flag(env.get("WORKFLOW_AUTO_RECOVERY_ENABLED"), True),
+            auto_troubleshoot=_flag(env.get("ATOM_AUTO_TROUBLESHOOT"), True),
+            troubleshoot_max_retries=int(env.get("ATOM_TROUBLESHOOT_MAX_RETRIES") or 3),
+            troubleshoot_max_wait=float(env.get("ATOM_TROUBLESHOOT_MAX_WAIT") or 300),
             max_parallel_executions=int(env.get("MAX_PARALLEL_EXECUTIONS") or 0),
             flower_port=int(env.get("FLOWER_PORT") or 5555),
             flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
@@ -121,6 +132,7 @@ class Settings:
             ml_concurrency=int(env.get("ATOM_ML_CONCURRENCY") or 2),
             ml_retrain_every=int(env.get("ATOM_ML_RETRAIN_EVERY") or 50),
             ml_retrain_interval=float(env.get("ATOM_ML_RETRAIN_INTERVAL") or 3600),
+            catalogue_base_url=env.get("ATOM_CATALOGUE_BASE_URL") or None,
         )
 
     def with_services(self, database_url: str, redis_url: str) -> Settings:
@@ -177,6 +189,9 @@ class Settings:
             "ATOM_SCHEDULE_SWEEP_INTERVAL": str(self.schedule_sweep_interval),
             "ATOM_WEBHOOK_MAX_BYTES": str(self.webhook_max_bytes),
             "WORKFLOW_AUTO_RECOVERY_ENABLED": "1" if self.auto_recovery_enabled else "0",
+            "ATOM_AUTO_TROUBLESHOOT": "1" if self.auto_troubleshoot else "0",
+            "ATOM_TROUBLESHOOT_MAX_RETRIES": str(self.troubleshoot_max_retries),
+            "ATOM_TROUBLESHOOT_MAX_WAIT": str(self.troubleshoot_max_wait),
             "ATOM_FUNCTION_MODULES": ",".join(self.function_modules),
             "FLOWER_PORT": str(self.flower_port),
             "ATOM_LOG_LEVEL": self.log_level,
@@ -203,6 +218,7 @@ class Settings:
             "ATOM_SMTP_HOST": self.smtp_host,
             "ATOM_SMTP_USERNAME": self.smtp_username,
             "ATOM_SMTP_PASSWORD": self.smtp_password,
+            "ATOM_CATALOGUE_BASE_URL": self.catalogue_base_url,
         }
         env.update({k: v for k, v in optional.items() if v})
         return env

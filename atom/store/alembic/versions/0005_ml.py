@@ -1,7 +1,7 @@
 """ml: decision models, their versions, decisions, and user events
 
 Revision ID: 0005_ml
-Revises: 0004
+Revises: 0007_troubleshoot
 Create Date: 2026-12-02
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0005_ml"
-down_revision = "0004"
+down_revision = "0007_troubleshoot"
 branch_labels = None
 depends_on = None
 
