@@ -11,7 +11,7 @@ from celery import Celery, signals
 from celery.backends.redis import RedisBackend
 from kombu.transport import redis as kombu_redis
 
-from atom.config import Settings
+from atom.config import Settings, redis_tls
 
 RUN_STEP = "atom.run_step"
 FINALIZE = "atom.finalize"
@@ -117,4 +117,11 @@ def make_celery(settings: Settings) -> Celery:
         redbeat_key_prefix="atom:redbeat:",
         redbeat_redis_options={},
     )
+    # rediss://: verify the server's certificate unless the URL says otherwise.
+    if (tls := redis_tls(settings.celery_broker)) is not None:
+        app.conf.broker_use_ssl = tls
+    if (tls := redis_tls(settings.celery_backend)) is not None:
+        app.conf.redis_backend_use_ssl = tls
+    if (tls := redis_tls(settings.events_redis)) is not None:
+        app.conf.redbeat_redis_use_ssl = tls
     return app

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from atom.config import Settings
+from atom.config import ConfigError, Settings
+from cli import health
 
 DEV_KEY_FILE = "dev-admin-key"
 DEV_FLOWER_AUTH_FILE = "dev-flower-auth"
@@ -45,8 +46,9 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     """atom db upgrade."""
     from atom.store.migrations import upgrade
 
-    upgrade(resolve_services(settings).database_url or "", args.revision)
-    print(f"database upgraded to {args.revision}")
+    url = resolve_services(settings).database_url or ""
+    upgrade(url, args.revision)
+    print(f"database {_masked(url)} upgraded to {args.revision}")
     return 0
 
 
@@ -439,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("file")
     submit.add_argument("--input", help="the execution's input, as JSON")
     submit.add_argument("--wait", action="store_true", help="follow the run to its end")
+    health.add_parser(sub)
     return parser
 
 
@@ -448,7 +451,11 @@ PROCESSES = {"api": "api.main", "worker": "workers.main", "beat": "beat.main"}
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``atom`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as e:  # one line naming the variable; the password is masked
+        print(f"atom: {e}", file=sys.stderr)
+        return 2
     if argv and argv[0] in PROCESSES:
         from atom.observe import telemetry
 
@@ -462,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         "keys": cmd_keys,
         "submit": cmd_submit,
         "flower": cmd_flower,
+        "health": health.cmd_health,
     }[args.command]
     return handler(settings, args)
 

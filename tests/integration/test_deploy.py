@@ -1,0 +1,275 @@
+"""Deployment as an operator does it: every DATABASE_URL spelling typed in a shell, a Redis with
+a password and a database number, and the deploy script's native mode on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+import requests
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+from werkzeug.serving import make_server
+
+from atom.client import Client
+from atom.config import Settings
+from cli import embedded
+from tests.conftest import ROOT, Processes, wait_for_worker
+from tests.integration.helpers import action, trigger, workflow
+
+ATOM = str(Path(sys.executable).parent / "atom")
+SPELLINGS = ("postgresql", "postgres", "postgresql+psycopg2")
+
+
+@pytest.fixture
+def new_database(database_url: str) -> Iterator[Callable[[str], str]]:
+    """Make empty databases on the session's server (dropped at the end); returns their URL
+    in the driver's spelling."""
+    made: list[str] = []
+    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+
+    def make(prefix: str) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        made.append(name)
+        return make_url(database_url).set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    with admin.connect() as conn:
+        for name in made:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def spelled(url: str, scheme: str) -> str:
+    return scheme + "://" + url.partition("://")[2]
+
+
+def shell(command: str, **env: str) -> subprocess.CompletedProcess:
+    """Run a command line in bash, as typed, with the test's environment less ATOM's URLs."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
+    }
+    return subprocess.run(
+        ["bash", "-c", command],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.parametrize("scheme", SPELLINGS)
+def test_db_upgrade_from_a_shell_with_each_spelling(scheme: str, new_database):
+    url = spelled(new_database("atom_spell"), scheme)
+    result = shell(f"DATABASE_URL='{url}' {ATOM} db upgrade", ATOM_DATA_DIR="/nonexistent")
+    assert result.returncode == 0, result.stderr
+    assert "upgraded to head" in result.stdout
+    assert make_url(url).database in result.stdout  # it names the database it migrated
+    engine = create_engine(spelled(url, "postgresql+psycopg2"))
+    try:
+        tables = set(inspect(engine).get_table_names())
+        assert {"alembic_version", "workflows", "executions", "step_runs"} <= tables
+    finally:
+        engine.dispose()
+    # running it again is a no-op
+    again = shell(f"DATABASE_URL='{url}' {ATOM} db upgrade")
+    assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("DATABASE_URL", "postgresql://atom:hunter2@db.example.com:54x2/atom", "cannot be parsed"),
+        ("DATABASE_URL", "mysql://atom:hunter2@db.example.com/atom", "unsupported scheme"),
+        ("REDIS_URL", "redis://:hunter2@cache.example.com:6379/zero", "database number"),
+    ],
+)
+def test_a_wrong_url_stops_the_command_with_one_line(variable: str, value: str, says: str):
+    result = shell(f"{variable}='{value}' {ATOM} db upgrade")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"atom: {variable}: ") and says in lines[0]
+    assert "hunter2" not in result.stderr + result.stdout and "***" in lines[0]
+
+
+@pytest.fixture
+def password_redis(tmp_path: Path) -> Iterator[tuple[int, str]]:
+    """A redis-server that requires a password, on a loopback port."""
+    port, password = embedded.free_port(), "pa ss/w@rd"
+    proc = subprocess.Popen(
+        [embedded.redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port)]
+        + ["--requirepass", password, "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    client = redis.Redis(port=port, password=password)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+    yield port, password
+    client.close()
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_each_spelling_runs_a_workflow_over_a_password_redis_on_database_5(
+    new_database, password_redis, processes: Processes, settings: Settings
+):
+    from api.app import create_app
+    from atom.security.auth import Role, create_key, get_or_create_tenant
+    from atom.store.db import make_engine, make_sessionmaker, transaction
+    from atom.store.migrations import upgrade
+
+    port, password = password_redis
+    quoted = password.replace(" ", "%20").replace("/", "%2F").replace("@", "%40")
+    redis_url = f"redis://:{quoted}@127.0.0.1:{port}/5"
+    database = new_database("atom_run")
+    upgrade(spelled(database, "postgres"))
+    env = {"DATABASE_URL": spelled(database, "postgres"), "REDIS_URL": redis_url}
+    worker_settings = Settings.from_env({**settings.as_env(), **env})
+    worker = processes.start("worker", "--concurrency=2", env=env, name="spelling-worker")
+    wait_for_worker(worker_settings, worker)
+    try:
+        for scheme in SPELLINGS:
+            api_settings = Settings.from_env(
+                {**settings.as_env(), **env, "DATABASE_URL": spelled(database, scheme)}
+            )
+            engine = make_engine(api_settings.database_url or "")
+            with transaction(make_sessionmaker(engine)) as session:
+                key = create_key(session, get_or_create_tenant(session, scheme), Role.ADMIN)
+            engine.dispose()
+            server = make_server("127.0.0.1", 0, create_app(api_settings), threaded=True)
+            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread.start()
+            try:
+                client = Client(f"http://127.0.0.1:{server.server_port}", key)
+                created = client.create_workflow(
+                    workflow(
+                        f"spelling {scheme}",
+                        [trigger(), action("echo", "transform", output="{{ input.word }}")],
+                        [("start", "echo")],
+                    )
+                )
+                run = client.execute(created["id"], {"word": scheme})
+                final = client.wait(run["id"], timeout=60)
+                assert final["status"] == "succeeded", final
+                assert final["output"]["echo"] == scheme
+            finally:
+                server.shutdown()
+    finally:
+        processes.stop(worker)
+    # messages used database 5 and results 6 of that server, nothing else
+    dbs = {n: redis.Redis(port=port, password=password, db=n).dbsize() for n in (0, 1, 5, 6)}
+    assert dbs[0] == 0 and dbs[1] == 0 and dbs[5] > 0 and dbs[6] > 0, dbs
+
+
+# ---- the deploy script, native mode ------------------------------------------------------------
+
+SCRIPT = ROOT / "deploy_enhanced_workflow_automation.sh"
+
+
+def deploy(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_deploy_script_native_mode_is_healthy_and_idempotent(
+    new_database, redis_url: str, tmp_path: Path
+):
+    home = tmp_path / "atom-home"
+    api_port, flower_port = embedded.free_port(), embedded.free_port()
+    env = {
+        "DATABASE_URL": spelled(new_database("atom_deploy"), "postgresql"),
+        # a database of the session's Redis no other test uses: these workers stay apart
+        "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/11",
+        "PYTHON_API_PORT": str(api_port),
+        "FLOWER_PORT": str(flower_port),
+        "ATOM_HTTP_ALLOWLIST": "127.0.0.0/8",
+    }
+    options = ["--mode", "native", "--home", str(home), "--venv", sys.prefix]
+    options += ["--concurrency", "2", "--timeout", "150"]
+
+    plan = deploy("--dry-run", *options, env=env)
+    assert plan.returncode == 0, plan.stderr
+    assert "would: create" in plan.stdout and "would: start API" in plan.stdout
+    assert not home.exists()  # a dry run changes nothing
+
+    try:
+        first = deploy(*options, env=env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        out = first.stdout
+        assert f"http://127.0.0.1:{api_port}/api" in out
+        assert f"http://127.0.0.1:{flower_port}" in out
+        key_file = home / "data" / "dev-admin-key"
+        assert f"Admin key  in {key_file}" in out
+        env_file = home / "atom.env"
+        assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+        assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+        pid = int((home / "atom-up.pid").read_text())
+        health = requests.get(
+            f"http://127.0.0.1:{api_port}/api/workflows/monitoring/health", timeout=10
+        ).json()
+        assert health["status"] == "ok", health
+        client = Client(f"http://127.0.0.1:{api_port}", key_file.read_text().strip())
+        created = client.create_workflow(
+            workflow("deployed", [trigger(), action("t", "transform", output=42)], [("start", "t")])
+        )
+        assert client.wait(client.execute(created["id"])["id"], timeout=60)["status"] == (
+            "succeeded"
+        )
+        before = {p: _digest(p) for p in (env_file, key_file)}
+
+        second = deploy(*options, env=env)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert f"keep the running processes (atom up, pid {pid})" in second.stdout
+        assert "==> create" not in second.stdout and "==> start" not in second.stdout
+        assert int((home / "atom-up.pid").read_text()) == pid
+        assert {p: _digest(p) for p in before} == before
+
+        stopped = deploy("--down", *options, env=env)
+        assert stopped.returncode == 0, stopped.stderr
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    finally:
+        pid_file = home / "atom-up.pid"
+        if pid_file.exists():
+            try:
+                proc = psutil.Process(int(pid_file.read_text()))
+                for child in proc.children(recursive=True):
+                    child.kill()
+                proc.kill()
+            except psutil.Error:
+                pass
