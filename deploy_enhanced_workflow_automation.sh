@@ -188,15 +188,16 @@ atom_env() {
     env "${assignments[@]}" "$VENV/bin/atom" "$@"
 }
 
-health_json() {  # the API's health answer, or nothing
+health_json() {  # the API's health: its overall status, a space, the whole answer (or nothing)
     "${PY:-python3}" - "$1" <<'PYEOF' 2>/dev/null || true
-import sys, urllib.request
+import json, sys, urllib.request
 try:
-    with urllib.request.urlopen(sys.argv[1], timeout=3) as answer:
-        print(answer.read().decode())
+    with urllib.request.urlopen(sys.argv[1], timeout=5) as answer:
+        body = answer.read().decode()
 except Exception as e:
-    if hasattr(e, "read"):
-        print(e.read().decode())
+    body = e.read().decode() if hasattr(e, "read") else ""
+if body:
+    print(json.loads(body).get("status"), body)
 PYEOF
 }
 
@@ -206,7 +207,7 @@ wait_for_health() {
     [ "$DRY_RUN" = 1 ] && return
     while [ "$waited" -lt "$TIMEOUT" ]; do
         body=$(health_json "$url")
-        case "$body" in *'"status": "ok"'*|*'"status":"ok"'*) say "    healthy: $body"; return ;; esac
+        case "$body" in "ok "*) say "    healthy: ${body#ok }"; return ;; esac
         if [ -n "${SUPERVISOR_PID:-}" ] && ! kill -0 "$SUPERVISOR_PID" 2>/dev/null; then
             tail -n 30 "$LOG_DIR/atom-up.log" >&2 || true
             die "atom up exited (log: $LOG_DIR/atom-up.log)"

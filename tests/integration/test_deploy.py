@@ -4,6 +4,7 @@ a password and a database number, and the deploy script's native mode on loopbac
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -243,7 +244,11 @@ def test_deploy_script_native_mode_is_healthy_and_idempotent(
         health = requests.get(
             f"http://127.0.0.1:{api_port}/api/workflows/monitoring/health", timeout=10
         ).json()
-        assert health["status"] == "ok", health
+        # the script waited for "ok"; a busy machine can miss one 1 s worker ping since
+        assert health["components"]["database"]["status"] == "ok", health
+        assert health["components"]["beat"]["status"] == "ok", health
+        reported = json.loads(out.split("healthy: ", 1)[1].splitlines()[0])
+        assert reported["status"] == "ok" and reported["components"]["workers"]["count"] >= 1
         client = Client(f"http://127.0.0.1:{api_port}", key_file.read_text().strip())
         created = client.create_workflow(
             workflow("deployed", [trigger(), action("t", "transform", output=42)], [("start", "t")])
