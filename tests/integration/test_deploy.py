@@ -278,3 +278,38 @@ def test_deploy_script_native_mode_is_healthy_and_idempotent(
                 proc.kill()
             except psutil.Error:
                 pass
+
+
+# ---- the first hour: help starts nothing, one-off commands stop what they start -------------
+
+
+@pytest.mark.parametrize("process", ["api", "worker", "beat"])
+def test_help_starts_nothing(process: str, tmp_path: Path):
+    result = subprocess.run(
+        [ATOM, process, "--help"],
+        env={k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: atom {process}")
+    assert list(tmp_path.iterdir()) == []  # no embedded server's data folder
+
+
+def test_db_upgrade_alone_starts_only_postgres_and_stops_it(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    result = subprocess.run(
+        [ATOM, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "database postgresql+psycopg2://postgres@/atom?host=" in result.stdout
+    assert sorted(p.name for p in (tmp_path / ".atom").iterdir()) == ["postgres"]  # no Redis
+    data = str(tmp_path / ".atom")
+    left = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if any(data in arg for arg in (p.info["cmdline"] or []))
+    ]
+    assert left == []
