@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from atom.config import ConfigError, Settings
-from cli import health
+from cli import backup, health
 
 DEV_KEY_FILE = "dev-admin-key"
 DEV_FLOWER_AUTH_FILE = "dev-flower-auth"
@@ -485,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--input", help="the execution's input, as JSON")
     submit.add_argument("--wait", action="store_true", help="follow the run to its end")
     health.add_parser(sub)
+    backup.add_parsers(sub)
     return parser
 
 
@@ -517,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
         "submit": cmd_submit,
         "flower": cmd_flower,
         "health": health.cmd_health,
+        "backup": backup.cmd_backup,
+        "restore": backup.cmd_restore,
     }[args.command]
     return handler(settings, args)
 

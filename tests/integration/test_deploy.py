@@ -313,3 +313,89 @@ def test_db_upgrade_alone_starts_only_postgres_and_stops_it(tmp_path: Path):
         if any(data in arg for arg in (p.info["cmdline"] or []))
     ]
     assert left == []
+
+
+# ---- backup and restore ------------------------------------------------------------------------
+
+
+def _tenant_tables(url: str, tenant: str) -> dict:
+    from atom.backup import archive
+    from atom.store.db import make_engine, make_sessionmaker
+
+    engine = make_engine(url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            return archive.dump(session, [tenant])["tables"]
+    finally:
+        engine.dispose()
+
+
+def test_backup_then_restore_into_an_empty_and_a_live_installation(
+    settings: Settings, api_url: str, make_key, new_database, tmp_path: Path
+):
+    tenant = f"backup-{uuid.uuid4().hex[:8]}"
+    client = Client(api_url, make_key("admin", tenant))
+    first = client.create_workflow(
+        workflow("nightly", [trigger(), action("a", "transform", output=1)], [("start", "a")])
+    )
+    client.request(
+        "PUT",
+        f"/api/workflows/{first['id']}",
+        json=workflow("nightly", [trigger(), action("b", "transform", output=2)], [("start", "b")]),
+    )
+    second = client.create_workflow(
+        workflow(
+            "hooked", [trigger(kind="webhook"), action("c", "log", message="x")], [("start", "c")]
+        )
+    )
+    client.request(
+        "POST",
+        "/api/schedules",
+        json={"workflow_id": first["id"], "cron": "0 3 * * *", "timezone": "Europe/Berlin"},
+    )
+    client.request("POST", f"/api/workflows/{second['id']}/webhook")
+    client.request(
+        "POST",
+        "/api/workflows/monitoring/alerts",
+        json={
+            "name": "nightly failing",
+            "metric": "error_rate",
+            "comparison": ">",
+            "threshold": 0.5,
+            "window": "1h",
+            "severity": "medium",
+            "cooldown": 600,
+            "workflow_id": first["id"],
+            "channels": [],
+        },
+    )
+    original = _tenant_tables(settings.database_url or "", tenant)
+    assert len(original["workflows"]) == 2 and len(original["workflow_versions"]) == 3
+    assert len(original["schedules"]) == 1 and len(original["webhooks"]) == 1
+    assert any(r["name"] == "nightly failing" for r in original["alert_rules"])
+
+    file = tmp_path / "atom.json.gz"
+    env = settings.as_env()
+    made = shell(f"{ATOM} backup --tenant {tenant} --output {file}", **env)
+    assert made.returncode == 0, made.stderr
+    assert "2 workflows, 3 workflow_versions, 1 schedules, 1 webhooks" in made.stdout
+    assert oct(file.stat().st_mode & 0o777) == "0o600"
+
+    # into an empty installation (the command migrates it first): everything comes back
+    empty = new_database("atom_restore")
+    restored = shell(f"{ATOM} restore {file}", **{**env, "DATABASE_URL": empty})
+    assert restored.returncode == 0, restored.stderr
+    assert _tenant_tables(empty, tenant) == original
+    # a second time, and into the live installation it came from: nothing is duplicated
+    for url in (empty, settings.database_url or ""):
+        again = shell(f"{ATOM} restore {file}", **{**env, "DATABASE_URL": url})
+        assert again.returncode == 0, again.stderr
+        assert " 1 restored" not in again.stdout and "workflows            0 restored, 2" in (
+            again.stdout
+        )
+        assert _tenant_tables(url, tenant) == original
+
+    # a file that is not a backup: one line, status 2
+    (tmp_path / "not.json.gz").write_text("hello")
+    bad = shell(f"{ATOM} restore {tmp_path / 'not.json.gz'}", **env)
+    assert bad.returncode == 2 and "is not an ATOM backup" in bad.stderr
