@@ -520,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         "health": health.cmd_health,
         "backup": backup.cmd_backup,
         "restore": backup.cmd_restore,
+        "import": backup.cmd_import,
     }[args.command]
     return handler(settings, args)
 

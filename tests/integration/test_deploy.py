@@ -399,3 +399,29 @@ def test_backup_then_restore_into_an_empty_and_a_live_installation(
     (tmp_path / "not.json.gz").write_text("hello")
     bad = shell(f"{ATOM} restore {tmp_path / 'not.json.gz'}", **env)
     assert bad.returncode == 2 and "is not an ATOM backup" in bad.stderr
+
+
+# ---- import ------------------------------------------------------------------------------------
+
+
+def test_an_n8n_export_imports_and_runs(client: Client, service, tmp_path: Path):
+    from tests.unit.test_import_n8n import export
+
+    service.route(r"GET /leads/(\d+)", lambda req, m: (200, {"amount": 5000, "name": "Ada"}))
+    source = tmp_path / "n8n.json"
+    source.write_text(json.dumps(export(service.url + "/leads")))
+    out = tmp_path / "atom.json"
+    result = shell(f"{ATOM} import {source} --output {out}")
+    assert result.returncode == 0, result.stderr
+    assert "n8n, 7 nodes, 2 not converted" in result.stderr
+    assert "'Score in code' (n8n-nodes-base.code)" in result.stderr
+    assert "'Tell sales' (n8n-nodes-base.slack)" in result.stderr
+
+    created = client.create_workflow(json.loads(out.read_text()))
+    final = client.wait(client.execute(created["id"], {"lead_id": 7})["id"], timeout=60)
+    assert final["status"] == "succeeded", final
+    steps = {s["node_id"]: s for s in final["steps"]}
+    assert steps["fetch_lead"]["output"]["body"] == {"amount": 5000, "name": "Ada"}
+    assert steps["mark_vip"]["output"] == {"tier": "vip", "who": "Ada"}
+    assert steps["score_in_code"]["status"] == "skipped"  # the branch not taken
+    assert [c.path for c in service.calls("GET", "/leads")] == ["/leads/7"]
