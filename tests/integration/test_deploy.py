@@ -258,6 +258,17 @@ def test_deploy_script_native_mode_is_healthy_and_idempotent(
         )
         before = {p: _digest(p) for p in (env_file, key_file)}
 
+        # the containers' HEALTHCHECK command, against these processes
+        settings_env = dict(
+            line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line
+        )
+        for process in ("api", "worker", "beat", "flower"):
+            probe = shell(f"{ATOM} health {process}", **settings_env)
+            assert probe.returncode == 0, probe.stdout + probe.stderr
+            assert probe.stdout.strip() == f"{process}: ok"
+        down = shell(f"{ATOM} health api", **{**settings_env, "PYTHON_API_PORT": "9"})
+        assert down.returncode == 1 and "API not answering" in down.stdout
+
         second = deploy(*options, env=env)
         assert second.returncode == 0, second.stdout + second.stderr
         assert f"keep the running processes (atom up, pid {pid})" in second.stdout
