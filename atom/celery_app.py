@@ -116,6 +116,7 @@ def make_celery(settings: Settings) -> Celery:
         redbeat_redis_url=settings.events_redis,
         redbeat_key_prefix="atom:redbeat:",
         redbeat_redis_options={},
+        atom_max_parallel_executions=settings.max_parallel_executions,
     )
     # rediss://: verify the server's certificate unless the URL says otherwise.
     if (tls := redis_tls(settings.celery_broker)) is not None:

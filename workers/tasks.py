@@ -35,7 +35,7 @@ from atom.clock import now
 from atom.config import Settings
 from atom.errors import ExecutionError, PermanentError, RetryableError
 from atom.observe import logs
-from atom.runs import engine, events
+from atom.runs import admission, engine, events
 from atom.runs.engine import ExecutionStatus, StepStatus
 from atom.store.db import make_engine, make_sessionmaker, transaction
 from atom.store.models import Execution, StepRun
@@ -382,7 +382,9 @@ def register(app: Celery, settings: Settings) -> WorkerContext:
             if execution is None or execution.epoch != epoch:
                 return
             engine.finalize(s, execution)
-            status = execution.status
+            status, tenant_id = execution.status, execution.tenant_id
         logger.info("execution %s finished: %s", execution_id, status)
+        if (limit := admission.limit_of(app)) > 0:  # its slot is free: start the next waiting
+            admission.admit(ctx.factory, app, tenant_id, limit)
 
     return ctx

@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from atom.runs import dispatch, engine
+from atom.runs import admission, dispatch, engine
 from atom.store import workflows
 from atom.store.db import transaction
 from atom.store.models import Execution
@@ -27,13 +27,19 @@ def start_execution(
     input_: Any,
     trigger: dict[str, Any] | None = None,
 ) -> Execution:
-    """Create an execution of the workflow's current version and send it to the workers."""
+    """Create an execution of the workflow's current version and send it to the workers (or,
+    over the tenant's MAX_PARALLEL_EXECUTIONS, leave it queued: ``atom.runs.admission``)."""
     with transaction(factory) as session:
         workflow = workflows.get_workflow(session, tenant_id, workflow_id)
         version = workflows.get_version(session, workflow)
+        waits = admission.must_wait(session, tenant_id, admission.limit_of(app))
         execution = engine.create_execution(
             session, workflow, version, input_, trigger or {"kind": "api"}
         )
+        if waits:
+            execution.epoch = admission.WAITING_EPOCH
         plan, definition_doc = version.plan, version.definition
-    dispatch.send(app, plan, parse_definition(definition_doc), str(execution.id), execution.epoch)
+    if not waits:
+        definition = parse_definition(definition_doc)
+        dispatch.send(app, plan, definition, str(execution.id), execution.epoch)
     return execution
