@@ -330,6 +330,7 @@ ensure_admin_key() {
 
 # ---- compose ---------------------------------------------------------------------------------
 deploy_compose() {
+    [ "$DRY_RUN" = 1 ] || mkdir -p "$ATOM_HOME"
     write_env_file "$ENV_FILE"
     step "docker compose up -d --build --wait --scale worker=$SCALE (migrations run first, once)"
     [ "$DRY_RUN" = 1 ] || docker compose -f "$REPO/docker-compose.yml" --env-file "$ENV_FILE" \
