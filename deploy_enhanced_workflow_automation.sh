@@ -202,7 +202,8 @@ PYEOF
 }
 
 wait_for_health() {
-    local url="http://127.0.0.1:$(api_port)/api/workflows/monitoring/health" waited=0 body=""
+    local url waited=0 body=""
+    url="http://127.0.0.1:$(api_port)/api/workflows/monitoring/health"
     step "wait until $url says ok (at most ${TIMEOUT} s)"
     [ "$DRY_RUN" = 1 ] && return
     while [ "$waited" -lt "$TIMEOUT" ]; do
