@@ -436,3 +436,121 @@ def test_an_n8n_export_imports_and_runs(client: Client, service, tmp_path: Path)
     assert steps["mark_vip"]["output"] == {"tier": "vip", "who": "Ada"}
     assert steps["score_in_code"]["status"] == "skipped"  # the branch not taken
     assert [c.path for c in service.calls("GET", "/leads")] == ["/leads/7"]
+
+
+# ---- rediss:// against a real TLS Redis ------------------------------------------------------
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A redis-server speaking only TLS on loopback, with a certificate from a CA made here."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    )
+    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    )
+    port = embedded.free_port()
+    proc = subprocess.Popen(
+        [embedded.redis_server_binary(), "--port", "0", "--tls-port", str(port)]
+        + ["--bind", "127.0.0.1", "--tls-cert-file", "server.pem", "--tls-key-file", "server.key"]
+        + ["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no", "--requirepass", "pw"]
+        + ["--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    client = redis.Redis(
+        host="127.0.0.1", port=port, password="pw", ssl=True, ssl_ca_certs=str(tmp_path / "ca.pem")
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.RedisError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+    yield port, tmp_path / "ca.pem"
+    client.close()
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_rediss_carries_broker_results_and_events_and_verifies_the_certificate(tls_redis):
+    from atom.celery_app import make_celery
+
+    port, ca = tls_redis
+    url = f"rediss://:pw@127.0.0.1:{port}/3?ssl_ca_certs={ca}"
+    settings = Settings.from_env({"REDIS_URL": url})
+    app = make_celery(settings)
+    events = redis.Redis.from_url(settings.events_redis)  # as the events publisher connects
+    try:
+        app.send_task("atom.tls_probe", queue="atom.steps")  # over TLS to the broker
+        app.backend.set("atom-tls-probe", "ok")  # and to the result backend
+        events.set("atom-events-probe", "ok")
+    finally:
+        app.close()
+        events.close()
+    db = {
+        n: redis.Redis(
+            host="127.0.0.1", port=port, password="pw", db=n, ssl=True, ssl_ca_certs=str(ca)
+        )
+        for n in (0, 3, 4)
+    }
+    assert db[0].dbsize() == 0
+    assert db[3].llen("atom.steps") == 1 and db[3].get("atom-events-probe") == b"ok"
+    assert db[4].get("atom-tls-probe") == b"ok"
+    # without the CA, the default (certificates verified) refuses the self-signed server
+    unverified = make_celery(Settings.from_env({"REDIS_URL": f"rediss://:pw@127.0.0.1:{port}/3"}))
+    try:
+        with pytest.raises(Exception, match="certificate verify failed|CERTIFICATE_VERIFY"):
+            unverified.backend.set("x", "y")
+    finally:
+        unverified.close()
