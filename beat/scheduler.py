@@ -5,7 +5,7 @@ stock scheduler dies on the next lock extension and, if restarted, has lost ever
 is not static. This scheduler re-takes a vanished lock (or stands by when another beat holds
 it), re-creates the platform's static entries whenever they are missing, rebuilds schedule
 entries from PostgreSQL when it starts, and sends each schedule's fire with the slot's due
-time (``atom.schedules.ScheduleEntry``), which the fire task records exactly once.
+time (``atom.schedule_entry.ScheduleEntry``), which the fire task records exactly once.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from redbeat.schedulers import RedBeatScheduler, get_redis
 from redis.exceptions import LockError
 
 from atom.celery_app import FIRE_SCHEDULE
-from atom.observe.monitoring import BEAT_HEARTBEAT_KEY
-from atom.schedules import service as schedules
+from atom.observe.probe import BEAT_HEARTBEAT_KEY
+from atom.schedules import entry as schedule_entry
 from atom.store.db import make_engine, make_sessionmaker
 
 logger = logging.getLogger("atom.beat")
@@ -27,7 +27,7 @@ logger = logging.getLogger("atom.beat")
 class AtomScheduler(RedBeatScheduler):
     """RedBeatScheduler that heals after Redis loses its keys."""
 
-    Entry = schedules.ScheduleEntry
+    Entry = schedule_entry.ScheduleEntry
 
     def setup_schedule(self):
         """RedBeat's static entries, then every schedule's entry from PostgreSQL."""
@@ -36,7 +36,7 @@ class AtomScheduler(RedBeatScheduler):
         if url:
             engine = make_engine(url, pool_size=1)
             try:
-                schedules.sync_entries_safely(
+                schedule_entry.sync_entries_safely(
                     make_sessionmaker(engine), self.app, self.app.conf.atom_misfire_grace
                 )
             finally:

@@ -31,10 +31,12 @@ _LOCK_SPACE = 742003
 _ACTIVE = text("""
     SELECT count(*) FROM executions
     WHERE tenant_id = :tenant AND status IN ('queued', 'running') AND epoch > 0
+      AND id IS DISTINCT FROM :exclude
 """)
 _WAITING = text("""
     SELECT id FROM executions
     WHERE tenant_id = :tenant AND status = 'queued' AND epoch = 0
+      AND id IS DISTINCT FROM :exclude
     ORDER BY created_at, id
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
@@ -53,15 +55,27 @@ def _lock(session: Session, tenant_id: uuid.UUID) -> None:
     )
 
 
-def must_wait(session: Session, tenant_id: uuid.UUID, limit: int) -> bool:
-    """Whether a new execution of this tenant waits (call before creating it; holds the lock
-    until the transaction ends). Older waiting executions go first."""
+def must_wait(session: Session, execution: Execution, limit: int) -> bool:
+    """Whether this new execution waits (holds the tenant's lock until the transaction ends,
+    so the count stays true until it commits). Older waiting executions go first."""
     if limit <= 0:
         return False
-    _lock(session, tenant_id)
-    if session.execute(_ACTIVE, {"tenant": tenant_id}).scalar_one() >= limit:
+    _lock(session, execution.tenant_id)
+    params = {"tenant": execution.tenant_id, "exclude": execution.id}
+    if session.execute(_ACTIVE, params).scalar_one() >= limit:
         return True
-    return session.execute(_WAITING, {"tenant": tenant_id, "limit": 1}).first() is not None
+    return session.execute(_WAITING, {**params, "limit": 1}).first() is not None
+
+
+def send_or_wait(
+    session: Session, outbox: dispatch.Outbox, execution: Execution, limit: int
+) -> bool:
+    """Put a new execution in the outbox, or leave it waiting (epoch 0); True if it waits."""
+    if must_wait(session, execution, limit):
+        execution.epoch = WAITING_EPOCH
+        return True
+    outbox.add(session, execution)
+    return False
 
 
 def admit(
@@ -71,12 +85,14 @@ def admit(
     to_send: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
     with transaction(factory) as session:
         _lock(session, tenant_id)
-        free = limit - session.execute(_ACTIVE, {"tenant": tenant_id}).scalar_one()
+        active = session.execute(_ACTIVE, {"tenant": tenant_id, "exclude": None}).scalar_one()
+        free = limit - active
         if limit <= 0:
             free = 1_000_000
         if free <= 0:
             return []
-        ids = [row[0] for row in session.execute(_WAITING, {"tenant": tenant_id, "limit": free})]
+        params = {"tenant": tenant_id, "exclude": None, "limit": free}
+        ids = [row[0] for row in session.execute(_WAITING, params)]
         stamp = now()
         for execution_id in ids:
             execution = session.get(Execution, execution_id)

@@ -14,9 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from atom.runs import admission, dispatch, engine
 from atom.store import workflows
-from atom.store.db import transaction
 from atom.store.models import Execution
-from atom.workflow.definition import parse_definition
 
 
 def start_execution(
@@ -29,17 +27,11 @@ def start_execution(
 ) -> Execution:
     """Create an execution of the workflow's current version and send it to the workers (or,
     over the tenant's MAX_PARALLEL_EXECUTIONS, leave it queued: ``atom.runs.admission``)."""
-    with transaction(factory) as session:
+    with dispatch.record_then_send(factory, app) as (session, outbox):
         workflow = workflows.get_workflow(session, tenant_id, workflow_id)
         version = workflows.get_version(session, workflow)
-        waits = admission.must_wait(session, tenant_id, admission.limit_of(app))
         execution = engine.create_execution(
             session, workflow, version, input_, trigger or {"kind": "api"}
         )
-        if waits:
-            execution.epoch = admission.WAITING_EPOCH
-        plan, definition_doc = version.plan, version.definition
-    if not waits:
-        definition = parse_definition(definition_doc)
-        dispatch.send(app, plan, definition, str(execution.id), execution.epoch)
+        admission.send_or_wait(session, outbox, execution, admission.limit_of(app))
     return execution
