@@ -77,7 +77,7 @@ def check_worker(settings: Settings, timeout: float) -> str | None:
 def check_beat(settings: Settings, timeout: float) -> str | None:
     """The database and Redis answer, and the active beat's heartbeat is fresh."""
     from atom.celery_app import make_celery
-    from atom.observe.monitoring import Probe
+    from atom.observe.probe import Probe
     from atom.store.db import make_engine, make_sessionmaker
 
     engine = make_engine(settings.database_url or "", pool_size=1)
