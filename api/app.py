@@ -14,7 +14,7 @@ from atom.celery_app import make_celery
 from atom.config import Settings
 from atom.observe import logs, metrics
 from atom.observe.probe import Probe
-from atom.runs import events
+from atom.runs import engine, events
 from atom.store.db import make_engine, make_sessionmaker
 
 access_log = logging.getLogger("atom.api.access")
@@ -51,7 +51,10 @@ def create_app(settings: Settings) -> Flask:
     )
     factory = make_sessionmaker(
         make_engine(settings.database_url),
-        **{events.PUBLISHER: events.Publisher(settings.events_redis)},
+        **{
+            events.PUBLISHER: events.Publisher(settings.events_redis),
+            engine.STEP_OBSERVER: metrics.observe_step,
+        },
     )
     celery = make_celery(settings)
     probe = Probe(factory, celery, settings)

@@ -38,7 +38,7 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
     """Load the archive; rows already there are left alone."""
-    from atom.store.db import make_engine, make_sessionmaker, transaction
+    from atom.store.db import make_engine, make_sessionmaker
     from atom.store.migrations import upgrade
     from cli.main import one_off_database
 
@@ -51,7 +51,7 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
         upgrade(url)  # an empty installation gets its schema first
         engine = make_engine(url)
         try:
-            with transaction(make_sessionmaker(engine)) as session:
+            with make_sessionmaker(engine).begin() as session:
                 report = archive.restore(session, content)
         finally:
             engine.dispose()

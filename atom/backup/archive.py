@@ -163,8 +163,8 @@ def restore(session: Session, content: dict[str, Any]) -> Report:
                 continue
             if "tenant_id" in values and str(values["tenant_id"]) in remap:
                 values["tenant_id"] = remap[str(values["tenant_id"])]
-            result = session.execute(insert(table).values(**values).on_conflict_do_nothing())
-            inserted += result.rowcount or 0
+            statement = insert(table).values(**values).on_conflict_do_nothing()
+            inserted += len(session.execute(statement.returning(*table.primary_key)).all())
         report.inserted[table.name] = inserted
         report.present[table.name] = len(rows) - inserted
     return report

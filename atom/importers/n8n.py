@@ -317,10 +317,10 @@ class _Converter:
             types[extra["id"]] = "action"
             edges.append((triggers[0]["id"], extra["id"], 0))  # reachable from the one trigger
         if not triggers:
-            start = {"id": self._id("start"), "type": "trigger", "config": {"kind": "manual"}}
-            roots = [n["id"] for n in nodes if n["id"] not in self.parents]
-            nodes.insert(0, start)
-            edges += [(start["id"], root, 0) for root in roots]
+            start_id = self._id("start")
+            roots = [str(n["id"]) for n in nodes if n["id"] not in self.parents]
+            nodes.insert(0, {"id": start_id, "type": "trigger", "config": {"kind": "manual"}})
+            edges += [(start_id, root, 0) for root in roots]
         connections = []
         for source, target, index in edges:
             edge: dict[str, Any] = {"source": source, "target": target}

@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from atom.clock import now
 from atom.runs import dispatch
-from atom.store.db import transaction
 from atom.store.models import Execution, WorkflowVersion
 from atom.workflow.definition import parse_definition
 
@@ -83,7 +82,7 @@ def admit(
 ) -> list[str]:
     """Start as many of the tenant's waiting executions as the limit allows, oldest first."""
     to_send: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
-    with transaction(factory) as session:
+    with factory.begin() as session:
         _lock(session, tenant_id)
         active = session.execute(_ACTIVE, {"tenant": tenant_id, "exclude": None}).scalar_one()
         free = limit - active
@@ -95,8 +94,8 @@ def admit(
         ids = [row[0] for row in session.execute(_WAITING, params)]
         stamp = now()
         for execution_id in ids:
-            execution = session.get(Execution, execution_id)
-            version = session.get(WorkflowVersion, execution.version_id)
+            execution = session.get_one(Execution, execution_id)
+            version = session.get_one(WorkflowVersion, execution.version_id)
             execution.epoch = 1
             execution.updated_at = stamp
             to_send.append((str(execution_id), version.plan, version.definition))
@@ -108,10 +107,14 @@ def admit(
 def admit_all(factory: sessionmaker[Session], app: Celery, limit: int) -> list[str]:
     """Admit waiting executions of every tenant that has some (the reconciler's pass)."""
     with factory() as session:
-        tenants = session.execute(
-            text("SELECT DISTINCT tenant_id FROM executions WHERE status = 'queued' AND epoch = 0")
-        ).scalars()
-        tenants = list(tenants)
+        tenants = list(
+            session.execute(
+                text(
+                    "SELECT DISTINCT tenant_id FROM executions "
+                    "WHERE status = 'queued' AND epoch = 0"
+                )
+            ).scalars()
+        )
     admitted: list[str] = []
     for tenant_id in tenants:
         admitted += admit(factory, app, tenant_id, limit)

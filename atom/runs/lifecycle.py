@@ -20,7 +20,6 @@ from atom.clock import now
 from atom.errors import Conflict, NotFound
 from atom.runs import dispatch, engine
 from atom.statuses import ExecutionStatus, StepStatus
-from atom.store.db import transaction
 from atom.store.models import Execution, StepRun
 from atom.workflow.definition import NodeType
 
@@ -152,7 +151,7 @@ def redrive(
     factory: sessionmaker[Session], app: Celery, execution_id: uuid.UUID, reason: str
 ) -> bool:
     """Bump the epoch of a stalled execution and send what is left of it (self-healing)."""
-    with transaction(factory) as session:
+    with factory.begin() as session:
         execution = session.scalar(
             select(Execution).where(Execution.id == execution_id).with_for_update(skip_locked=True)
         )

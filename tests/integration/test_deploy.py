@@ -142,7 +142,7 @@ def test_each_spelling_runs_a_workflow_over_a_password_redis_on_database_5(
 ):
     from api.app import create_app
     from atom.security.auth import Role, create_key, get_or_create_tenant
-    from atom.store.db import make_engine, make_sessionmaker, transaction
+    from atom.store.db import make_engine, make_sessionmaker
     from atom.store.migrations import upgrade
 
     port, password = password_redis
@@ -160,7 +160,7 @@ def test_each_spelling_runs_a_workflow_over_a_password_redis_on_database_5(
                 {**settings.as_env(), **env, "DATABASE_URL": spelled(database, scheme)}
             )
             engine = make_engine(api_settings.database_url or "")
-            with transaction(make_sessionmaker(engine)) as session:
+            with make_sessionmaker(engine).begin() as session:
                 key = create_key(session, get_or_create_tenant(session, scheme), Role.ADMIN)
             engine.dispose()
             server = make_server("127.0.0.1", 0, create_app(api_settings), threaded=True)
