@@ -12,7 +12,7 @@ from celery import Celery, signals
 from celery.backends.redis import RedisBackend
 from kombu.transport import redis as kombu_redis
 
-from atom.config import Settings
+from atom.config import Settings, redis_tls
 
 RUN_STEP = "atom.run_step"
 FINALIZE = "atom.finalize"
@@ -146,9 +146,17 @@ def make_celery(settings: Settings, *, wait_for_results: bool = False) -> Celery
         timezone="UTC",
         enable_utc=True,
         redbeat_key_prefix="atom:redbeat:",
+        atom_max_parallel_executions=settings.max_parallel_executions,
     )
     # Celery censors setting names it knows (broker_url, *backend*, *PASS*), and workers
     # show their settings to Flower: keep the password out of redbeat's URL, in its options.
     url, credentials = _without_credentials(settings.events_redis)
     app.conf.update(redbeat_redis_url=url, redbeat_redis_options=credentials)
+    # rediss://: verify the server's certificate unless the URL says otherwise.
+    if (tls := redis_tls(settings.celery_broker)) is not None:
+        app.conf.broker_use_ssl = tls
+    if (tls := redis_tls(settings.celery_backend)) is not None:
+        app.conf.redis_backend_use_ssl = tls
+    if (tls := redis_tls(settings.events_redis)) is not None:
+        app.conf.redbeat_redis_use_ssl = tls
     return app

@@ -3,9 +3,152 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work. Its message is one line: the variable, what is wrong and
+    the value with any password masked, so a process can print it and exit at start."""
+
+    def __init__(self, variable: str, problem: str, value: str | None = None):
+        self.variable, self.problem = variable, problem
+        shown = f" (got {mask_url(value)})" if value is not None else ""
+        super().__init__(f"{variable}: {problem}{shown}")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with the password (if any) replaced by ``***``; never raises."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    except ValueError:
+        # Unparseable: keep the scheme and hide everything between "//" and the last "@".
+        return re.sub(r"(//[^/@]*:)[^/@]*@", r"\1***@", url)
+
+
+# PostgreSQL spellings an operator may write, and what SQLAlchemy needs to hear. SQLAlchemy
+# 2.1 maps a bare ``postgresql://`` to psycopg 3; ATOM ships psycopg2 (psycopg2-binary).
+_PG_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg2"}
+PG_DRIVER_SCHEME = "postgresql+psycopg2"
+REDIS_SCHEMES = {"redis", "rediss", "unix"}
+
+
+def postgres_url(url: str) -> str:
+    """The SQLAlchemy URL for a PostgreSQL URL in any accepted spelling (idempotent)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in _PG_SCHEMES:
+        return f"{PG_DRIVER_SCHEME}://{rest}"
+    return url
+
+
+def check_database_url(url: str, variable: str = "DATABASE_URL") -> str:
+    """Validate a PostgreSQL URL and return it in the driver's spelling (``ConfigError``)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        raise ConfigError(
+            variable, "not a URL; expected postgresql://user:password@host:5432/db", url
+        )
+    if scheme.lower() not in _PG_SCHEMES:
+        hint = (
+            "only the psycopg2 driver is installed: write postgresql:// or postgresql+psycopg2://"
+            if scheme.lower().startswith("postgresql+")
+            else "ATOM needs PostgreSQL: postgresql://, postgres:// or postgresql+psycopg2://"
+        )
+        raise ConfigError(variable, f"unsupported scheme {scheme!r}; {hint}", url)
+    normalized = postgres_url(url)
+    try:
+        parsed = make_url(normalized)
+    except (ArgumentError, ValueError) as e:
+        raise ConfigError(variable, f"cannot be parsed ({_first_line(e)})", url) from None
+    if not parsed.database:
+        raise ConfigError(variable, "names no database (…/DBNAME at the end)", url)
+    return normalized
+
+
+def check_redis_url(url: str, variable: str) -> str:
+    """Validate a Redis URL (redis://, rediss:// for TLS, unix://) and return it."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in REDIS_SCHEMES:
+        raise ConfigError(
+            variable,
+            "expected redis://[:password@]host[:port][/db], rediss:// (TLS) or "
+            "unix:///path/to/socket[?db=N]",
+            url,
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as e:
+        raise ConfigError(variable, f"cannot be parsed ({_first_line(e)})", url) from None
+    if scheme.lower() != "unix" and not parts.hostname:
+        raise ConfigError(variable, "names no host", url)
+    reqs = dict(parse_qsl(parts.query)).get("ssl_cert_reqs")
+    if reqs is not None and reqs.lower() not in _CERT_REQS and reqs not in _CERT_REQS.values():
+        raise ConfigError(variable, "ssl_cert_reqs must be required, optional or none", url)
+    db = redis_db(url)
+    if db is None:
+        raise ConfigError(variable, "the database number must be a whole number 0-15 or more", url)
+    return url
+
+
+def redis_db(url: str) -> int | None:
+    """The logical database a Redis URL selects (0 when it names none; None when invalid)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    raw = query.get("db")
+    if raw is None and parts.scheme != "unix":
+        raw = parts.path.strip("/") or None
+    if raw is None:
+        return 0
+    return int(raw) if raw.isdigit() else None
+
+
+def with_redis_db(url: str, db: int) -> str:
+    """The same Redis server with another logical database (path or ``?db=`` form)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "db"]
+    if parts.scheme == "unix":
+        return urlunsplit(parts._replace(query=urlencode([*query, ("db", str(db))])))
+    return urlunsplit(parts._replace(path=f"/{db}", query=urlencode(query)))
+
+
+_CERT_REQS = {"required": "CERT_REQUIRED", "optional": "CERT_OPTIONAL", "none": "CERT_NONE"}
+
+
+def redis_tls(url: str) -> dict | None:
+    """TLS options for a ``rediss://`` URL (None for any other): its ``ssl_*`` query
+    parameters, with certificates verified unless ``ssl_cert_reqs`` says otherwise.
+
+    Celery's broker would otherwise connect *without* verifying certificates, and its result
+    backend refuses a ``rediss://`` URL that lacks ``ssl_cert_reqs``.
+    """
+    import ssl
+
+    if urlsplit(url).scheme.lower() != "rediss":
+        return None
+    query = dict(parse_qsl(urlsplit(url).query))
+    reqs = query.get("ssl_cert_reqs", "required")
+    name = _CERT_REQS.get(reqs.lower(), reqs.upper())
+    options: dict = {"ssl_cert_reqs": getattr(ssl, name, ssl.CERT_REQUIRED)}
+    for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        if query.get(key):
+            options[key] = query[key]
+    return options
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _flag(value: str | None, default: bool) -> bool:
@@ -18,13 +161,18 @@ def _split(value: str | None) -> tuple[str, ...]:
     return tuple(item.strip() for item in (value or "").split(",") if item.strip())
 
 
-def _with_db(url: str, db: int) -> str:
-    """The same Redis server with another logical database number."""
-    base, _, tail = url.partition("?")
-    scheme, sep, rest = base.partition("://")
-    host, slash, _path = rest.partition("/")
-    out = f"{scheme}{sep}{host}/{db}"
-    return f"{out}?{tail}" if tail else out
+def _number(env: Mapping[str, str], name: str, default: float, kind: type = int):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        noun = "a whole number" if kind is int else "a number"
+        raise ConfigError(name, f"must be {noun}", raw) from None
+    if value < 0:
+        raise ConfigError(name, "must not be negative", raw)
+    return value
 
 
 @dataclass(frozen=True)
@@ -96,45 +244,56 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read the settings from ``environ`` (default: the process environment)."""
         env = os.environ if environ is None else environ
+        database_url = (env.get("DATABASE_URL") or "").strip() or None
+        redis_urls = {
+            name: (env.get(name) or "").strip() or None
+            for name in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+        }
+        if database_url:
+            database_url = check_database_url(database_url)
+        for name, url in redis_urls.items():
+            # The Celery URLs may name another transport; a Redis one is checked like REDIS_URL.
+            if url and (name == "REDIS_URL" or url.partition("://")[0].lower() in REDIS_SCHEMES):
+                check_redis_url(url, name)
         return cls(
-            database_url=env.get("DATABASE_URL") or None,
-            redis_url=env.get("REDIS_URL") or None,
-            broker_url=env.get("CELERY_BROKER_URL") or None,
-            result_backend=env.get("CELERY_RESULT_BACKEND") or None,
-            api_port=int(env.get("PYTHON_API_PORT") or 5058),
+            database_url=database_url,
+            redis_url=redis_urls["REDIS_URL"],
+            broker_url=redis_urls["CELERY_BROKER_URL"],
+            result_backend=redis_urls["CELERY_RESULT_BACKEND"],
+            api_port=_number(env, "PYTHON_API_PORT", 5058),
             secret_key=env.get("ATOM_SECRET_KEY") or None,
             http_allowlist=_split(env.get("ATOM_HTTP_ALLOWLIST")),
             data_dir=Path(env.get("ATOM_DATA_DIR") or ".atom").absolute(),
             dev=_flag(env.get("ATOM_DEV"), False),
-            worker_concurrency=int(env.get("ATOM_WORKER_CONCURRENCY") or 8),
-            max_request_bytes=int(env.get("ATOM_MAX_REQUEST_BYTES") or 1024 * 1024),
+            worker_concurrency=_number(env, "ATOM_WORKER_CONCURRENCY", 8),
+            max_request_bytes=_number(env, "ATOM_MAX_REQUEST_BYTES", 1024 * 1024),
             monitoring_enabled=_flag(env.get("WORKFLOW_MONITORING_ENABLED"), True),
             auto_recovery_enabled=_flag(env.get("WORKFLOW_AUTO_RECOVERY_ENABLED"), True),
             auto_troubleshoot=_flag(env.get("ATOM_AUTO_TROUBLESHOOT"), True),
-            troubleshoot_max_retries=int(env.get("ATOM_TROUBLESHOOT_MAX_RETRIES") or 3),
-            troubleshoot_max_wait=float(env.get("ATOM_TROUBLESHOOT_MAX_WAIT") or 300),
-            max_parallel_executions=int(env.get("MAX_PARALLEL_EXECUTIONS") or 0),
-            flower_port=int(env.get("FLOWER_PORT") or 5555),
+            troubleshoot_max_retries=_number(env, "ATOM_TROUBLESHOOT_MAX_RETRIES", 3),
+            troubleshoot_max_wait=_number(env, "ATOM_TROUBLESHOOT_MAX_WAIT", 300, float),
+            max_parallel_executions=_number(env, "MAX_PARALLEL_EXECUTIONS", 0),
+            flower_port=_number(env, "FLOWER_PORT", 5555),
             flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
             function_modules=_split(env.get("ATOM_FUNCTION_MODULES")),
-            visibility_timeout=int(env.get("ATOM_VISIBILITY_TIMEOUT") or 3600),
+            visibility_timeout=_number(env, "ATOM_VISIBILITY_TIMEOUT", 3600),
             log_level=(env.get("ATOM_LOG_LEVEL") or "INFO").upper(),
-            heartbeat_interval=float(env.get("ATOM_HEARTBEAT_INTERVAL") or 5),
-            heartbeat_timeout=float(env.get("ATOM_HEARTBEAT_TIMEOUT") or 20),
-            reconcile_interval=float(env.get("ATOM_RECONCILE_INTERVAL") or 10),
-            stall_seconds=float(env.get("ATOM_STALL_SECONDS") or 30),
-            schedule_grace=float(env.get("ATOM_SCHEDULE_GRACE") or 10),
-            schedule_misfire_grace=float(env.get("ATOM_SCHEDULE_MISFIRE_GRACE") or 60),
-            schedule_sweep_interval=float(env.get("ATOM_SCHEDULE_SWEEP_INTERVAL") or 5),
-            webhook_max_bytes=int(env.get("ATOM_WEBHOOK_MAX_BYTES") or 256 * 1024),
+            heartbeat_interval=_number(env, "ATOM_HEARTBEAT_INTERVAL", 5, float),
+            heartbeat_timeout=_number(env, "ATOM_HEARTBEAT_TIMEOUT", 20, float),
+            reconcile_interval=_number(env, "ATOM_RECONCILE_INTERVAL", 10, float),
+            stall_seconds=_number(env, "ATOM_STALL_SECONDS", 30, float),
+            schedule_grace=_number(env, "ATOM_SCHEDULE_GRACE", 10, float),
+            schedule_misfire_grace=_number(env, "ATOM_SCHEDULE_MISFIRE_GRACE", 60, float),
+            schedule_sweep_interval=_number(env, "ATOM_SCHEDULE_SWEEP_INTERVAL", 5, float),
+            webhook_max_bytes=_number(env, "ATOM_WEBHOOK_MAX_BYTES", 256 * 1024),
             log_format=(env.get("ATOM_LOG_FORMAT") or "json").lower(),
             metrics_dir=Path(env["ATOM_METRICS_DIR"]).absolute()
             if env.get("ATOM_METRICS_DIR")
             else None,
             metrics_token=env.get("ATOM_METRICS_TOKEN") or None,
-            monitor_interval=float(env.get("ATOM_MONITOR_INTERVAL") or 30),
+            monitor_interval=_number(env, "ATOM_MONITOR_INTERVAL", 30, float),
             smtp_host=env.get("ATOM_SMTP_HOST") or None,
-            smtp_port=int(env.get("ATOM_SMTP_PORT") or 25),
+            smtp_port=_number(env, "ATOM_SMTP_PORT", 25),
             smtp_username=env.get("ATOM_SMTP_USERNAME") or None,
             smtp_password=env.get("ATOM_SMTP_PASSWORD") or None,
             smtp_from=env.get("ATOM_SMTP_FROM") or "atom@localhost",
@@ -175,14 +334,18 @@ class Settings:
 
     @property
     def celery_backend(self) -> str:
-        """Result backend URL: CELERY_RESULT_BACKEND, else database 1 of REDIS_URL."""
+        """Result backend URL: CELERY_RESULT_BACKEND, else the database after REDIS_URL's.
+
+        Results (chord counters among them) live apart from the broker's queues, which the
+        reconciler scans: ``redis://host/9`` puts messages in 9 and results in 10.
+        """
         if self.result_backend:
             return self.result_backend
         if not self.redis_url:
             raise RuntimeError(
                 "No result backend configured: set CELERY_RESULT_BACKEND or REDIS_URL"
             )
-        return _with_db(self.redis_url, 1)
+        return with_redis_db(self.redis_url, (redis_db(self.redis_url) or 0) + 1)
 
     @property
     def metrics_root(self) -> Path:

@@ -14,11 +14,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from atom.config import Settings
+from atom.config import ConfigError, Settings
 from atom.statuses import TERMINAL_STEP, StepStatus
+from cli import backup, health
 
 DEV_KEY_FILE = "dev-admin-key"
 DEV_FLOWER_AUTH_FILE = "dev-flower-auth"
@@ -42,12 +46,36 @@ def _process(module: str, settings: Settings, argv: list[str]) -> None:
     importlib.import_module(module).main(resolve_services(settings), argv)
 
 
+@contextmanager
+def one_off_database(settings: Settings) -> Iterator[str]:
+    """DATABASE_URL, else the embedded PostgreSQL, for one command: started only if it was not
+    running, and then stopped again (Redis is not started: a one-off command needs none)."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    from cli import embedded
+
+    data = (settings.data_dir / "postgres").resolve()
+    try:
+        embedded.EmbeddedPostgres(data).url()
+        was_running = True
+    except Exception:  # not running, or never created
+        was_running = False
+    server = embedded.start_postgres(data)
+    try:
+        yield server.create_database("atom")
+    finally:
+        if not was_running:
+            server.stop()
+
+
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
-    """atom db upgrade."""
+    """atom db upgrade: names the database it migrated (password masked)."""
     from atom.store.migrations import upgrade
 
-    upgrade(resolve_services(settings).database_url or "", args.revision)
-    print(f"database upgraded to {args.revision}")
+    with one_off_database(settings) as url:
+        upgrade(url, args.revision)
+        print(f"database {_masked(url)} upgraded to {args.revision}")
     return 0
 
 
@@ -65,9 +93,10 @@ def _create_key(settings: Settings, tenant: str, role: str, name: str = "") -> s
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     """atom keys create --tenant NAME --role ROLE: the key alone on the last line."""
-    settings = resolve_services(settings)
-    key = _create_key(settings, args.tenant, args.role, args.name or "")
-    print(f"created a {args.role} key for tenant {args.tenant!r}; it is shown once:")
+    with one_off_database(settings) as url:
+        key = _create_key(replace(settings, database_url=url), args.tenant, args.role, args.name)
+    article = "an" if args.role[0] in "aeiou" else "a"
+    print(f"created {article} {args.role} key for tenant {args.tenant!r}; it is shown once:")
     print(key)
     return 0
 
@@ -144,6 +173,20 @@ def _masked(url: str | None) -> str:
         return "(configured)"
 
 
+def _atom_command() -> str:
+    """How to type ``atom`` here: plain when PATH finds this one, else its path."""
+    import shutil
+
+    mine = Path(sys.executable).parent / "atom"
+    found = shutil.which("atom")
+    if found and Path(found).resolve() == mine.resolve():
+        return "atom"
+    try:
+        return str(mine.relative_to(Path.cwd()))
+    except ValueError:
+        return str(mine)
+
+
 def _port_in_use(port: int) -> bool:
     import socket
 
@@ -213,7 +256,9 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  Admin key  {key}   (also in {settings.data_dir / DEV_KEY_FILE})")
         print(f"\n  export ATOM_API_KEY={key}")
         print(
-            "  atom submit examples/onboarding.json --wait\n\nCtrl-C stops everything.", flush=True
+            f"  {_atom_command()} submit examples/onboarding.json --wait\n\n"
+            "Ctrl-C stops everything.",
+            flush=True,
         )
         while not stopping:
             dead = [n for n, p in procs.items() if p.poll() is not None]
@@ -477,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("file")
     submit.add_argument("--input", help="the execution's input, as JSON")
     submit.add_argument("--wait", action="store_true", help="follow the run to its end")
+    health.add_parser(sub)
+    backup.add_parsers(sub)
     return parser
 
 
@@ -486,7 +533,15 @@ PROCESSES = {"api": "api.main", "worker": "workers.main", "beat": "beat.main"}
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``atom`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as e:  # one line naming the variable; the password is masked
+        print(f"atom: {e}", file=sys.stderr)
+        return 2
+    if argv and argv[0] in PROCESSES and {"-h", "--help"} & set(argv[1:]):
+        # Help starts nothing: the process's parser prints it and exits before using services.
+        importlib.import_module(PROCESSES[argv[0]]).main(settings, argv[1:])
+        return 0
     if argv and argv[0] in PROCESSES:
         from atom.observe import telemetry
 
@@ -501,6 +556,10 @@ def main(argv: list[str] | None = None) -> int:
         "credentials": cmd_credentials,
         "submit": cmd_submit,
         "flower": cmd_flower,
+        "health": health.cmd_health,
+        "backup": backup.cmd_backup,
+        "restore": backup.cmd_restore,
+        "import": backup.cmd_import,
     }[args.command]
     return handler(settings, args)
 

@@ -44,6 +44,10 @@ def database_url() -> Iterator[str]:
     from cli import embedded
 
     given = os.environ.get("ATOM_TEST_DATABASE_URL")
+    if given:  # any spelling an operator writes (postgres://, postgresql://, ...)
+        from atom.config import postgres_url
+
+        given = postgres_url(given)
     name = f"atom_test_{os.getpid()}"
     if given:
         admin = create_engine(given, isolation_level="AUTOCOMMIT")

@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from atom.runs import dispatch, engine
+from atom.runs import admission, dispatch, engine
 from atom.store import workflows
 from atom.store.models import Execution
 
@@ -25,12 +25,13 @@ def start_execution(
     input_: Any,
     trigger: dict[str, Any] | None = None,
 ) -> Execution:
-    """Create an execution of the workflow's current version and send it to the workers."""
+    """Create an execution of the workflow's current version and send it to the workers (or,
+    over the tenant's MAX_PARALLEL_EXECUTIONS, leave it queued: ``atom.runs.admission``)."""
     with dispatch.record_then_send(factory, app) as (session, outbox):
         workflow = workflows.get_workflow(session, tenant_id, workflow_id)
         version = workflows.get_version(session, workflow)
         execution = engine.create_execution(
             session, workflow, version, input_, trigger or {"kind": "api"}
         )
-        outbox.add(session, execution)
+        admission.send_or_wait(session, outbox, execution, admission.limit_of(app))
     return execution

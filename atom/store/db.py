@@ -17,15 +17,20 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from atom.config import postgres_url
+
 logger = logging.getLogger(__name__)
 
 _PENDING = "atom.after_commit"
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """An engine that checks connections before use, so a restarted PostgreSQL heals."""
+    """An engine that checks connections before use, so a restarted PostgreSQL heals.
+
+    ``url`` may be spelled ``postgresql://``, ``postgres://`` or ``postgresql+psycopg2://``.
+    """
     return create_engine(
-        url,
+        postgres_url(url),
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=10,

@@ -7,6 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from atom.config import postgres_url
+
 SCRIPT_LOCATION = Path(__file__).resolve().parent / "alembic"
 
 
@@ -14,7 +16,7 @@ def alembic_config(database_url: str) -> Config:
     """An Alembic config for this checkout's migrations and the given database."""
     config = Config()
     config.set_main_option("script_location", str(SCRIPT_LOCATION))
-    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", postgres_url(database_url).replace("%", "%%"))
     return config
 
 

@@ -1,0 +1,330 @@
+"""The deployment files, checked offline (no Docker engine runs here): docker-compose.yml
+against the Compose Specification's JSON schema, every command it runs against the real
+``atom`` argument parsers, every variable it sets against what ATOM reads; the Dockerfile's
+shape; the deploy script's syntax."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from atom.config import Settings
+from tests.conftest import ROOT
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+ATOM_SERVICES = {
+    name: svc
+    for name, svc in COMPOSE["services"].items()
+    if str(svc.get("image", "")).startswith("${ATOM_IMAGE")
+}
+SOURCE_DIRS = ("atom", "api", "workers", "beat", "cli")
+
+
+def compose_schema() -> dict:
+    """The Compose Specification's schema (compose-spec/compose-spec, schema/compose-spec.json)
+    as vendored by the check-jsonschema package (a dev dependency)."""
+    vendor = resources.files("check_jsonschema.builtin_schemas.vendor")
+    return json.loads((vendor / "compose-spec.json").read_text())
+
+
+def test_compose_file_follows_the_compose_specification():
+    schema = compose_schema()
+    jsonschema.Draft7Validator.check_schema(schema)
+    errors = sorted(
+        jsonschema.Draft7Validator(schema).iter_errors(COMPOSE), key=lambda e: list(e.path)
+    )
+    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors]
+
+
+def test_the_schema_check_can_fail():
+    broken = json.loads(json.dumps(COMPOSE))
+    broken["services"]["api"]["healthcheck"]["intervall"] = "5s"
+    broken["services"]["worker"]["depends_on"]["migrate"]["condition"] = "service_done"
+    errors = list(jsonschema.Draft7Validator(compose_schema()).iter_errors(broken))
+    assert len(errors) == 2
+
+
+def test_compose_runs_every_process_type_and_the_infrastructure():
+    services = COMPOSE["services"]
+    commands = {name: tuple(svc["command"]) for name, svc in ATOM_SERVICES.items()}
+    assert commands["migrate"] == ("db", "upgrade")
+    assert commands["api"][0] == "api" and commands["beat"] == ("beat",)
+    assert commands["worker"][0] == "worker" and commands["flower"][0] == "flower"
+    assert commands["ml-worker"] == ("worker", "--pool", "ml")
+    # PostgreSQL and Redis persist to named volumes and have healthchecks
+    for name, path in (("postgres", "/var/lib/postgresql/data"), ("redis", "/data")):
+        assert "healthcheck" in services[name]
+        assert any(v.endswith(":" + path) for v in services[name]["volumes"])
+        assert services[name]["volumes"][0].split(":")[0] in COMPOSE["volumes"]
+    assert "--appendonly yes" in " ".join(services["redis"]["command"])
+    # the migration runs once, before every long-running ATOM process
+    assert services["migrate"]["restart"] == "no"
+    for name, svc in ATOM_SERVICES.items():
+        if name != "migrate":
+            assert svc["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+            assert svc["healthcheck"]["test"][:3] == ["CMD", "atom", "health"]
+            assert svc["healthcheck"]["test"][3] == svc["command"][0]
+    # --scale worker=4: no fixed container name or host port on the step workers
+    for name in ("worker", "ml-worker"):
+        assert "container_name" not in services[name] and "ports" not in services[name]
+    # exactly one beat
+    assert services["beat"]["deploy"]["replicas"] == 1
+
+
+class _Parsed(Exception):
+    def __init__(self, prog: str, namespace: argparse.Namespace):
+        super().__init__(prog)
+        self.prog, self.namespace = prog, namespace
+
+
+@pytest.fixture
+def parse_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Run ``atom ARGV`` up to its argument parsing (the real parsers), then stop."""
+    import cli.main
+    from atom.observe import telemetry
+
+    real = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        raise _Parsed(self.prog, real(self, args, namespace))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    monkeypatch.setattr(telemetry, "setup_process", lambda *a, **k: None)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://atom:pw@postgres:5432/atom")
+    monkeypatch.setenv("REDIS_URL", "redis://:pw@redis:6379/0")
+    monkeypatch.setenv("ATOM_DATA_DIR", str(tmp_path))
+
+    def parse(argv: list[str]) -> _Parsed:
+        with pytest.raises(_Parsed) as parsed:
+            cli.main.main(list(argv))
+        return parsed.value
+
+    return parse
+
+
+@pytest.mark.parametrize("service", sorted(ATOM_SERVICES))
+def test_every_compose_command_is_an_atom_command(service: str, parse_only):
+    command = ATOM_SERVICES[service]["command"]
+    parsed = parse_only(command)
+    assert parsed.prog in ("atom", f"atom {command[0]}")
+    probe = ATOM_SERVICES[service].get("healthcheck", {}).get("test")
+    if probe:
+        assert parse_only(probe[2:]).namespace.process == command[0]
+
+
+def test_a_command_the_cli_lacks_is_caught(parse_only):
+    with pytest.raises(SystemExit):
+        parse_only(["worker", "--no-such-option"])
+    with pytest.raises(SystemExit):
+        parse_only(["migrate"])
+
+
+class _Recorder(dict):
+    """A mapping that remembers every name looked up in it."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def get(self, key, default=None):
+        self.seen.add(key)
+        return default
+
+    def __getitem__(self, key):
+        self.seen.add(key)
+        raise KeyError(key)
+
+    def __contains__(self, key):
+        self.seen.add(key)
+        return False
+
+
+def atom_variables() -> set[str]:
+    """Every environment variable ATOM reads: Settings.from_env, and os.environ look-ups."""
+    recorder = _Recorder()
+    Settings.from_env(recorder)
+    found = set(recorder.seen)
+    pattern = re.compile(r"""(?:environ\.get|environ\[|getenv)\(?\s*["']([A-Z][A-Z0-9_]+)["']""")
+    for folder in SOURCE_DIRS:
+        for path in (ROOT / folder).rglob("*.py"):
+            found.update(pattern.findall(path.read_text()))
+    return found
+
+
+def test_every_variable_compose_sets_on_atom_is_one_atom_reads():
+    known = atom_variables()
+    assert {"DATABASE_URL", "REDIS_URL", "ATOM_SECRET_KEY", "ATOM_API_KEY"} <= known
+    for name, svc in ATOM_SERVICES.items():
+        unknown = set(svc["environment"]) - known
+        assert not unknown, f"{name} sets variables ATOM does not read: {unknown}"
+        assert "env_file" not in svc  # only the variables listed, nothing unchecked
+
+
+def test_the_env_template_names_only_variables_that_are_used():
+    known = atom_variables()
+    interpolated = set(re.findall(r"\$\{([A-Z_]+)", (ROOT / "docker-compose.yml").read_text()))
+    template = (ROOT / "deploy" / "env.example").read_text()
+    names = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", template, re.M))
+    assert names and names <= known | interpolated, names - known - interpolated
+    # and every secret compose requires is in the template
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", (ROOT / "docker-compose.yml").read_text()))
+    assert required <= names
+
+
+def _stages(dockerfile: str) -> list[list[str]]:
+    stages: list[list[str]] = []
+    for line in re.sub(r"\\\n", " ", dockerfile).splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        if stages:
+            stages[-1].append(line)
+    return stages
+
+
+def test_dockerfile_is_multi_stage_pinned_non_root_with_a_healthcheck():
+    text = (ROOT / "Dockerfile").read_text()
+    stages = _stages(text)
+    assert len(stages) >= 2
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M).group(1)
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base), base
+    final = stages[-1]
+    users = [line.split()[1] for line in final if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    assert any(line.startswith("HEALTHCHECK ") and '"atom", "health"' in line for line in final)
+    assert any(line.startswith("COPY --from=build") for line in final)
+    assert 'ENTRYPOINT ["atom"]' in final
+    # the image installs exactly the pinned tree
+    assert "-c constraints.txt" in text
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out_of_the_build():
+    rules = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert rules[0] == "**"  # everything excluded, then only what the image needs
+    allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    assert allowed == {"pyproject.toml", "constraints.txt", "README.md", *SOURCE_DIRS}
+    copied = set(re.findall(r"^COPY (?!--from)(.+) \S+$", (ROOT / "Dockerfile").read_text(), re.M))
+    for sources in copied:
+        assert set(sources.split()) <= allowed
+
+
+def test_deploy_script_parses():
+    script = ROOT / "deploy_enhanced_workflow_automation.sh"
+    assert script.stat().st_mode & 0o111
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    if shutil.which("shellcheck"):
+        lint = subprocess.run(
+            ["shellcheck", "-S", "warning", str(script)], capture_output=True, text=True
+        )
+        assert lint.returncode == 0, lint.stdout
+
+
+# ---- Kubernetes ------------------------------------------------------------------------------
+
+K8S = ROOT / "deploy" / "kubernetes"
+K8S_VERSION = "1.30.0"
+
+
+def manifests() -> list[dict]:
+    """Every object the kustomization applies, and the example Secret."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    docs: list[dict] = []
+    for name in [*kustomization["resources"], "secret.example.yaml"]:
+        docs.extend(d for d in yaml.safe_load_all((K8S / name).read_text()) if d)
+    return docs
+
+
+def by_kind(kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in manifests() if d["kind"] == kind}
+
+
+def test_kubernetes_manifests_follow_the_kubernetes_schemas():
+    import kubernetes_validate
+
+    checked = 0
+    for doc in manifests():
+        if doc["apiVersion"].startswith("keda.sh/"):
+            continue  # a CRD: checked below
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        checked += 1
+    assert checked >= 12
+    broken = json.loads(json.dumps(by_kind("Deployment")["atom-api"]))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGett"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+def test_kubernetes_runs_every_process_with_probes_and_one_beat(parse_only):
+    deployments = by_kind("Deployment")
+    assert set(deployments) == {
+        "atom-api",
+        "atom-worker",
+        "atom-ml-worker",
+        "atom-beat",
+        "atom-flower",
+    }
+    secret_keys = set(by_kind("Secret")["atom"]["stringData"])
+    config_keys = set(by_kind("ConfigMap")["atom-config"]["data"])
+    assert config_keys <= atom_variables()
+    assert {"DATABASE_URL", "REDIS_URL"} <= secret_keys
+    pods = [d["spec"]["template"]["spec"] for d in deployments.values()]
+    pods.append(by_kind("Job")["atom-migrate"]["spec"]["template"]["spec"])
+    for pod in pods:
+        (container,) = pod["containers"]
+        assert {"configMapRef": {"name": "atom-config"}} in container["envFrom"]
+        assert {"secretRef": {"name": "atom"}} in container["envFrom"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        parse_only(container["args"])  # a command the CLI has
+        for probe in ("livenessProbe", "readinessProbe"):
+            if "exec" in container.get(probe, {}):
+                assert parse_only(container[probe]["exec"]["command"][1:]).prog == "atom"
+    api = deployments["atom-api"]["spec"]["template"]["spec"]["containers"][0]
+    assert api["readinessProbe"]["httpGet"]["path"] == "/api/workflows/monitoring/health"
+    beat = deployments["atom-beat"]["spec"]
+    assert beat["replicas"] == 1 and beat["strategy"]["type"] == "Recreate"
+    assert "livenessProbe" in beat["template"]["spec"]["containers"][0]
+    ml = deployments["atom-ml-worker"]["spec"]["template"]["spec"]["containers"][0]
+    assert ml["args"] == ["worker", "--pool", "ml"]
+    budgets = {
+        d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        for d in by_kind("PodDisruptionBudget").values()
+    }
+    assert {"atom-api", "atom-worker"} <= budgets
+
+
+def test_workers_scale_on_their_queue_length_with_keda():
+    from atom.celery_app import STEPS_QUEUE
+
+    deployments = by_kind("Deployment")
+    scaled = by_kind("ScaledObject")
+    auth = by_kind("TriggerAuthentication")
+    secret_keys = set(by_kind("Secret")["atom"]["stringData"])
+    queues = {}
+    for obj in scaled.values():
+        assert obj["apiVersion"] == "keda.sh/v1alpha1"
+        assert obj["spec"]["scaleTargetRef"]["name"] in deployments
+        assert 1 <= obj["spec"]["minReplicaCount"] < obj["spec"]["maxReplicaCount"]
+        (trigger,) = obj["spec"]["triggers"]
+        assert trigger["type"] == "redis"
+        assert int(trigger["metadata"]["listLength"]) > 0
+        assert trigger["authenticationRef"]["name"] in auth
+        queues[obj["spec"]["scaleTargetRef"]["name"]] = trigger["metadata"]["listName"]
+    assert queues == {"atom-worker": STEPS_QUEUE, "atom-ml-worker": "atom.ml"}
+    for ref in auth["atom-redis"]["spec"]["secretTargetRef"]:
+        assert ref["name"] == "atom" and ref["key"] in secret_keys
