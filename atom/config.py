@@ -68,6 +68,10 @@ class Settings:
     smtp_password: str | None = field(default=None, repr=False)
     smtp_from: str = "atom@localhost"
     smtp_starttls: bool = False
+    step_timeout: float = 300.0
+    """Seconds a step may run when it sets no ``timeout`` (a Celery soft time limit)."""
+    max_deliveries: int = 3
+    """Deliveries of a step whose worker died before it is failed as ``worker_lost``."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -113,6 +117,8 @@ class Settings:
             smtp_password=env.get("ATOM_SMTP_PASSWORD") or None,
             smtp_from=env.get("ATOM_SMTP_FROM") or "atom@localhost",
             smtp_starttls=_flag(env.get("ATOM_SMTP_STARTTLS"), False),
+            step_timeout=float(env.get("ATOM_STEP_TIMEOUT") or 300),
+            max_deliveries=int(env.get("ATOM_MAX_DELIVERIES") or 3),
         )
 
     def with_services(self, database_url: str, redis_url: str) -> Settings:
@@ -179,6 +185,8 @@ class Settings:
             "ATOM_SMTP_PORT": str(self.smtp_port),
             "ATOM_SMTP_FROM": self.smtp_from,
             "ATOM_SMTP_STARTTLS": "1" if self.smtp_starttls else "0",
+            "ATOM_STEP_TIMEOUT": str(self.step_timeout),
+            "ATOM_MAX_DELIVERIES": str(self.max_deliveries),
         }
         optional = {
             "DATABASE_URL": self.database_url,

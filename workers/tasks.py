@@ -36,6 +36,7 @@ from atom.config import Settings
 from atom.errors import ExecutionError, PermanentError, RetryableError
 from atom.observe import logs
 from atom.runs import engine, events
+from atom.runs.dispatch import HARD_LIMIT_GRACE
 from atom.runs.engine import ExecutionStatus, StepStatus
 from atom.store.db import make_engine, make_sessionmaker, transaction
 from atom.store.models import Execution, StepRun
@@ -47,6 +48,9 @@ logger = logging.getLogger("atom.worker")
 
 # A database hiccup (PostgreSQL restarted, a connection killed) retries the whole delivery.
 DB_ERRORS = (OperationalError, DBAPIError)
+# The error type of a step failed because its worker died on every delivery.
+WORKER_LOST = "worker_lost"
+_UNRENDERED = object()
 
 
 class WorkerContext:
@@ -151,8 +155,10 @@ class StepRunner:
                     ),
                 )
             else:
+                limit = node.timeout or self.ctx.settings.step_timeout
+                source = "its timeout" if node.timeout else "ATOM_STEP_TIMEOUT, the default"
                 self._fail(
-                    node, "TimeoutError", f"step {node.id!r} timed out after {node.timeout:g} s"
+                    node, "TimeoutError", f"step {node.id!r} timed out after {limit:g} s ({source})"
                 )
         except ExecutionError as e:
             status = (e.output or {}).get("status_code") if isinstance(e.output, dict) else None
@@ -181,6 +187,23 @@ class StepRunner:
         ).one()
 
     def _prepare(self) -> tuple[Node, Any, int, int] | None:
+        """Decide, render, claim. The template is rendered between two short transactions,
+        never under the execution row lock, so a heavy render cannot hold up pause or
+        cancel; the second transaction checks everything again before it claims the step."""
+        decided = self._decide()
+        if decided is None:
+            return None
+        node, context = decided
+        try:
+            rendered: Any = self._render(node, context)
+        except PermanentError as e:
+            rendered = e
+        return self._decide(rendered)
+
+    def _decide(self, rendered: Any = _UNRENDERED) -> Any:
+        """Under the execution row lock: may the step run? Without ``rendered``, returns the
+        node and its template context; with it, claims the step (or fails it when the
+        render failed) and returns what ``run`` needs. None: nothing to run."""
         settings = self.ctx.settings
         with transaction(self.ctx.factory) as s:
             # The execution row lock serializes this decision with pause and cancel (and with
@@ -238,17 +261,55 @@ class StepRunner:
                     error=engine.step_error(self.node_id, "Skipped", decision.reason or "skipped"),
                 )
                 return None
+            node = definition.node(self.node_id)
+            if step.status == StepStatus.RUNNING.value and self._lost_too_often(
+                s, execution, definition, step, node, log=rendered is _UNRENDERED
+            ):
+                return None
+            if rendered is _UNRENDERED:
+                return node, _template_context(execution, steps)
             engine.mark_running(s, execution)
             logs.update(tenant=str(execution.tenant_id), attempt=step.attempts + 1)
-            node = definition.node(self.node_id)
-            try:
-                config = self._render(node, _template_context(execution, steps))
-            except PermanentError as e:
+            if isinstance(rendered, PermanentError):
                 engine.claim_step(s, step, None, self.task.request.id)
-                self._end_failed(s, execution, definition, step, e.error_type, str(e))
+                self._end_failed(s, execution, definition, step, rendered.error_type, str(rendered))
                 return None
-            engine.claim_step(s, step, config, self.task.request.id)
-            return node, config, step.id, step.attempts
+            engine.claim_step(s, step, rendered, self.task.request.id)
+            return node, rendered, step.id, step.attempts
+
+    def _lost_too_often(
+        self,
+        s: Session,
+        execution: Execution,
+        definition: Definition,
+        step: StepRun,
+        node: Node,
+        log: bool,
+    ) -> bool:
+        """A step found running with a stale heartbeat: the delivery that claimed it died with
+        its worker (SIGKILL, segfault, OOM). Past the allowed deliveries it is failed as
+        ``worker_lost`` (True) rather than delivered forever; otherwise it is taken over."""
+        allowed = max(self.ctx.settings.max_deliveries, node.retry.max_retries + 1)
+        if step.attempts >= allowed:
+            self._end_failed(
+                s,
+                execution,
+                definition,
+                step,
+                WORKER_LOST,
+                f"step {node.id!r}: its worker was lost on each of {step.attempts} "
+                f"deliveries (killed, crashed or out of memory); not delivered again "
+                f"(limit {allowed}: ATOM_MAX_DELIVERIES or the retry policy)",
+            )
+            return True
+        if log:
+            logger.warning(
+                "step %s of %s: delivery %s was lost with its worker; taking it over",
+                node.id,
+                self.execution_id,
+                step.attempts,
+            )
+        return False
 
     @staticmethod
     def _render(node: Node, context: dict[str, Any]) -> Any:
@@ -358,6 +419,10 @@ def register(app: Celery, settings: Settings) -> WorkerContext:
         name=RUN_STEP,
         bind=True,
         acks_late=True,
+        # The default limits of a step that sets no timeout (a step's own timeout travels in
+        # its message and overrides these): past the soft one the step fails as timed out.
+        soft_time_limit=settings.step_timeout,
+        time_limit=settings.step_timeout + HARD_LIMIT_GRACE,
         max_retries=None,
         autoretry_for=DB_ERRORS,
         retry_backoff=1,

@@ -3,14 +3,23 @@ through PostgreSQL, not task arguments."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import redis
 from celery import Celery, chain, chord, group
 from celery.canvas import Signature
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from atom.celery_app import FINALIZE, RUN_STEP, STEPS_QUEUE
 from atom.workflow.compiler import compile_graph, step_graph
 from atom.workflow.definition import Definition
+
+logger = logging.getLogger(__name__)
+
+# What sending to an unreachable broker raises (kombu wraps most; the result backend, which
+# counts chords, raises redis' own).
+BROKER_ERRORS = (KombuOperationalError, redis.ConnectionError, redis.TimeoutError, OSError)
 
 # Celery's hard limit comes this long after the soft one, so the step can record its timeout.
 HARD_LIMIT_GRACE = 5.0
@@ -60,3 +69,25 @@ def send(
 ) -> None:
     """Send the canvas of ``plan`` to the broker."""
     build_canvas(app, plan, definition, execution_id, epoch).apply_async()
+
+
+def send_or_defer(
+    app: Celery, plan: dict[str, Any], definition: Definition, execution_id: str, epoch: int
+) -> bool:
+    """Send, or leave the execution to the reconciler when the broker is down.
+
+    PostgreSQL is the outbox: the execution is committed before this is called, so one the
+    broker did not take stays ``queued``/``running`` without progress, and the reconciler
+    sends it once the broker is back. Returns whether it was sent now.
+    """
+    try:
+        send(app, plan, definition, execution_id, epoch)
+    except BROKER_ERRORS as e:
+        logger.warning(
+            "execution %s not sent (broker unavailable: %s); the reconciler sends it when "
+            "the broker is back",
+            execution_id,
+            type(e).__name__,
+        )
+        return False
+    return True

@@ -145,7 +145,7 @@ def send_residual(factory: sessionmaker[Session], app: Celery, execution_id: uui
         done |= {n.id for n in definition.nodes if n.type is NodeType.TRIGGER}
         epoch = execution.epoch
     plan = dispatch.residual_plan(definition, done)
-    dispatch.send(app, plan, definition, str(execution_id), epoch)
+    dispatch.send_or_defer(app, plan, definition, str(execution_id), epoch)
 
 
 def redrive(

@@ -1,7 +1,9 @@
 """Start executions: record them in PostgreSQL first, then send their canvas.
 
-If the process dies between the commit and the send, the execution stays ``queued`` in the
-database and the reconciler re-drives it; nothing is lost.
+PostgreSQL is the outbox: if the process dies between the commit and the send, or the broker
+is down, the execution stays ``queued`` in the database and the reconciler sends it once the
+broker is back; nothing accepted is lost, and the caller is not told it failed (a retry would
+start it twice).
 """
 
 from __future__ import annotations
@@ -35,5 +37,7 @@ def start_execution(
             session, workflow, version, input_, trigger or {"kind": "api"}
         )
         plan, definition_doc = version.plan, version.definition
-    dispatch.send(app, plan, parse_definition(definition_doc), str(execution.id), execution.epoch)
+    dispatch.send_or_defer(
+        app, plan, parse_definition(definition_doc), str(execution.id), execution.epoch
+    )
     return execution
