@@ -72,6 +72,8 @@ class Settings:
     """Seconds a step may run when it sets no ``timeout`` (a Celery soft time limit)."""
     max_deliveries: int = 3
     """Deliveries of a step whose worker died before it is failed as ``worker_lost``."""
+    max_step_output_bytes: int = 1024 * 1024
+    """Largest rendered input, and largest output, of one step (as JSON)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -119,6 +121,7 @@ class Settings:
             smtp_starttls=_flag(env.get("ATOM_SMTP_STARTTLS"), False),
             step_timeout=float(env.get("ATOM_STEP_TIMEOUT") or 300),
             max_deliveries=int(env.get("ATOM_MAX_DELIVERIES") or 3),
+            max_step_output_bytes=int(env.get("ATOM_MAX_STEP_OUTPUT_BYTES") or 1024 * 1024),
         )
 
     def with_services(self, database_url: str, redis_url: str) -> Settings:
@@ -187,6 +190,7 @@ class Settings:
             "ATOM_SMTP_STARTTLS": "1" if self.smtp_starttls else "0",
             "ATOM_STEP_TIMEOUT": str(self.step_timeout),
             "ATOM_MAX_DELIVERIES": str(self.max_deliveries),
+            "ATOM_MAX_STEP_OUTPUT_BYTES": str(self.max_step_output_bytes),
         }
         optional = {
             "DATABASE_URL": self.database_url,

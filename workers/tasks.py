@@ -15,7 +15,6 @@ Business failures are data, not exceptions, so every canvas drains to ``finalize
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -35,7 +34,7 @@ from atom.clock import now
 from atom.config import Settings
 from atom.errors import ExecutionError, PermanentError, RetryableError
 from atom.observe import logs
-from atom.runs import engine, events
+from atom.runs import engine, events, storable
 from atom.runs.dispatch import HARD_LIMIT_GRACE
 from atom.runs.engine import ExecutionStatus, StepStatus
 from atom.store.db import make_engine, make_sessionmaker, transaction
@@ -89,14 +88,6 @@ def _template_context(execution: Execution, steps: dict[str, StepRun]) -> dict[s
     }
 
 
-def _check_json(output: Any, node_id: str) -> Any:
-    try:
-        json.dumps(output)
-    except (TypeError, ValueError) as e:
-        raise PermanentError(f"step {node_id!r} returned output that is not JSON: {e}") from e
-    return output
-
-
 class Heartbeat:
     """Refreshes ``step_runs.heartbeat_at`` while a step runs, from a background thread."""
 
@@ -136,6 +127,10 @@ class StepRunner:
         self.execution_id, self.node_id, self.epoch = execution_id, node_id, epoch
         self.log = {"execution_id": execution_id, "node_id": node_id}
 
+    @property
+    def _max_bytes(self) -> int:
+        return self.ctx.settings.max_step_output_bytes
+
     def run(self) -> None:
         """Steps 1-5 of the module docstring."""
         prepared = self._prepare()
@@ -144,7 +139,8 @@ class StepRunner:
         node, config, step_id, attempt = prepared
         try:
             with Heartbeat(self.ctx.factory, step_id, self.ctx.settings.heartbeat_interval):
-                output = _check_json(self._act(node, config, attempt), node.id)
+                output = self._act(node, config, attempt)
+            storable.check(output, f"step {node.id!r} output", self._max_bytes)
         except SoftTimeLimitExceeded:
             if self._cancelled():
                 self._end(
@@ -196,8 +192,13 @@ class StepRunner:
         node, context = decided
         try:
             rendered: Any = self._render(node, context)
+            storable.check(rendered, f"step {node.id!r} input", self._max_bytes)
         except PermanentError as e:
             rendered = e
+        except SoftTimeLimitExceeded:
+            rendered = PermanentError(
+                f"step {node.id!r}: rendering its templates took longer than its time limit"
+            )
         return self._decide(rendered)
 
     def _decide(self, rendered: Any = _UNRENDERED) -> Any:

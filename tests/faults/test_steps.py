@@ -7,6 +7,7 @@ import time
 
 from tests.faults.conftest import Stack, wait_until
 from tests.integration.helpers import action, by_node, trigger, workflow
+from tests.integration.loopback import LoopbackService
 
 # Short heartbeats, so that a dead delivery is noticed in seconds, not the default 20.
 FAST = {"ATOM_HEARTBEAT_INTERVAL": "1", "ATOM_HEARTBEAT_TIMEOUT": "3"}
@@ -118,3 +119,52 @@ def test_pause_takes_effect_within_2_s_while_a_heavy_template_renders(stack: Sta
     assert by_node(paused)["heavy"]["status"] == "pending", by_node(paused)["heavy"]
     client.request("POST", f"/api/executions/{run['id']}/resume")
     assert client.wait(run["id"], timeout=40)["status"] == "succeeded"
+
+
+def test_a_step_whose_input_cannot_be_stored_fails_once_with_a_clear_error(stack: Stack):
+    stack.worker()
+    client = stack.api()
+    doc = workflow(
+        "unstorable",
+        [trigger(), action("odd", "transform", output="{{ self }}")],
+        [("start", "odd")],
+    )
+    run = client.execute(client.create_workflow(doc)["id"])
+    done = client.wait(run["id"], timeout=30)
+    assert done["status"] == "failed", done
+    odd = by_node(done)["odd"]
+    assert odd["status"] == "failed" and odd["attempts"] == 1, odd
+    assert "step 'odd' input is not JSON" in odd["error"]["message"], odd
+
+
+def test_a_step_output_over_the_size_limit_fails_the_step(stack: Stack):
+    stack.worker(env={"ATOM_MAX_STEP_OUTPUT_BYTES": "50000"})
+    client = stack.api()
+    doc = workflow(
+        "big",
+        [
+            trigger(),
+            action("big", "python", function="add", args=["{{ input.a }}", 1]),
+            action(
+                "huge",
+                "http_request",
+                method="GET",
+                url="{{ input.url }}",
+            ),
+        ],
+        [("start", "big"), ("big", "huge")],
+    )
+    service = LoopbackService().start()
+    try:
+        service.route(r"GET /big", lambda req, m: (200, {"blob": "x" * 200_000}))
+        run = client.execute(
+            client.create_workflow(doc)["id"], {"a": 1, "url": service.url + "/big"}
+        )
+        done = client.wait(run["id"], timeout=30)
+    finally:
+        service.stop()
+    assert done["status"] == "failed", done
+    huge = by_node(done)["huge"]
+    assert huge["status"] == "failed", huge
+    assert "over the limit of 50000" in huge["error"]["message"], huge
+    assert huge["output"] is None
