@@ -18,7 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -361,13 +363,46 @@ class StepRunner:
             raise Ignore()
         raise self.task.retry(countdown=delay, max_retries=None)
 
+    def _durably(self, write: Callable[[], None]) -> None:
+        """Record a step's end, waiting out a database outage in this process.
+
+        The step has run: its outcome is only in memory. Failing the delivery would run the
+        step again (a side effect twice), so the write is retried with backoff (0.5 s up to
+        5 s) for up to half the visibility timeout, logged once.
+        """
+        deadline = time.monotonic() + self.ctx.settings.visibility_timeout / 2
+        delay = 0.5
+        while True:
+            try:
+                write()
+                return
+            except DB_ERRORS as e:
+                if time.monotonic() + delay > deadline:
+                    raise
+                if delay == 0.5:
+                    logger.warning(
+                        "step %s of %s ended but the database is unavailable (%s); "
+                        "recording it as soon as it is back",
+                        self.node_id,
+                        self.execution_id,
+                        type(e).__name__,
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     def _end(self, status: StepStatus, output: Any, error: dict[str, Any] | None) -> None:
+        self._durably(lambda: self._end_once(status, output, error))
+
+    def _end_once(self, status: StepStatus, output: Any, error: dict[str, Any] | None) -> None:
         with transaction(self.ctx.factory) as s:
             step = self._step(s)
             if step.status == StepStatus.RUNNING.value:
                 engine.end_step(s, step, status.value, output=output, error=error)
 
     def _fail(self, node: Node, error_type: str, message: str, output: Any = None) -> None:
+        self._durably(lambda: self._fail_once(error_type, message, output))
+
+    def _fail_once(self, error_type: str, message: str, output: Any = None) -> None:
         with transaction(self.ctx.factory) as s:
             execution = s.get(Execution, uuid.UUID(self.execution_id))
             assert execution is not None

@@ -43,13 +43,30 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> fl
 class Stack:
     """One platform under test: its own Redis (restartable), API, workers and beats."""
 
-    def __init__(self, settings: Settings, root: Path, make_key: Callable[..., str]):
+    def __init__(
+        self,
+        settings: Settings,
+        root: Path,
+        make_key: Callable[..., str],
+        own_postgres: bool = False,
+    ):
         self.root = root
         self.port = embedded.free_port()
         self.redis = embedded.start_redis(root / "redis", port=self.port)
         self.settings = replace(
             settings, redis_url=self.redis.url, function_modules=FUNCTION_MODULES
         )
+        self.postgres: embedded.EmbeddedPostgres | None = None
+        if own_postgres:
+            # A server of its own, which the test may stop and start without disturbing
+            # the session's.
+            from atom.store.migrations import upgrade
+
+            self.postgres = embedded.start_postgres(root / "postgres")
+            url = self.postgres.create_database("atom_faults")
+            upgrade(url)
+            self.settings = replace(self.settings, database_url=url)
+            make_key = self._own_key
         self.processes = Processes(self.settings, root)
         self._server = None
         self.client: Client | None = None
@@ -70,6 +87,27 @@ class Stack:
         self.stop_redis()
         time.sleep(down)
         self.start_redis()
+
+    def stop_postgres(self) -> None:
+        """Stop this stack's own PostgreSQL (fast shutdown: connections are cut)."""
+        assert self.postgres is not None
+        self.postgres.stop()
+
+    def start_postgres(self) -> None:
+        """Start it again, same data directory and socket."""
+        assert self.postgres is not None
+        self.postgres = embedded.start_postgres(self.root / "postgres")
+
+    def _own_key(self, role: str = "admin") -> str:
+        from atom.security.auth import Role, create_key, get_or_create_tenant
+        from atom.store.db import make_engine, make_sessionmaker, transaction
+
+        engine = make_engine(self.settings.database_url or "")
+        try:
+            with transaction(make_sessionmaker(engine)) as session:
+                return create_key(session, get_or_create_tenant(session, "faults"), Role(role))
+        finally:
+            engine.dispose()
 
     def broker(self) -> redis.Redis:
         """A client of this stack's Redis."""
@@ -121,6 +159,8 @@ class Stack:
         if self._server is not None:
             self._server.shutdown()
         self.redis.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
 
 
 @pytest.fixture
@@ -131,6 +171,18 @@ def stack(
 ) -> Iterator[Stack]:
     """A platform of this test's own (see the module docstring)."""
     platform = Stack(settings, tmp_path_factory.mktemp("stack"), make_key)
+    yield platform
+    platform.close()
+
+
+@pytest.fixture
+def pg_stack(
+    settings: Settings,
+    make_key: Callable[..., str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    """A platform with its own PostgreSQL too, for tests that restart the database."""
+    platform = Stack(settings, tmp_path_factory.mktemp("pgstack"), make_key, own_postgres=True)
     yield platform
     platform.close()
 
