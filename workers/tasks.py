@@ -153,11 +153,12 @@ class StepRunner:
                     ),
                 )
             else:
-                limit = node.timeout or self.ctx.settings.step_timeout
-                source = "its timeout" if node.timeout else "ATOM_STEP_TIMEOUT, the default"
-                self._fail(
-                    node, "TimeoutError", f"step {node.id!r} timed out after {limit:g} s ({source})"
-                )
+                message = f"step {node.id!r} timed out after "
+                if node.timeout:
+                    message += f"{node.timeout:g} s"
+                else:
+                    message += f"{self.ctx.settings.step_timeout:g} s (ATOM_STEP_TIMEOUT)"
+                self._fail(node, "TimeoutError", message)
         except ExecutionError as e:
             status = (e.output or {}).get("status_code") if isinstance(e.output, dict) else None
             transient = isinstance(e, RetryableError) or status in node.retry.retry_on
