@@ -13,11 +13,15 @@ from api.context import AppState
 from atom.celery_app import make_celery
 from atom.config import Settings
 from atom.observe import logs, metrics
-from atom.observe.monitoring import Probe
+from atom.observe.probe import Probe
 from atom.runs import events
 from atom.store.db import make_engine, make_sessionmaker
 
 access_log = logging.getLogger("atom.api.access")
+
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The Prometheus text exposition format, version 0.0.4."""
 
 
 def create_app(settings: Settings) -> Flask:
@@ -60,13 +64,14 @@ def create_app(settings: Settings) -> Flask:
     )
     api = errors.AtomApi(app)
     errors.register(app)
-    guard.install(app, settings.webhook_max_bytes)
     api.register_blueprint(monitoring.blp)  # before workflows: its paths are more specific
     api.register_blueprint(workflows.blp)
     api.register_blueprint(executions.blp)
     api.register_blueprint(schedules.blp)
     api.register_blueprint(triggers.blp)
-    _observe_requests(app)
+    api.cap_pages(guard.MAX_PAGE)
+    _observe_requests(app)  # first: the clock starts before anything can answer
+    guard.install(app, settings.webhook_max_bytes)
 
     @app.get("/metrics")
     def prometheus_metrics() -> Response:
@@ -82,11 +87,7 @@ def create_app(settings: Settings) -> Flask:
                     headers={"WWW-Authenticate": "Bearer"},
                 )
         body = metrics.render(app.extensions["atom"].metrics)
-        return Response(
-            body,
-            mimetype="text/plain",
-            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
-        )
+        return Response(body, content_type=METRICS_CONTENT_TYPE)
 
     @app.teardown_appcontext
     def close_session(_exc: BaseException | None) -> None:

@@ -13,9 +13,10 @@ from flask import current_app, g, request
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api import guard
 from atom.config import Settings
 from atom.observe import logs
-from atom.observe.monitoring import Probe
+from atom.observe.probe import Probe
 from atom.security.auth import Role, authenticate
 
 
@@ -69,7 +70,10 @@ def require(role: Role) -> Callable:
             g.tenant_id, g.role = record.tenant_id, record.role
             logs.update(tenant=str(record.tenant_id))
             db.rollback()  # end the read-only auth transaction before the view's own work
+            guard.check_request(state().settings.webhook_max_bytes)
             return view(*args, **kwargs)
+
+        setattr(wrapper, guard.AUTHENTICATED, True)
 
         wrapper.__dict__.setdefault("_apidoc", {})
         wrapper._apidoc.setdefault("manual_doc", {}).setdefault(

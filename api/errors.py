@@ -10,7 +10,10 @@ from flask_smorest import Api
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
-from atom.errors import AtomError, Conflict, DefinitionError, InvalidInput
+from atom.errors import AtomError, Conflict, DefinitionError, InvalidInput, Unauthorized
+
+WWW_AUTHENTICATE = 'Bearer realm="atom", ApiKey realm="atom" header="X-API-Key"'
+"""The schemes a 401 offers: a bearer token, or the key in the X-API-Key header."""
 
 # Seconds a client is told to wait when a service the API needs is down.
 RETRY_AFTER_S = 5
@@ -26,7 +29,30 @@ def error_body(code: int, message: str, errors: Any = None, **extra: Any) -> dic
 
 
 class AtomApi(Api):
-    """flask-smorest's Api, with a ``message`` in every HTTP error it renders."""
+    """flask-smorest's Api, with a ``message`` in every HTTP error it renders, and an OpenAPI
+    document as strict as the server."""
+
+    def _register_pagination_header(self) -> None:
+        # An HTTP header is a string: X-Pagination holds the metadata serialized as JSON.
+        self.spec.components.header(
+            "PAGINATION",
+            {
+                "description": "Pagination metadata as a JSON object: total, total_pages, "
+                "first_page, last_page, page, previous_page, next_page",
+                "schema": {"type": "string"},
+            },
+            lazy=True,
+        )
+
+    def cap_pages(self, max_page: int) -> None:
+        """Document the server's cap on ``page`` (``api.guard``) in every paginated list."""
+        for operations in self.spec._paths.values():  # apispec keeps no public view of them
+            for operation in operations.values():
+                if not isinstance(operation, dict):  # the path's own parameters
+                    continue
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("in") == "query" and parameter.get("name") == "page":
+                        parameter["schema"]["maximum"] = max_page
 
     def handle_http_exception(self, error: HTTPException):  # type: ignore[override]
         """Render werkzeug and webargs errors in the one shape."""
@@ -38,6 +64,10 @@ class AtomApi(Api):
             message = "The request is invalid; see errors for each field."
         response = jsonify(error_body(code, message, errors))
         response.status_code = code
+        # werkzeug's own headers (Allow on a 405, WWW-Authenticate on a 401) are kept.
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
         for name, value in (data.get("headers") or {}).items():
             response.headers[name] = value
         return response
@@ -70,4 +100,6 @@ def register(app: Flask) -> None:
             extra = {"current_status": error.status, "allowed_actions": error.allowed}
         response = jsonify(error_body(error.http_status, str(error), errors, **extra))
         response.status_code = error.http_status
+        if isinstance(error, Unauthorized):  # RFC 9110: a 401 names the schemes it accepts
+            response.headers["WWW-Authenticate"] = WWW_AUTHENTICATE
         return response

@@ -2,8 +2,10 @@
 
 Python's JSON parser accepts ``NaN`` and ``Infinity`` (JSONB does not), strings may carry NUL
 or lone surrogates (neither text nor JSONB columns take them), and nesting or numbers past
-the parser's own limits raise errors that are not decode errors. One ``before_request`` hook
-checks every JSON body and query string once, for every endpoint.
+the parser's own limits raise errors that are not decode errors. Every JSON body and query
+string is checked once, for every endpoint: after the API key when the endpoint needs one
+(``api.context.require``), else in a ``before_request`` hook installed after the one that
+starts the request clock (so a refusal is logged and counted like any answer).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from flask import Flask, request
 from atom.errors import InvalidInput
 
 MAX_PAGE = 1_000_000
+AUTHENTICATED = "_atom_authenticated"
+"""Set on a view by ``api.context.require``: the check runs there, after the key."""
 
 
 def _no_constant(name: str) -> Any:
@@ -71,6 +75,24 @@ def check_request(webhook_max_bytes: int) -> None:
         raise InvalidInput(problems)
 
 
+def authenticates(app: Flask) -> bool:
+    """Whether the view answering this request needs an API key (``api.context.require``)."""
+    view = app.view_functions.get(request.endpoint or "")
+    owner = getattr(view, "view_class", None)
+    if owner is not None:
+        method = request.method.lower()
+        view = getattr(owner, method, None) or (
+            getattr(owner, "get", None) if method == "head" else None
+        )
+    return bool(getattr(view, AUTHENTICATED, False))
+
+
 def install(app: Flask, webhook_max_bytes: int) -> None:
-    """Run the check before every request of ``app``."""
-    app.before_request(lambda: check_request(webhook_max_bytes))
+    """Run the check on every request of ``app``: here for a public endpoint, and after the
+    API key for one that needs a key (a stranger learns nothing about what a body holds)."""
+
+    def check() -> None:
+        if not authenticates(app):
+            check_request(webhook_max_bytes)
+
+    app.before_request(check)

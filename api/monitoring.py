@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from api.context import require, session, state, tenant_id
 from api.schemas import (
+    AlertRuleChangesSchema,
     AlertRuleInSchema,
     AlertRuleSchema,
     AlertsSchema,
@@ -24,9 +25,10 @@ from api.schemas import (
     WorkflowHealthArgs,
     WorkflowHealthSchema,
 )
-from atom.alerts import rules as alerts
-from atom.observe import monitoring
+from atom.alerts import rules, views
+from atom.observe import health, stats
 from atom.security.auth import Role
+from atom.statuses import AlertStatus
 from atom.store import workflows
 from atom.store.models import Alert, AlertRule
 
@@ -63,7 +65,7 @@ class Metrics(MethodView):
         """Executions by status, success rate, duration p50/p95/p99, per workflow; queue
         depths and workers."""
         window = args["window"]
-        report = monitoring.window_metrics(session(), tenant_id(), monitoring.parse_window(window))
+        report = stats.window_metrics(session(), tenant_id(), stats.parse_window(window))
         probe = state().probe
         try:
             report["queues"] = probe.queues()
@@ -83,9 +85,9 @@ class Alerts(MethodView):
     def get(self):
         """Firing alerts, the 50 most recently resolved, and every rule (built-ins too)."""
         db = session()
-        if alerts.ensure_default_rules(db, tenant_id()):
+        if rules.ensure_default_rules(db, tenant_id()):
             db.commit()
-        return alerts.overview(db, tenant_id())
+        return views.overview(db, tenant_id())
 
     @require(Role.EDITOR)
     @blp.arguments(AlertRuleInSchema)
@@ -93,10 +95,10 @@ class Alerts(MethodView):
     def post(self, document: dict[str, Any]):
         """Create a rule; 422 lists every problem."""
         db = session()
-        rule = alerts.create_rule(db, tenant_id(), document)
+        rule = rules.create_rule(db, tenant_id(), document)
         db.commit()
         location = url_for("monitoring.AlertRuleItem", rule_id=rule.id)
-        return alerts.rule_view(rule), 201, {"Location": location}
+        return views.rule_view(rule), 201, {"Location": location}
 
 
 @blp.route("/monitoring/alerts/rules/<uuid:rule_id>")
@@ -107,17 +109,17 @@ class AlertRuleItem(MethodView):
     @blp.response(200, AlertRuleSchema)
     def get(self, rule_id: uuid.UUID):
         """The rule (channel URLs redacted)."""
-        return alerts.rule_view(alerts.get_rule(session(), tenant_id(), rule_id))
+        return views.rule_view(rules.get_rule(session(), tenant_id(), rule_id))
 
     @require(Role.EDITOR)
-    @blp.arguments(AlertRuleInSchema)
+    @blp.arguments(AlertRuleChangesSchema)
     @blp.response(200, AlertRuleSchema)
     def patch(self, changes: dict[str, Any], rule_id: uuid.UUID):
         """Change some fields (tune a built-in rule); disabling resolves its alerts."""
         db = session()
-        rule = alerts.update_rule(db, tenant_id(), rule_id, changes)
+        rule = rules.update_rule(db, tenant_id(), rule_id, changes)
         db.commit()
-        return alerts.rule_view(rule)
+        return views.rule_view(rule)
 
     @require(Role.EDITOR)
     @blp.response(204)
@@ -125,7 +127,7 @@ class AlertRuleItem(MethodView):
     def delete(self, rule_id: uuid.UUID):
         """Delete the rule and its alerts."""
         db = session()
-        alerts.delete_rule(db, tenant_id(), rule_id)
+        rules.delete_rule(db, tenant_id(), rule_id)
         db.commit()
 
 
@@ -145,7 +147,9 @@ class MonitorStatus(MethodView):
             )
         ).one()
         firing = db.scalar(
-            select(func.count()).where(Alert.tenant_id == tenant_id(), Alert.status == "firing")
+            select(func.count()).where(
+                Alert.tenant_id == tenant_id(), Alert.status == AlertStatus.FIRING
+            )
         )
         return {
             "enabled": app_state.settings.monitoring_enabled,
@@ -167,8 +171,8 @@ class WorkflowHealth(MethodView):
         """0-100 from its success rate, its p95 against its own baseline, its open alerts."""
         db = session()
         workflows.get_workflow(db, tenant_id(), workflow_id)
-        report = monitoring.workflow_health(
-            db, tenant_id(), workflow_id, monitoring.parse_window(args["window"])
+        report = health.workflow_health(
+            db, tenant_id(), workflow_id, stats.parse_window(args["window"])
         )
         report["window"] = args["window"]
         return report

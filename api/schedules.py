@@ -8,11 +8,12 @@ from typing import Any
 from flask import url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import INCLUDE, Schema, fields
+from marshmallow import INCLUDE, Schema, fields, validate
 
 from api.context import page_of, require, session, state, tenant_id
-from atom.schedules import service as schedules
+from atom.schedules import crud, entry
 from atom.security.auth import Role
+from atom.statuses import FireStatus, values
 
 blp = Blueprint(
     "schedules",
@@ -66,20 +67,20 @@ class ScheduleSchema(Schema):
     catchup = fields.Boolean()
     max_catchup = fields.Integer()
     description = fields.String()
-    next_runs = fields.List(fields.String())
-    created_at = fields.String()
-    updated_at = fields.String()
+    next_runs = fields.List(fields.DateTime())
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
 
 
 class FireSchema(Schema):
     """One fire time: the run it started, or why none did."""
 
-    fire_time = fields.String()
-    status = fields.String(metadata={"description": "started, skipped, missed or failed"})
+    fire_time = fields.DateTime()
+    status = fields.String(validate=validate.OneOf(values(FireStatus)))
     reason = fields.String(allow_none=True)
     source = fields.String(metadata={"description": "beat, sweeper (late) or catchup"})
-    execution_id = fields.String(allow_none=True)
-    recorded_at = fields.String()
+    execution_id = fields.UUID(allow_none=True)
+    recorded_at = fields.DateTime()
 
 
 class ScheduleListArgs(Schema):
@@ -99,8 +100,8 @@ class ScheduleCollection(MethodView):
     def get(self, args: dict[str, Any], pagination_parameters: Any):
         """List schedules, newest first."""
         db = session()
-        query = schedules.list_query(tenant_id(), args.get("workflow_id"))
-        return [schedules.schedule_view(s) for s in page_of(db, query, pagination_parameters)]
+        query = crud.list_query(tenant_id(), args.get("workflow_id"))
+        return [crud.schedule_view(s) for s in page_of(db, query, pagination_parameters)]
 
     @require(Role.EDITOR)
     @blp.arguments(ScheduleInSchema)
@@ -108,16 +109,16 @@ class ScheduleCollection(MethodView):
     def post(self, body: dict[str, Any]):
         """Create a schedule; the running beat picks it up without a restart."""
         db = session()
-        schedule = schedules.create_schedule(db, tenant_id(), body)
+        schedule = crud.create_schedule(db, tenant_id(), body)
         db.commit()
-        schedules.put_entry(
+        entry.put_entry(
             state().celery,
             schedule,
             state().settings.schedule_misfire_grace,
-            schedules.resume_point(db, schedule),
+            entry.resume_point(db, schedule),
         )
         location = url_for("schedules.ScheduleItem", schedule_id=schedule.id)
-        return schedules.schedule_view(schedule), 201, {"Location": location}
+        return crud.schedule_view(schedule), 201, {"Location": location}
 
 
 @blp.route("/<uuid:schedule_id>")
@@ -128,7 +129,7 @@ class ScheduleItem(MethodView):
     @blp.response(200, ScheduleSchema)
     def get(self, schedule_id: uuid.UUID):
         """The schedule with its next five fire times."""
-        return schedules.schedule_view(schedules.get_schedule(session(), tenant_id(), schedule_id))
+        return crud.schedule_view(crud.get_schedule(session(), tenant_id(), schedule_id))
 
     @require(Role.EDITOR)
     @blp.arguments(SchedulePatchSchema)
@@ -136,25 +137,25 @@ class ScheduleItem(MethodView):
     def patch(self, changes: dict[str, Any], schedule_id: uuid.UUID):
         """Change cron, interval, timezone, input, enabled, overlap or catchup."""
         db = session()
-        schedule = schedules.update_schedule(db, tenant_id(), schedule_id, changes)
+        schedule = crud.update_schedule(db, tenant_id(), schedule_id, changes)
         db.commit()
-        schedules.put_entry(
+        entry.put_entry(
             state().celery,
             schedule,
             state().settings.schedule_misfire_grace,
-            schedules.resume_point(db, schedule),
+            entry.resume_point(db, schedule),
         )
-        return schedules.schedule_view(schedule)
+        return crud.schedule_view(schedule)
 
     @require(Role.EDITOR)
     @blp.response(204)
     def delete(self, schedule_id: uuid.UUID):
         """Delete the schedule and its fire history; beat stops firing it at once."""
         db = session()
-        schedule = schedules.get_schedule(db, tenant_id(), schedule_id, for_update=True)
+        schedule = crud.get_schedule(db, tenant_id(), schedule_id, for_update=True)
         db.delete(schedule)
         db.commit()
-        schedules.delete_entry(state().celery, schedule_id)
+        entry.delete_entry(state().celery, schedule_id)
 
 
 @blp.route("/<uuid:schedule_id>/fires")
@@ -167,6 +168,6 @@ class ScheduleFires(MethodView):
     def get(self, schedule_id: uuid.UUID, pagination_parameters: Any):
         """Fires, newest first, each with the execution it started or why none did."""
         db = session()
-        schedule = schedules.get_schedule(db, tenant_id(), schedule_id)
-        query = schedules.fires_query(schedule)
-        return [schedules.fire_view(f) for f in page_of(db, query, pagination_parameters)]
+        schedule = crud.get_schedule(db, tenant_id(), schedule_id)
+        query = crud.fires_query(schedule)
+        return [crud.fire_view(f) for f in page_of(db, query, pagination_parameters)]

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from marshmallow import INCLUDE, Schema, fields, validate
 
-EXECUTION_STATUSES = ["queued", "running", "paused", "succeeded", "failed", "cancelled"]
+# Request bodies checked by the core's own schemas: one source for the server and the document.
+from atom.alerts.validation import AlertRuleChangesSchema as AlertRuleChangesSchema
+from atom.alerts.validation import AlertRuleInSchema as AlertRuleInSchema
+from atom.observe.stats import WINDOW_RE
+from atom.statuses import AlertStatus, ExecutionStatus, values
+
+EXECUTION_STATUSES = values(ExecutionStatus)
 
 
 class DefinitionSchema(Schema):
@@ -128,10 +134,13 @@ class ExecutionListArgs(Schema):
 # Monitoring
 
 
+WINDOW_PATTERN = WINDOW_RE.pattern
+
+
 def _window(value: str) -> None:
     from marshmallow import ValidationError
 
-    from atom.observe.monitoring import parse_window
+    from atom.observe.stats import parse_window
 
     try:
         parse_window(value)
@@ -145,7 +154,11 @@ class WindowArgs(Schema):
     window = fields.String(
         load_default="1h",
         validate=_window,
-        metadata={"description": "like 5m, 1h, 7d", "example": "1h"},
+        metadata={
+            "description": "like 5m, 1h, 7d (1s .. 30d)",
+            "example": "1h",
+            "pattern": WINDOW_PATTERN,
+        },
     )
 
 
@@ -155,7 +168,11 @@ class WorkflowHealthArgs(Schema):
     window = fields.String(
         load_default="24h",
         validate=_window,
-        metadata={"description": "like 1h, 24h, 7d", "example": "24h"},
+        metadata={
+            "description": "like 1h, 24h, 7d (1s .. 30d)",
+            "example": "24h",
+            "pattern": WINDOW_PATTERN,
+        },
     )
 
 
@@ -194,33 +211,6 @@ class MonitoringMetricsSchema(Schema):
     workers = fields.Dict(metadata={"description": "count of workers answering a ping"})
 
 
-class AlertRuleInSchema(Schema):
-    """An alert rule; ``atom.alerts.validate_rule`` checks it and lists every problem."""
-
-    class Meta:
-        unknown = INCLUDE
-
-    name = fields.Raw(metadata={"example": "Checkout failing"})
-    metric = fields.Raw(
-        metadata={
-            "description": "error_rate, duration_p95_ms, "
-            "performance_degradation, queue_depth, workers"
-        }
-    )
-    comparison = fields.Raw(metadata={"description": "> >= < <= (default > ; < for workers)"})
-    threshold = fields.Raw(metadata={"description": "error_rate is a fraction (0.1 = 10 %)"})
-    window = fields.Raw(metadata={"description": "like 5m or 1h (default 5m)"})
-    severity = fields.Raw(metadata={"description": "low, medium, high, critical"})
-    cooldown = fields.Raw(metadata={"description": "seconds (default 300)"})
-    channels = fields.Raw(
-        metadata={
-            "description": '[{"type": "webhook"|"slack", "url": ...}, {"type": "email", "to": ...}]'
-        }
-    )
-    workflow_id = fields.Raw(metadata={"description": "only this workflow's runs"})
-    enabled = fields.Raw()
-
-
 class AlertRuleSchema(Schema):
     """An alert rule (channel URLs redacted)."""
 
@@ -236,9 +226,9 @@ class AlertRuleSchema(Schema):
     workflow_id = fields.UUID(allow_none=True)
     enabled = fields.Boolean()
     builtin = fields.String(allow_none=True)
-    created_at = fields.String(allow_none=True)
-    updated_at = fields.String(allow_none=True)
-    last_evaluated_at = fields.String(allow_none=True)
+    created_at = fields.DateTime(allow_none=True)
+    updated_at = fields.DateTime(allow_none=True)
+    last_evaluated_at = fields.DateTime(allow_none=True)
 
 
 class AlertSchema(Schema):
@@ -250,7 +240,7 @@ class AlertSchema(Schema):
     metric = fields.String()
     comparison = fields.String()
     window = fields.String()
-    status = fields.String(validate=validate.OneOf(["firing", "resolved"]))
+    status = fields.String(validate=validate.OneOf(values(AlertStatus)))
     severity = fields.String()
     subject = fields.String()
     workflow_id = fields.UUID(allow_none=True)
@@ -260,8 +250,8 @@ class AlertSchema(Schema):
     message = fields.String()
     notified = fields.Boolean()
     notifications = fields.List(fields.Dict())
-    fired_at = fields.String(allow_none=True)
-    resolved_at = fields.String(allow_none=True)
+    fired_at = fields.DateTime(allow_none=True)
+    resolved_at = fields.DateTime(allow_none=True)
 
 
 class AlertsSchema(Schema):

@@ -10,9 +10,11 @@ from typing import Any
 
 import requests
 
+from atom.statuses import TERMINAL_EXECUTION
+
 logger = logging.getLogger(__name__)
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
+TERMINAL = TERMINAL_EXECUTION
 
 
 class ApiError(Exception):

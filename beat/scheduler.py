@@ -12,7 +12,7 @@ celery's beat loop ends on any exception). This scheduler:
   itself when the start-up acquisition failed because Redis was down;
 - re-creates the platform's static entries whenever they are missing, rebuilds schedule
   entries from PostgreSQL when it starts, and sends each schedule's fire with the slot's due
-  time (``atom.schedules.ScheduleEntry``), which the fire task records exactly once.
+  time (``atom.schedule_entry.ScheduleEntry``), which the fire task records exactly once.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from redis.exceptions import LockError
 from sqlalchemy.exc import DBAPIError
 
 from atom.celery_app import FIRE_SCHEDULE
-from atom.observe.monitoring import BEAT_HEARTBEAT_KEY
-from atom.schedules import service as schedules
+from atom.observe.probe import BEAT_HEARTBEAT_KEY
+from atom.schedules import entry as schedule_entry
 from atom.store.db import make_engine, make_sessionmaker
 
 logger = logging.getLogger("atom.beat")
@@ -84,7 +84,7 @@ class Outage:
 class AtomScheduler(RedBeatScheduler):
     """RedBeatScheduler that heals after Redis loses its keys."""
 
-    Entry = schedules.ScheduleEntry
+    Entry = schedule_entry.ScheduleEntry
     _set_up = True  # the schedule reached Redis (False: set up on the next good tick)
     _standing_by = False  # another beat holds the lock (logged once when that starts)
 
@@ -106,7 +106,7 @@ class AtomScheduler(RedBeatScheduler):
         if url:
             engine = make_engine(url, pool_size=1)
             try:
-                schedules.sync_entries_safely(
+                schedule_entry.sync_entries_safely(
                     make_sessionmaker(engine), self.app, self.app.conf.atom_misfire_grace
                 )
             finally:

@@ -135,7 +135,7 @@ def wait_for_beat(settings: Settings, beat, since: float) -> None:
     """Until the beat is active: it sets its heartbeat on every tick (60 s at most)."""
     import redis
 
-    from atom.observe.monitoring import BEAT_HEARTBEAT_KEY
+    from atom.observe.probe import BEAT_HEARTBEAT_KEY
 
     client, deadline = redis.Redis.from_url(settings.events_redis), time.monotonic() + 60
     try:
@@ -257,7 +257,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summarize(name: str, fires: list[dict], schedule: dict) -> dict:
-    from atom.schedules.service import Timing
+    from atom.schedules.timing import Timing
 
     for fire in fires:
         fire["delays_ms"] = {

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from atom.config import Settings
+from atom.statuses import TERMINAL_STEP, StepStatus
 
 DEV_KEY_FILE = "dev-admin-key"
 DEV_FLOWER_AUTH_FILE = "dev-flower-auth"
@@ -219,9 +220,6 @@ def _load_document(path: str) -> Any:
     return json.loads(text)
 
 
-TERMINAL_STEP = {"succeeded", "failed", "skipped", "cancelled"}
-
-
 class Progress:
     """How many of a run's steps have ended, drawn as a bar: ``[#####.....] 3/6``."""
 
@@ -251,13 +249,13 @@ def _print_step(step: dict[str, Any], shown: dict[str, tuple], progress: Progres
     """One line per change of a step (a snapshot's step or a live event), with the bar."""
     state = (step["status"], step["attempts"])
     if shown.get(step["node_id"]) == state or (
-        step["status"] == "pending" and not step["attempts"]
+        step["status"] == StepStatus.PENDING and not step["attempts"]
     ):
         return
     shown[step["node_id"]] = state
     progress.see(step)
     error = step.get("error") or {}
-    if step["status"] == "pending":  # a failed attempt waiting for its retry
+    if step["status"] == StepStatus.PENDING:  # a failed attempt waiting for its retry
         detail = (
             f"attempt {step['attempts']} failed: {error.get('message')}; "
             f"retry in {error.get('retry_in_s')} s"

@@ -8,11 +8,11 @@ from datetime import datetime
 
 from celery import Celery
 
-from atom.alerts import rules as alerts
+from atom.alerts import evaluation as alerts
 from atom.celery_app import EVALUATE_ALERTS, FIRE_SCHEDULE, RECONCILE, SWEEP_SCHEDULES
-from atom.observe.monitoring import Probe
+from atom.observe.probe import Probe
 from atom.runs import recovery
-from atom.schedules import service as schedules
+from atom.schedules import firing
 from workers.tasks import DB_ERRORS, WorkerContext
 
 logger = logging.getLogger("atom.maintenance")
@@ -56,7 +56,7 @@ def register(app: Celery, ctx: WorkerContext) -> None:
         retry_backoff_max=10,
     )
     def fire_schedule(schedule_id: str, fire_time: str) -> str:
-        return schedules.fire(
+        return firing.fire(
             ctx.factory,
             app,
             schedule_id,
@@ -67,7 +67,7 @@ def register(app: Celery, ctx: WorkerContext) -> None:
     @app.task(name=SWEEP_SCHEDULES, acks_late=True, ignore_result=True)
     def sweep_schedules() -> dict:
         settings = ctx.settings
-        counts = schedules.sweep(
+        counts = firing.sweep(
             ctx.factory,
             app,
             grace=settings.schedule_grace,

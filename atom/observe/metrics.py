@@ -125,7 +125,7 @@ class ProcessFilesCollector:
 class PlatformCollector:
     """Gauges read at scrape time from PostgreSQL, Redis and a worker ping."""
 
-    def __init__(self, probe):  # atom.monitoring.Probe (not imported: it imports engine)
+    def __init__(self, probe):  # atom.observe.probe.Probe (not imported: keeps this module light)
         self.probe = probe
 
     def collect(self) -> Iterator[Metric]:

@@ -4,16 +4,22 @@ through PostgreSQL, not task arguments."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from celery import Celery, chain, chord, group
 from celery.canvas import Signature
 from kombu.exceptions import OperationalError as KombuOperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from atom.celery_app import FINALIZE, RUN_STEP, STEPS_QUEUE
+from atom.store.db import transaction
+from atom.store.models import Execution, WorkflowVersion
 from atom.workflow.compiler import compile_graph, step_graph
-from atom.workflow.definition import Definition
+from atom.workflow.definition import Definition, parse_definition
 
 logger = logging.getLogger(__name__)
 
@@ -91,3 +97,48 @@ def send_or_defer(
         )
         return False
     return True
+
+
+@dataclass
+class Outbox:
+    """Executions recorded in a transaction, to send once it has committed.
+
+    "Record, then send": a run exists in PostgreSQL before its first message does, so a crash
+    between the two leaves a ``queued`` execution the reconciler re-drives, never a message
+    about a run that was rolled back.
+    """
+
+    items: list[tuple[dict[str, Any], Definition, str, int]] = field(default_factory=list)
+
+    def add(self, session: Session, execution: Execution) -> None:
+        """Send the whole plan of the execution's version (a new run)."""
+        version = session.get(WorkflowVersion, execution.version_id)
+        assert version is not None
+        self.add_plan(
+            version.plan, parse_definition(version.definition), execution.id, execution.epoch
+        )
+
+    def add_plan(
+        self, plan: dict[str, Any], definition: Definition, execution_id: Any, epoch: int
+    ) -> None:
+        """Send ``plan`` (a residual one, say) for the execution under ``epoch``."""
+        self.items.append((plan, definition, str(execution_id), epoch))
+
+    def send(self, app: Celery) -> None:
+        """Send everything added, in order; with the broker down, what was not sent is left
+        to the reconciler (``send_or_defer``): the caller is not told it failed."""
+        for plan, definition, execution_id, epoch in self.items:
+            send_or_defer(app, plan, definition, execution_id, epoch)
+        self.items.clear()
+
+
+@contextmanager
+def record_then_send(
+    factory: sessionmaker[Session], app: Celery
+) -> Iterator[tuple[Session, Outbox]]:
+    """A transaction and an outbox: what the block adds is sent after the commit, and not at
+    all if the block raises (the transaction is then rolled back)."""
+    outbox = Outbox()
+    with transaction(factory) as session:
+        yield session, outbox
+    outbox.send(app)

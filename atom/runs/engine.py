@@ -13,7 +13,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import Enum
 from typing import Any
 
 from sqlalchemy import select, update
@@ -23,6 +22,10 @@ from atom.clock import now
 from atom.errors import NotFound
 from atom.observe import metrics
 from atom.runs import events
+from atom.statuses import TERMINAL_EXECUTION as TERMINAL_EXECUTION  # re-exported
+from atom.statuses import TERMINAL_STEP as TERMINAL_STEP
+from atom.statuses import ExecutionStatus as ExecutionStatus
+from atom.statuses import StepStatus as StepStatus
 from atom.store.db import after_commit
 from atom.store.models import Execution, StepRun, Workflow, WorkflowVersion
 from atom.workflow.compiler import step_graph
@@ -33,42 +36,6 @@ from atom.workflow.definition import (
     TriggerRule,
     parse_definition,
 )
-
-
-class ExecutionStatus(str, Enum):
-    """The state of a run."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    PAUSED = "paused"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class StepStatus(str, Enum):
-    """The state of one step of a run."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
-
-
-TERMINAL_EXECUTION = {
-    ExecutionStatus.SUCCEEDED.value,
-    ExecutionStatus.FAILED.value,
-    ExecutionStatus.CANCELLED.value,
-}
-TERMINAL_STEP = {
-    StepStatus.SUCCEEDED.value,
-    StepStatus.FAILED.value,
-    StepStatus.SKIPPED.value,
-    StepStatus.CANCELLED.value,
-}
-
 
 _DEFINITIONS: dict[uuid.UUID, Definition] = {}
 
@@ -104,7 +71,7 @@ def create_execution(
         workflow_id=workflow.id,
         version_id=version.id,
         workflow_version=version.version,
-        status=ExecutionStatus.QUEUED.value,
+        status=ExecutionStatus.QUEUED,
         input=input_,
         trigger=trigger,
         epoch=1,
@@ -121,7 +88,7 @@ def create_execution(
                 node_id=node.id,
                 name=node.name,
                 action_type=node.action_type or node.type.value,
-                status=StepStatus.SUCCEEDED.value if is_trigger else StepStatus.PENDING.value,
+                status=StepStatus.SUCCEEDED if is_trigger else StepStatus.PENDING,
                 attempts=1 if is_trigger else 0,
                 output=input_ if is_trigger else None,
                 started_at=stamp if is_trigger else None,
@@ -169,12 +136,12 @@ class Decision:
 
 def _edge_state(pred: StepRun, when: str | None) -> str:
     """The predecessor's state as this edge sees it: a branch not taken counts as skipped."""
-    if pred.status != StepStatus.SUCCEEDED.value:
-        return StepStatus.SKIPPED.value if pred.status == StepStatus.SKIPPED.value else "failed"
+    if pred.status != StepStatus.SUCCEEDED:
+        return StepStatus.SKIPPED if pred.status == StepStatus.SKIPPED else StepStatus.FAILED
     if when is None:
-        return StepStatus.SUCCEEDED.value
+        return StepStatus.SUCCEEDED
     result = bool((pred.output or {}).get("result")) if isinstance(pred.output, dict) else False
-    return StepStatus.SUCCEEDED.value if (when == "true") == result else StepStatus.SKIPPED.value
+    return StepStatus.SUCCEEDED if (when == "true") == result else StepStatus.SKIPPED
 
 
 def decide(definition: Definition, node_id: str, steps: dict[str, StepRun]) -> Decision:
@@ -182,8 +149,8 @@ def decide(definition: Definition, node_id: str, steps: dict[str, StepRun]) -> D
     node = definition.node(node_id)
     incoming = [c for c in definition.connections if c.target == node_id]
     states = {c.source: _edge_state(steps[c.source], c.when) for c in incoming}
-    succeeded = [s for s, v in states.items() if v == StepStatus.SUCCEEDED.value]
-    failed = [s for s, v in states.items() if v == "failed"]
+    succeeded = [s for s, v in states.items() if v == StepStatus.SUCCEEDED]
+    failed = [s for s, v in states.items() if v == StepStatus.FAILED]
     rule = node.trigger_rule
     if rule is TriggerRule.ALL_DONE:
         return Decision(True)
@@ -196,9 +163,9 @@ def decide(definition: Definition, node_id: str, steps: dict[str, StepRun]) -> D
     if failed and rule is not TriggerRule.ONE_SUCCESS:
         reason = f"upstream failed: {', '.join(sorted(failed))}"
     else:
-        not_run = sorted(s for s, v in states.items() if v != StepStatus.SUCCEEDED.value)
+        not_run = sorted(s for s, v in states.items() if v != StepStatus.SUCCEEDED)
         reason = f"trigger rule {rule.value} not met; not succeeded: {', '.join(not_run)}"
-    return Decision(False, StepStatus.SKIPPED.value, reason)
+    return Decision(False, StepStatus.SKIPPED, reason)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +204,7 @@ def claim_step(
 ) -> None:
     """Mark a step running under this delivery and count the attempt."""
     stamp = now()
-    step.status = StepStatus.RUNNING.value
+    step.status = StepStatus.RUNNING
     step.attempts += 1
     step.input = rendered_input
     step.error = None
@@ -252,7 +219,7 @@ def claim_step(
 
 def schedule_retry(session: Session, step: StepRun, error: dict[str, Any], delay: float) -> None:
     """A failed attempt: the step waits (pending) for its retry in ``delay`` seconds."""
-    step.status = StepStatus.PENDING.value
+    step.status = StepStatus.PENDING
     step.error = {**error, "retry_in_s": round(delay, 3)}
     step.retry_at = now() + timedelta(seconds=delay)
     step.heartbeat_at = None
@@ -263,19 +230,17 @@ def schedule_retry(session: Session, step: StepRun, error: dict[str, Any], delay
 
 def mark_running(session: Session, execution: Execution) -> None:
     """queued -> running, once, when the first step starts."""
-    if execution.status != ExecutionStatus.QUEUED.value:
+    if execution.status != ExecutionStatus.QUEUED:
         return  # the common case: no round trip
     result = session.execute(
         update(Execution)
-        .where(Execution.id == execution.id, Execution.status == ExecutionStatus.QUEUED.value)
-        .values(status=ExecutionStatus.RUNNING.value, started_at=now(), updated_at=now())
+        .where(Execution.id == execution.id, Execution.status == ExecutionStatus.QUEUED)
+        .values(status=ExecutionStatus.RUNNING, started_at=now(), updated_at=now())
     )
     if result.rowcount:  # type: ignore[attr-defined]
         events.emit(
             session,
-            events.execution_event(
-                execution.id, ExecutionStatus.RUNNING.value, epoch=execution.epoch
-            ),
+            events.execution_event(execution.id, ExecutionStatus.RUNNING, epoch=execution.epoch),
         )
 
 
@@ -319,7 +284,7 @@ def fail_fast(
         .where(
             Execution.id == execution.id,
             Execution.error.is_(None),
-            Execution.status.in_([ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value]),
+            Execution.status.in_([ExecutionStatus.QUEUED, ExecutionStatus.RUNNING]),
         )
         .values(error=error, updated_at=now())
     )
@@ -327,7 +292,7 @@ def fail_fast(
 
 def stop_reason(execution: Execution, definition: Definition) -> str | None:
     """Why a step that has not started must not start (None: it may)."""
-    if execution.status in (ExecutionStatus.CANCELLED.value, ExecutionStatus.FAILED.value):
+    if execution.status in (ExecutionStatus.CANCELLED, ExecutionStatus.FAILED):
         return f"execution is {execution.status}"
     if execution.error and definition.on_failure is FailurePolicy.FAIL_FAST:
         return f"fail_fast: step {execution.error.get('node_id')!r} failed"
@@ -336,27 +301,27 @@ def stop_reason(execution: Execution, definition: Definition) -> str | None:
 
 def finalize(session: Session, execution: Execution) -> None:
     """Derive the execution's final state from its steps (the last task of every canvas)."""
-    if execution.status in {ExecutionStatus.SUCCEEDED.value, ExecutionStatus.PAUSED.value}:
+    if execution.status in {ExecutionStatus.SUCCEEDED, ExecutionStatus.PAUSED}:
         return
-    if execution.status == ExecutionStatus.CANCELLED.value and execution.finished_at:
+    if execution.status == ExecutionStatus.CANCELLED and execution.finished_at:
         return
     definition = load_definition(session, execution.version_id)
     steps = {s.node_id: s for s in steps_of(session, execution)}
     stamp = now()
     failed = sorted(
-        (s for s in steps.values() if s.status == StepStatus.FAILED.value),
+        (s for s in steps.values() if s.status == StepStatus.FAILED),
         key=lambda s: s.finished_at or stamp,
     )
     left = [s for s in steps.values() if s.status not in TERMINAL_STEP]
     for step in left:
-        step.status = StepStatus.CANCELLED.value
+        step.status = StepStatus.CANCELLED
         step.finished_at = step.finished_at or stamp
         step.updated_at = stamp
         announce_step(session, step)
-    if execution.status == ExecutionStatus.CANCELLED.value:
+    if execution.status == ExecutionStatus.CANCELLED:
         pass
     elif failed:
-        execution.status = ExecutionStatus.FAILED.value
+        execution.status = ExecutionStatus.FAILED
         first = failed[0]
         execution.error = (
             execution.error
@@ -364,12 +329,12 @@ def finalize(session: Session, execution: Execution) -> None:
             or step_error(first.node_id, "ExecutionError", "step failed")
         )
     else:
-        execution.status = ExecutionStatus.SUCCEEDED.value
+        execution.status = ExecutionStatus.SUCCEEDED
         execution.error = None
     graph = step_graph(definition)
     sinks = [n for n in graph.nodes if not graph.successors[n]]
     execution.output = {
-        n: steps[n].output for n in sinks if steps[n].status == StepStatus.SUCCEEDED.value
+        n: steps[n].output for n in sinks if steps[n].status == StepStatus.SUCCEEDED
     }
     execution.started_at = execution.started_at or stamp
     execution.finished_at = stamp
@@ -436,7 +401,12 @@ def execution_view(
             "steps_total": len(counted),
             **{
                 f"steps_{status}": sum(1 for s in counted if s.status == status)
-                for status in ("succeeded", "failed", "skipped", "cancelled")
+                for status in (
+                    StepStatus.SUCCEEDED,
+                    StepStatus.FAILED,
+                    StepStatus.SKIPPED,
+                    StepStatus.CANCELLED,
+                )
             },
         }
         view["steps"] = [step_view(s) for s in steps]

@@ -20,6 +20,7 @@ from typing import Any
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from atom.statuses import TERMINAL_EXECUTION
 from atom.store.db import after_commit
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 PUBLISHER = "atom.events"
 """The key of the publisher in ``Session.info`` (see ``atom.db.make_sessionmaker``)."""
 CHANNEL_PREFIX = "atom:events:execution:"
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+TERMINAL = TERMINAL_EXECUTION
 
 
 def channel(execution_id: uuid.UUID | str) -> str:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from atom.clock import now
 from atom.errors import Conflict, NotFound
 from atom.runs import dispatch, engine
-from atom.runs.engine import ExecutionStatus, StepStatus
+from atom.statuses import ExecutionStatus, StepStatus
 from atom.store.db import transaction
 from atom.store.models import Execution, StepRun
 from atom.workflow.definition import NodeType
@@ -27,12 +27,12 @@ from atom.workflow.definition import NodeType
 logger = logging.getLogger(__name__)
 
 ALLOWED: dict[str, list[str]] = {
-    ExecutionStatus.QUEUED.value: ["pause", "cancel"],
-    ExecutionStatus.RUNNING.value: ["pause", "cancel"],
-    ExecutionStatus.PAUSED.value: ["resume", "cancel"],
-    ExecutionStatus.FAILED.value: ["retry"],
-    ExecutionStatus.SUCCEEDED.value: [],
-    ExecutionStatus.CANCELLED.value: [],
+    ExecutionStatus.QUEUED: ["pause", "cancel"],
+    ExecutionStatus.RUNNING: ["pause", "cancel"],
+    ExecutionStatus.PAUSED: ["resume", "cancel"],
+    ExecutionStatus.FAILED: ["retry"],
+    ExecutionStatus.SUCCEEDED: [],
+    ExecutionStatus.CANCELLED: [],
 }
 """The lifecycle actions each execution status allows."""
 
@@ -61,7 +61,7 @@ def _locked(
 def pause(session: Session, tenant_id: uuid.UUID, execution_id: uuid.UUID) -> Execution:
     """Running steps finish; no new step starts until resume."""
     execution = _locked(session, tenant_id, execution_id, "pause")
-    execution.status = ExecutionStatus.PAUSED.value
+    execution.status = ExecutionStatus.PAUSED
     execution.updated_at = now()
     session.flush()
     engine.announce_execution(session, execution)
@@ -74,21 +74,21 @@ def cancel(
     """End the execution now; returns the task ids of running steps, to interrupt."""
     execution = _locked(session, tenant_id, execution_id, "cancel")
     stamp = now()
-    execution.status = ExecutionStatus.CANCELLED.value
+    execution.status = ExecutionStatus.CANCELLED
     execution.finished_at = stamp
     execution.updated_at = stamp
     running: list[str] = []
     for step in engine.steps_of(session, execution):
-        if step.status == StepStatus.PENDING.value:
+        if step.status == StepStatus.PENDING:
             engine.end_step(
                 session,
                 step,
-                StepStatus.CANCELLED.value,
+                StepStatus.CANCELLED,
                 error=engine.step_error(
                     step.node_id, "Cancelled", "execution cancelled before the step started"
                 ),
             )
-        elif step.status == StepStatus.RUNNING.value and step.task_id:
+        elif step.status == StepStatus.RUNNING and step.task_id:
             running.append(step.task_id)
     session.flush()
     engine.announce_execution(session, execution)
@@ -99,7 +99,7 @@ def resume(session: Session, tenant_id: uuid.UUID, execution_id: uuid.UUID) -> E
     """paused -> running under a new epoch; the caller then sends the residual graph."""
     execution = _locked(session, tenant_id, execution_id, "resume")
     started = execution.started_at is not None
-    execution.status = (ExecutionStatus.RUNNING if started else ExecutionStatus.QUEUED).value
+    execution.status = ExecutionStatus.RUNNING if started else ExecutionStatus.QUEUED
     execution.epoch += 1
     execution.updated_at = now()
     session.flush()
@@ -111,15 +111,15 @@ def retry(session: Session, tenant_id: uuid.UUID, execution_id: uuid.UUID) -> Ex
     """failed -> running: every step that did not succeed runs again under a new epoch."""
     execution = _locked(session, tenant_id, execution_id, "retry")
     for step in engine.steps_of(session, execution):
-        if step.status != StepStatus.SUCCEEDED.value:
-            step.status = StepStatus.PENDING.value
+        if step.status != StepStatus.SUCCEEDED:
+            step.status = StepStatus.PENDING
             step.error = None
             step.output = None
             step.finished_at = None
             step.retry_at = None
             step.updated_at = now()
             engine.announce_step(session, step)
-    execution.status = ExecutionStatus.RUNNING.value
+    execution.status = ExecutionStatus.RUNNING
     execution.error = None
     execution.output = None
     execution.finished_at = None
@@ -132,7 +132,7 @@ def retry(session: Session, tenant_id: uuid.UUID, execution_id: uuid.UUID) -> Ex
 
 def send_residual(factory: sessionmaker[Session], app: Celery, execution_id: uuid.UUID) -> None:
     """Send the canvas of every node not yet succeeded, under the execution's current epoch."""
-    with transaction(factory) as session:
+    with dispatch.record_then_send(factory, app) as (session, outbox):
         execution = session.get(Execution, execution_id)
         if execution is None:
             return
@@ -140,12 +140,12 @@ def send_residual(factory: sessionmaker[Session], app: Celery, execution_id: uui
         done = {
             s.node_id
             for s in engine.steps_of(session, execution)
-            if s.status == StepStatus.SUCCEEDED.value
+            if s.status == StepStatus.SUCCEEDED
         }
         done |= {n.id for n in definition.nodes if n.type is NodeType.TRIGGER}
-        epoch = execution.epoch
-    plan = dispatch.residual_plan(definition, done)
-    dispatch.send_or_defer(app, plan, definition, str(execution_id), epoch)
+        outbox.add_plan(
+            dispatch.residual_plan(definition, done), definition, execution_id, execution.epoch
+        )
 
 
 def redrive(
@@ -157,8 +157,8 @@ def redrive(
             select(Execution).where(Execution.id == execution_id).with_for_update(skip_locked=True)
         )
         if execution is None or execution.status not in (
-            ExecutionStatus.QUEUED.value,
-            ExecutionStatus.RUNNING.value,
+            ExecutionStatus.QUEUED,
+            ExecutionStatus.RUNNING,
         ):
             return False
         execution.epoch += 1
@@ -167,7 +167,7 @@ def redrive(
             select(StepRun).where(
                 StepRun.execution_id == execution.id,
                 StepRun.tenant_id == execution.tenant_id,
-                StepRun.status == StepStatus.RUNNING.value,
+                StepRun.status == StepStatus.RUNNING,
             )
         )
         for step in stale:  # its worker is gone: the next delivery takes the step over

@@ -16,9 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from atom.runs import dispatch, engine
 from atom.store import workflows
-from atom.store.db import transaction
 from atom.store.models import Execution
-from atom.workflow.definition import parse_definition
 
 
 def start_execution(
@@ -30,14 +28,11 @@ def start_execution(
     trigger: dict[str, Any] | None = None,
 ) -> Execution:
     """Create an execution of the workflow's current version and send it to the workers."""
-    with transaction(factory) as session:
+    with dispatch.record_then_send(factory, app) as (session, outbox):
         workflow = workflows.get_workflow(session, tenant_id, workflow_id)
         version = workflows.get_version(session, workflow)
         execution = engine.create_execution(
             session, workflow, version, input_, trigger or {"kind": "api"}
         )
-        plan, definition_doc = version.plan, version.definition
-    dispatch.send_or_defer(
-        app, plan, parse_definition(definition_doc), str(execution.id), execution.epoch
-    )
+        outbox.add(session, execution)
     return execution

@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Enum,
     Float,
     ForeignKey,
     Index,
@@ -28,6 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from atom.statuses import AlertStatus, ExecutionStatus, FireStatus, StepStatus, values
+
 # Stable constraint names, so Alembic migrations name things the same way every time.
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -38,6 +41,22 @@ NAMING = {
 }
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def status_column(enum: type[Any], length: int) -> Enum:
+    """A status typed as its enum in Python and stored as the same plain string as before.
+
+    ``native_enum=False`` and no CHECK constraint: the column stays ``VARCHAR(length)``, so
+    the schema is unchanged (no migration) and a raw SQL filter on the string still works.
+    """
+    return Enum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        values_callable=values,
+        validate_strings=True,
+    )
 
 
 class Base(DeclarativeBase):
@@ -119,7 +138,9 @@ class Execution(Base):
     workflow_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
     version_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workflow_versions.id"))
     workflow_version: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20), default="queued")
+    status: Mapped[ExecutionStatus] = mapped_column(
+        status_column(ExecutionStatus, 20), default=ExecutionStatus.QUEUED
+    )
     input: Mapped[Any] = mapped_column(JSONType, default=dict)
     output: Mapped[Any | None] = mapped_column(JSONType)
     error: Mapped[Any | None] = mapped_column(JSONType)
@@ -153,7 +174,9 @@ class StepRun(Base):
     node_id: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200), default="")
     action_type: Mapped[str | None] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(20), default="pending")
+    status: Mapped[StepStatus] = mapped_column(
+        status_column(StepStatus, 20), default=StepStatus.PENDING
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     input: Mapped[Any | None] = mapped_column(JSONType)
     output: Mapped[Any | None] = mapped_column(JSONType)
@@ -206,7 +229,7 @@ class ScheduleFire(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     schedule_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
     fire_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    status: Mapped[str] = mapped_column(String(20))
+    status: Mapped[FireStatus] = mapped_column(status_column(FireStatus, 20))
     reason: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(20), default="beat")
     execution_id: Mapped[uuid.UUID | None] = mapped_column(
@@ -276,7 +299,9 @@ class Alert(Base):
     workflow_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("workflows.id", ondelete="CASCADE")
     )
-    status: Mapped[str] = mapped_column(String(16), default="firing")
+    status: Mapped[AlertStatus] = mapped_column(
+        status_column(AlertStatus, 16), default=AlertStatus.FIRING
+    )
     severity: Mapped[str] = mapped_column(String(16))
     value: Mapped[float | None] = mapped_column(Float)
     """The metric's value when the alert fired."""

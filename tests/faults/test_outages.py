@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from atom.observe.monitoring import BEAT_HEARTBEAT_KEY
+from atom.observe.probe import BEAT_HEARTBEAT_KEY
 from tests.faults.conftest import Stack, wait_until
 from tests.integration.helpers import action, by_node, trigger, workflow
 from tests.integration.loopback import LoopbackService

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import datetime
 
 from atom.client import Client
 from tests.integration.helpers import action, by_node, trigger, when, workflow
@@ -51,7 +52,10 @@ def test_linear_workflow_passes_data_between_steps(client: Client, service: Loop
     for node in ("fetch", "profile", "welcome"):
         assert steps[node]["status"] == "succeeded"
         assert steps[node]["attempts"] == 1
-        assert steps[node]["duration_ms"] is not None and steps[node]["duration_ms"] >= 0
+        started_at = datetime.fromisoformat(steps[node]["started_at"])
+        finished_at = datetime.fromisoformat(steps[node]["finished_at"])
+        assert started_at <= finished_at  # the duration is the one its timestamps give
+        assert steps[node]["duration_ms"] == int((finished_at - started_at).total_seconds() * 1000)
     assert steps["profile"]["output"] == {"name": "Ada", "vip": True, "greeting": "Welcome, Ada!"}
     (posted,) = service.calls("POST", "/welcome")
     assert posted.body == {"name": "Ada", "user_id": 42}  # the number stayed a number

@@ -244,7 +244,7 @@ def test_downtime_is_missed_or_caught_up_by_policy(
     client: Client, settings: Settings, catchup: bool
 ):
     from atom.celery_app import make_celery
-    from atom.schedules import service as schedules
+    from atom.schedules import firing
     from atom.store.db import make_engine, make_sessionmaker, transaction
     from atom.store.models import Schedule
 
@@ -269,7 +269,7 @@ def test_downtime_is_missed_or_caught_up_by_policy(
         )
     app = make_celery(settings)
     try:
-        counts = schedules.sweep(factory, app, grace=3, misfire_grace=10, now=now)
+        counts = firing.sweep(factory, app, grace=3, misfire_grace=10, now=now)
     finally:
         app.close()
     rows = fires(client, schedule["id"])
@@ -387,7 +387,8 @@ def test_a_new_schedule_entry_starts_at_the_schedule_not_at_the_write(
     """The entry resumes from the record (creation time, last fire): a slot that falls
     between the insert and the entry's write is still beat's to send, not the sweeper's."""
     from atom.celery_app import make_celery
-    from atom.schedules import service as schedules
+    from atom.schedules import entry as schedule_entry
+    from atom.schedules import timing
     from atom.store.db import make_engine, make_sessionmaker, transaction
     from atom.store.models import Schedule
 
@@ -399,15 +400,18 @@ def test_a_new_schedule_entry_starts_at_the_schedule_not_at_the_write(
     factory = make_sessionmaker(make_engine(settings.database_url or ""))
     with transaction(factory) as session:
         stored = session.get(Schedule, created["id"])
-        expected = next(schedules.timing_of(stored).slots_after(stored.checked_until))
+        expected = next(timing.timing_of(stored).slots_after(stored.checked_until))
         resume = stored.checked_until
     from redbeat.schedulers import ensure_conf
 
     app = make_celery(settings)
     ensure_conf(app)
     try:
-        entry = schedules.ScheduleEntry.from_key(
-            schedules.ScheduleEntry.generate_key(app, schedules.entry_name(created["id"])), app=app
+        entry = schedule_entry.ScheduleEntry.from_key(
+            schedule_entry.ScheduleEntry.generate_key(
+                app, schedule_entry.entry_name(created["id"])
+            ),
+            app=app,
         )
         assert entry.last_run_at == resume  # not the moment the entry was written
         assert entry.due_at == expected

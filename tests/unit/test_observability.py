@@ -10,10 +10,10 @@ import subprocess
 
 import pytest
 
-from atom.alerts.rules import validate_rule
+from atom.alerts.validation import validate_rule
 from atom.errors import InvalidInput
 from atom.observe import logs
-from atom.observe.monitoring import parse_window
+from atom.observe.stats import parse_window
 from atom.observe.telemetry import remove_stale
 from atom.security.netguard import redact_url
 from cli.main import Progress

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from atom.schedules.service import Timing, check_timing, describe
+from atom.schedules.timing import Timing, check_timing, describe
 
 ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
 
