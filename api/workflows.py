@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from flask_smorest import Blueprint, abort
 
 from api.context import page_of, require, session, state, tenant_id
 from api.schemas import (
@@ -22,6 +22,9 @@ from api.schemas import (
 from atom.runs import engine, runner
 from atom.security.auth import Role
 from atom.store import workflows
+
+# Seconds a client is told to wait when the step queue is full.
+BACKLOG_RETRY_AFTER_S = 5
 
 blp = Blueprint(
     "workflows",
@@ -124,9 +127,20 @@ class WorkflowExecute(MethodView):
     @require(Role.OPERATOR)
     @blp.arguments(ExecuteSchema)
     @blp.response(202, ExecutionSchema)
+    @blp.alt_response(429, description="Too many steps waiting for a worker; see Retry-After")
     def post(self, body: dict[str, Any], workflow_id: uuid.UUID):
         """Start an execution; ``input`` is what templates see as ``input``."""
         app_state = state()
+        limit = app_state.settings.max_queue_depth
+        backlog = app_state.probe.step_backlog() if limit else None
+        if backlog is not None and backlog >= limit:
+            # Backpressure: Redis holds a bounded number of step messages under a flood.
+            abort(
+                429,
+                message=f"{backlog} steps are waiting for a worker (ATOM_MAX_QUEUE_DEPTH is "
+                f"{limit}); nothing was started. Try again later.",
+                headers={"Retry-After": str(BACKLOG_RETRY_AFTER_S)},
+            )
         execution = runner.start_execution(
             app_state.factory,
             app_state.celery,

@@ -74,6 +74,8 @@ class Settings:
     """Deliveries of a step whose worker died before it is failed as ``worker_lost``."""
     max_step_output_bytes: int = 1024 * 1024
     """Largest rendered input, and largest output, of one step (as JSON)."""
+    max_queue_depth: int = 10_000
+    """Step messages waiting in the broker past which ``execute`` answers 429 (0: no limit)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -122,6 +124,7 @@ class Settings:
             step_timeout=float(env.get("ATOM_STEP_TIMEOUT") or 300),
             max_deliveries=int(env.get("ATOM_MAX_DELIVERIES") or 3),
             max_step_output_bytes=int(env.get("ATOM_MAX_STEP_OUTPUT_BYTES") or 1024 * 1024),
+            max_queue_depth=int(env.get("ATOM_MAX_QUEUE_DEPTH") or 10_000),
         )
 
     def with_services(self, database_url: str, redis_url: str) -> Settings:
@@ -191,6 +194,7 @@ class Settings:
             "ATOM_STEP_TIMEOUT": str(self.step_timeout),
             "ATOM_MAX_DELIVERIES": str(self.max_deliveries),
             "ATOM_MAX_STEP_OUTPUT_BYTES": str(self.max_step_output_bytes),
+            "ATOM_MAX_QUEUE_DEPTH": str(self.max_queue_depth),
         }
         optional = {
             "DATABASE_URL": self.database_url,

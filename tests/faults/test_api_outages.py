@@ -98,3 +98,31 @@ def test_with_postgres_down_health_reports_the_database_down(api_without_databas
     response = requests.get(url + "/api/workflows/monitoring/health", timeout=30)
     assert response.status_code == 503
     assert response.json()["components"]["database"] != "ok", response.json()
+
+
+def test_execute_answers_429_when_the_step_queue_is_full_and_accepts_again_once_it_drains(
+    stack: Stack, service: LoopbackService
+):
+    stack.settings = replace(stack.settings, max_queue_depth=5)
+    client = stack.api()
+    workflow_id = client.create_workflow(side_effect_workflow(service, 0))["id"]
+    url = f"{client.base_url}/api/workflows/{workflow_id}/execute"
+    answers = [
+        client.session.post(url, json={"input": {"order": i}}, timeout=30) for i in range(12)
+    ]
+    codes = [a.status_code for a in answers]
+    print(f"\nwith no worker: {codes}")
+    assert codes[:5] == [202] * 5, codes
+    assert set(codes[5:]) == {429}, codes
+    refused = answers[-1]
+    assert int(refused.headers["Retry-After"]) > 0
+    assert "ATOM_MAX_QUEUE_DEPTH" in refused.json()["message"]
+    assert stack.broker().llen("atom.steps") == 5, "Redis must hold a bounded number"
+
+    stack.worker()
+    for run in (a.json()["id"] for a in answers[:5]):
+        assert client.wait(run, timeout=30)["status"] == "succeeded"
+    again = client.session.post(url, json={"input": {"order": 99}}, timeout=30)
+    assert again.status_code == 202, again.text
+    assert client.wait(again.json()["id"], timeout=30)["status"] == "succeeded"
+    assert len(service.calls("POST", "/side-effect")) == 6  # nothing refused ran
