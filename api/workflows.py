@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import url_for
+from flask import request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
@@ -19,6 +19,7 @@ from api.schemas import (
     WorkflowListArgs,
     WorkflowSchema,
 )
+from atom.errors import InvalidInput
 from atom.runs import engine, runner
 from atom.security.auth import Role
 from atom.store import workflows
@@ -120,6 +121,16 @@ class WorkflowPlan(MethodView):
         return {"workflow_id": workflow.id, "version": version.version, **version.plan}
 
 
+def _idempotency_key() -> str | None:
+    """The request's ``Idempotency-Key`` header: up to 200 printable ASCII characters."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 200 or not all(" " < c <= "~" for c in key):
+        raise InvalidInput({"Idempotency-Key": ["must be 1 to 200 printable ASCII characters"]})
+    return key
+
+
 @blp.route("/<uuid:workflow_id>/execute")
 class WorkflowExecute(MethodView):
     """Runs of a workflow, whatever its trigger kind."""
@@ -148,6 +159,7 @@ class WorkflowExecute(MethodView):
             workflow_id,
             body.get("input") or {},
             {"kind": "api"},
+            idempotency_key=_idempotency_key(),
         )
         db = session()
         execution = engine.get_execution(db, tenant_id(), execution.id)

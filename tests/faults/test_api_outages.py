@@ -29,17 +29,18 @@ def test_execute_during_a_redis_outage_is_accepted_and_runs_once_when_redis_is_b
     stack.beat(env=FAST_RECOVERY)
     client = stack.api()
     workflow_id = client.create_workflow(side_effect_workflow(service, 0))["id"]
+    url = f"{client.base_url}/api/workflows/{workflow_id}/execute"
+    key = {"Idempotency-Key": "order-1"}
     stack.stop_redis()
     try:
         asked = time.monotonic()
-        response = client.session.post(
-            f"{client.base_url}/api/workflows/{workflow_id}/execute",
-            json={"input": {"order": 1}},
-            timeout=30,
-        )
+        response = client.session.post(url, json={"input": {"order": 1}}, headers=key, timeout=30)
         took = time.monotonic() - asked
+        # The client did not trust that answer and retries with the same key.
+        retried = client.session.post(url, json={"input": {"order": 1}}, headers=key, timeout=30)
     finally:
         stack.start_redis()
+    assert retried.status_code == 202 and retried.json()["id"] == response.json()["id"]
     print(f"\nexecute answered {response.status_code} in {took:.2f} s with Redis down")
     assert response.status_code == 202, response.text
     run = response.json()
@@ -126,3 +127,31 @@ def test_execute_answers_429_when_the_step_queue_is_full_and_accepts_again_once_
     assert again.status_code == 202, again.text
     assert client.wait(again.json()["id"], timeout=30)["status"] == "succeeded"
     assert len(service.calls("POST", "/side-effect")) == 6  # nothing refused ran
+
+
+def test_the_same_idempotency_key_never_starts_a_second_run(stack: Stack, service: LoopbackService):
+    stack.worker()
+    client = stack.api()
+    workflow_id = client.create_workflow(side_effect_workflow(service, 0))["id"]
+    other_id = client.create_workflow(side_effect_workflow(service, 0))["id"]
+    url = f"{client.base_url}/api/workflows/{{}}/execute"
+
+    def post(workflow: str, key: str):
+        return client.session.post(
+            url.format(workflow),
+            json={"input": {"order": 1}},
+            headers={"Idempotency-Key": key},
+            timeout=30,
+        )
+
+    first, again = post(workflow_id, "k-1"), post(workflow_id, "k-1")
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    assert client.wait(first.json()["id"], timeout=30)["status"] == "succeeded"
+    assert post(workflow_id, "k-1").json()["id"] == first.json()["id"]  # after it ended too
+    assert post(other_id, "k-1").status_code == 409
+    bad = post(workflow_id, "")
+    assert bad.status_code == 422 and "Idempotency-Key" in bad.json()["errors"], bad.text
+    assert post(workflow_id, "k-2").json()["id"] != first.json()["id"]
+    time.sleep(1)
+    assert len(service.calls("POST", "/side-effect")) == 2
