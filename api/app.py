@@ -8,13 +8,22 @@ import time
 
 from flask import Flask, Response, g, request
 
-from api import errors, executions, guard, monitoring, schedules, triggers, workflows
+from api import (
+    errors,
+    executions,
+    guard,
+    monitoring,
+    schedules,
+    triggers,
+    troubleshooting,
+    workflows,
+)
 from api.context import AppState
 from atom.celery_app import make_celery
 from atom.config import Settings
 from atom.observe import logs, metrics
 from atom.observe.probe import Probe
-from atom.runs import events
+from atom.runs import engine, events
 from atom.store.db import make_engine, make_sessionmaker
 
 access_log = logging.getLogger("atom.api.access")
@@ -51,7 +60,10 @@ def create_app(settings: Settings) -> Flask:
     )
     factory = make_sessionmaker(
         make_engine(settings.database_url),
-        **{events.PUBLISHER: events.Publisher(settings.events_redis)},
+        **{
+            events.PUBLISHER: events.Publisher(settings.events_redis),
+            engine.STEP_OBSERVER: metrics.observe_step,
+        },
     )
     celery = make_celery(settings)
     probe = Probe(factory, celery, settings)
@@ -65,6 +77,7 @@ def create_app(settings: Settings) -> Flask:
     api = errors.AtomApi(app)
     errors.register(app)
     api.register_blueprint(monitoring.blp)  # before workflows: its paths are more specific
+    api.register_blueprint(troubleshooting.blp)  # likewise
     api.register_blueprint(workflows.blp)
     api.register_blueprint(executions.blp)
     api.register_blueprint(schedules.blp)

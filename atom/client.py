@@ -90,14 +90,15 @@ class Client:
             if response.status_code >= 400:
                 body = response.json() if response.content else None
                 raise ApiError(response.status_code, body)
-            name, data = "message", []
-            for line in response.iter_lines(decode_unicode=True):
-                if line is None:
+            name, data = "message", list[str]()
+            for raw in response.iter_lines(decode_unicode=True):
+                if raw is None:
                     continue
+                line = raw if isinstance(raw, str) else raw.decode()
                 if line == "":
                     if data:
                         yield name, json.loads("\n".join(data))
-                    name, data = "message", []
+                    name, data = "message", list[str]()
                 elif line.startswith(":"):
                     continue
                 elif line.startswith("event:"):

@@ -88,11 +88,11 @@ def wait_ready(app, proc: subprocess.Popen, hostname: str, log: Path) -> None:
 def admin_key(settings: Settings, tenant_prefix: str = "bench") -> str:
     """An admin API key of a new tenant."""
     from atom.security.auth import Role, create_key, get_or_create_tenant
-    from atom.store.db import make_engine, make_sessionmaker, transaction
+    from atom.store.db import make_engine, make_sessionmaker
 
     engine = make_engine(settings.database_url or "")
     try:
-        with transaction(make_sessionmaker(engine)) as session:
+        with make_sessionmaker(engine).begin() as session:
             tenant = get_or_create_tenant(session, f"{tenant_prefix}-{uuid.uuid4().hex[:8]}")
             return create_key(session, tenant, Role.ADMIN, "bench")
     finally:

@@ -53,11 +53,11 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
 def _create_key(settings: Settings, tenant: str, role: str, name: str = "") -> str:
     from atom.security.auth import Role, create_key, get_or_create_tenant
-    from atom.store.db import make_engine, make_sessionmaker, transaction
+    from atom.store.db import make_engine, make_sessionmaker
 
     engine = make_engine(settings.database_url or "")
     try:
-        with transaction(make_sessionmaker(engine)) as session:
+        with make_sessionmaker(engine).begin() as session:
             return create_key(session, get_or_create_tenant(session, tenant), Role(role), name)
     finally:
         engine.dispose()

@@ -106,6 +106,9 @@ def settings(
         smtp_host="127.0.0.1",
         smtp_port=free_port(),
         smtp_from="atom-tests@example.com",
+        # Automatic troubleshooting would retry the failures other tests assert on; its own
+        # tests run a platform of their own with it on (tests/integration/test_troubleshoot.py).
+        auto_troubleshoot=False,
     )
 
 
@@ -198,12 +201,12 @@ def api_url(settings: Settings) -> Iterator[str]:
 def make_key(settings: Settings) -> Callable[..., str]:
     """Create an API key: make_key(role, tenant=None) (a new tenant unless one is named)."""
     from atom.security.auth import Role, create_key, get_or_create_tenant
-    from atom.store.db import make_engine, make_sessionmaker, transaction
+    from atom.store.db import make_engine, make_sessionmaker
 
     factory = make_sessionmaker(make_engine(settings.database_url or ""))
 
     def make(role: str = "admin", tenant: str | None = None) -> str:
-        with transaction(factory) as session:
+        with factory.begin() as session:
             owner = get_or_create_tenant(session, tenant or f"t-{uuid.uuid4().hex[:12]}")
             return create_key(session, owner, Role(role))
 

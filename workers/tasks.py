@@ -21,7 +21,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from celery import Celery, Task, signals
@@ -30,20 +29,19 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from atom.actions import functions
-from atom.celery_app import FINALIZE, RUN_STEP
+from atom.actions import ActionContext, Handler, functions, handlers
+from atom.celery_app import FINALIZE, MAINTENANCE_QUEUE, RUN_STEP, TROUBLESHOOT_FINISHED
 from atom.clock import now
 from atom.config import Settings
 from atom.errors import ExecutionError, PermanentError, RetryableError
-from atom.observe import logs
+from atom.observe import logs, metrics
 from atom.runs import engine, events, storable
 from atom.runs.dispatch import HARD_LIMIT_GRACE
-from atom.runs.engine import ExecutionStatus, StepStatus
-from atom.store.db import make_engine, make_sessionmaker, transaction
+from atom.runs.engine import Admission, ExecutionStatus, StepStatus
+from atom.store.db import make_engine, make_sessionmaker
 from atom.store.models import Execution, StepRun
 from atom.workflow.definition import Definition, Node, NodeType
 from atom.workflow.templating import evaluate, render
-from workers.actions import ActionContext, Handler, handlers
 
 logger = logging.getLogger("atom.worker")
 
@@ -71,7 +69,7 @@ class WorkerContext:
             publisher = events.Publisher(self.settings.events_redis)
             self._factory = make_sessionmaker(
                 make_engine(self.settings.database_url, pool_size=2),
-                **{events.PUBLISHER: publisher},
+                **{events.PUBLISHER: publisher, engine.STEP_OBSERVER: metrics.observe_step},
             )
             self._pid = os.getpid()
         return self._factory
@@ -109,12 +107,10 @@ class Heartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                with transaction(self.factory) as s:
+                with self.factory.begin() as s:
                     s.execute(
                         update(StepRun)
-                        .where(
-                            StepRun.id == self.step_id, StepRun.status == StepStatus.RUNNING.value
-                        )
+                        .where(StepRun.id == self.step_id, StepRun.status == StepStatus.RUNNING)
                         .values(heartbeat_at=now())
                     )
             except DB_ERRORS:
@@ -209,7 +205,7 @@ class StepRunner:
         node and its template context; with it, claims the step (or fails it when the
         render failed) and returns what ``run`` needs. None: nothing to run."""
         settings = self.ctx.settings
-        with transaction(self.ctx.factory) as s:
+        with self.ctx.factory.begin() as s:
             # The execution row lock serializes this decision with pause and cancel (and with
             # the other steps' decisions: a share lock here deadlocks on mark_running).
             execution = s.scalar(
@@ -219,54 +215,47 @@ class StepRunner:
             )
             if execution is None or execution.epoch != self.epoch:
                 return None
-            definition = engine.load_definition(s, execution.version_id)
+            definition = engine.effective_definition(s, execution)
             steps = {st.node_id: st for st in engine.steps_of(s, execution)}
             step = steps[self.node_id]
-            if step.status in engine.TERMINAL_STEP:
+            verdict = engine.admit(
+                execution,
+                definition,
+                steps,
+                self.node_id,
+                at=now(),
+                heartbeat_timeout=settings.heartbeat_timeout,
+            )
+            if verdict.admission is Admission.DONE:
                 return None
-            if (
-                step.status == StepStatus.RUNNING.value
-                and step.heartbeat_at
-                and now() - step.heartbeat_at < timedelta(seconds=settings.heartbeat_timeout)
-            ):
+            if verdict.admission is Admission.BUSY:
                 # Another delivery runs this step right now: check again once it may be done.
                 raise self.task.retry(countdown=settings.heartbeat_interval, max_retries=None)
-            if reason := engine.stop_reason(execution, definition):
-                engine.end_step(
-                    s,
-                    step,
-                    StepStatus.CANCELLED.value,
-                    error=engine.step_error(self.node_id, "Cancelled", reason),
-                )
-                return None
-            if execution.status == ExecutionStatus.PAUSED.value:
-                return None
-            unfinished = [
-                c.source
-                for c in definition.connections
-                if c.target == self.node_id and steps[c.source].status not in engine.TERMINAL_STEP
-            ]
-            if unfinished:
+            if verdict.admission is Admission.EARLY:
                 # The canvas should make this impossible; a duplicated message can make a
                 # chord fire early. Never decide on a predecessor that has not ended.
                 logger.warning(
                     "step %s of %s started before %s ended; waiting",
                     self.node_id,
                     self.execution_id,
-                    ", ".join(unfinished),
+                    ", ".join(verdict.waiting_for),
                 )
                 raise self.task.retry(countdown=1, max_retries=None)
-            decision = engine.decide(definition, self.node_id, steps)
-            if not decision.run:
+            if verdict.admission in (Admission.CANCEL, Admission.SKIP):
+                status, kind = (
+                    (StepStatus.CANCELLED, "Cancelled")
+                    if verdict.admission is Admission.CANCEL
+                    else (StepStatus.SKIPPED, "Skipped")
+                )
                 engine.end_step(
                     s,
                     step,
-                    StepStatus.SKIPPED.value,
-                    error=engine.step_error(self.node_id, "Skipped", decision.reason or "skipped"),
+                    status,
+                    error=engine.step_error(self.node_id, kind, verdict.reason or kind.lower()),
                 )
                 return None
             node = definition.node(self.node_id)
-            if step.status == StepStatus.RUNNING.value and self._lost_too_often(
+            if step.status == StepStatus.RUNNING and self._lost_too_often(
                 s, execution, definition, step, node, log=rendered is _UNRENDERED
             ):
                 return None
@@ -335,15 +324,15 @@ class StepRunner:
         return self.ctx.handlers[node.action_type or ""](config, ctx)
 
     def _cancelled(self) -> bool:
-        with transaction(self.ctx.factory) as s:
+        with self.ctx.factory.begin() as s:
             status = s.scalar(
                 select(Execution.status).where(Execution.id == uuid.UUID(self.execution_id))
             )
-        return status == ExecutionStatus.CANCELLED.value
+        return status == ExecutionStatus.CANCELLED
 
     def _retry_later(self, node: Node, error: Exception, attempt: int) -> None:
         delay = node.retry.delay(attempt)
-        with transaction(self.ctx.factory) as s:
+        with self.ctx.factory.begin() as s:
             engine.schedule_retry(
                 s,
                 self._step(s),
@@ -395,21 +384,21 @@ class StepRunner:
         self._durably(lambda: self._end_once(status, output, error))
 
     def _end_once(self, status: StepStatus, output: Any, error: dict[str, Any] | None) -> None:
-        with transaction(self.ctx.factory) as s:
+        with self.ctx.factory.begin() as s:
             step = self._step(s)
-            if step.status == StepStatus.RUNNING.value:
-                engine.end_step(s, step, status.value, output=output, error=error)
+            if step.status == StepStatus.RUNNING:
+                engine.end_step(s, step, status, output=output, error=error)
 
     def _fail(self, node: Node, error_type: str, message: str, output: Any = None) -> None:
         self._durably(lambda: self._fail_once(error_type, message, output))
 
     def _fail_once(self, error_type: str, message: str, output: Any = None) -> None:
-        with transaction(self.ctx.factory) as s:
+        with self.ctx.factory.begin() as s:
             execution = s.get(Execution, uuid.UUID(self.execution_id))
             assert execution is not None
-            definition = engine.load_definition(s, execution.version_id)
+            definition = engine.effective_definition(s, execution)
             step = self._step(s)
-            if step.status == StepStatus.RUNNING.value:
+            if step.status == StepStatus.RUNNING:
                 self._end_failed(s, execution, definition, step, error_type, message, output)
 
     def _end_failed(
@@ -423,7 +412,7 @@ class StepRunner:
         output: Any = None,
     ) -> None:
         error = engine.step_error(step.node_id, error_type, message)
-        engine.end_step(s, step, StepStatus.FAILED.value, output=output, error=error)
+        engine.end_step(s, step, StepStatus.FAILED, output=output, error=error)
         engine.fail_fast(s, execution, definition, error)
         logger.info("step %s of %s failed: %s", step.node_id, self.execution_id, message)
 
@@ -479,12 +468,19 @@ def register(app: Celery, settings: Settings) -> WorkerContext:
         retry_jitter=True,
     )
     def finalize(execution_id: str, epoch: int) -> None:
-        with transaction(ctx.factory) as s:
+        with ctx.factory.begin() as s:
             execution = s.get(Execution, uuid.UUID(execution_id), with_for_update=True)
             if execution is None or execution.epoch != epoch:
                 return
             engine.finalize(s, execution)
             status = execution.status
+            linked = execution.troubleshooting_session_id is not None
         logger.info("execution %s finished: %s", execution_id, status)
+        automatic = settings.auto_recovery_enabled and settings.auto_troubleshoot
+        if (status == ExecutionStatus.FAILED.value and automatic) or (
+            linked and status == ExecutionStatus.SUCCEEDED.value
+        ):
+            # Troubleshooting runs on the maintenance queue: diagnose, retry or close.
+            app.send_task(TROUBLESHOOT_FINISHED, args=(execution_id,), queue=MAINTENANCE_QUEUE)
 
     return ctx

@@ -21,7 +21,6 @@ from atom.config import Settings
 from atom.observe import stats
 from atom.observe.probe import Probe
 from atom.statuses import AlertStatus
-from atom.store.db import transaction
 from atom.store.models import Alert, AlertRule
 
 logger = logging.getLogger(__name__)
@@ -186,7 +185,7 @@ def evaluate(factory: sessionmaker[Session], probe: Probe, settings: Settings) -
     started, at = time.monotonic(), now()
     notices: list[Notice] = []
     changes = {"fired": 0, "resolved": 0}
-    with transaction(factory) as session:
+    with factory.begin() as session:
         if not session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": ALERTS_LOCK}):
             return {"skipped": "another evaluation is running"}
         ensure_default_rules(session)
@@ -218,7 +217,7 @@ def evaluate(factory: sessionmaker[Session], probe: Probe, settings: Settings) -
             rule.last_evaluated_at = at
     for notice in notices:
         results = notify.deliver(notice.channels, notice.payload, settings)
-        with transaction(factory) as session:
+        with factory.begin() as session:
             alert = session.get(Alert, notice.alert_id)
             if alert is not None:
                 alert.notifications = [*(alert.notifications or []), *results]

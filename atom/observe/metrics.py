@@ -209,11 +209,11 @@ class PlatformCollector:
 def registry(root: Path, probe=None, only: str | None = None) -> CollectorRegistry:
     """What ``/metrics`` (or ``atom worker --metrics-port``) exposes."""
     exposed = CollectorRegistry(auto_describe=False)
-    exposed.register(ProcessFilesCollector(root, only))  # type: ignore[arg-type]
+    exposed.register(ProcessFilesCollector(root, only))
     if not multiprocess():  # this process records in memory: expose it directly
-        exposed.register(_InMemory())  # type: ignore[arg-type]
+        exposed.register(_InMemory())
     if probe is not None:
-        exposed.register(PlatformCollector(probe))  # type: ignore[arg-type]
+        exposed.register(PlatformCollector(probe))
     return exposed
 
 

@@ -171,13 +171,13 @@ def window_metrics(
     )
 
     def by_status(workflow_id: uuid.UUID | None) -> dict[str, int]:
-        counts = dict.fromkeys(STATUSES, 0)
+        counts: dict[str, int] = dict.fromkeys((str(s) for s in STATUSES), 0)
         for (wf, status), n in created.items():
             if workflow_id is None or wf == workflow_id:
                 counts[status] = counts.get(status, 0) + n
         return counts
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for wf in ids:
         stats = per.get(wf) or RunStats(0, 0, 0, None, None, None)
         counts = by_status(wf)

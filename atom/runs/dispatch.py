@@ -16,7 +16,6 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from atom.celery_app import FINALIZE, RUN_STEP, STEPS_QUEUE
-from atom.store.db import transaction
 from atom.store.models import Execution, WorkflowVersion
 from atom.workflow.compiler import compile_graph, step_graph
 from atom.workflow.definition import Definition, parse_definition
@@ -139,6 +138,6 @@ def record_then_send(
     """A transaction and an outbox: what the block adds is sent after the commit, and not at
     all if the block raises (the transaction is then rolled back)."""
     outbox = Outbox()
-    with transaction(factory) as session:
+    with factory.begin() as session:
         yield session, outbox
     outbox.send(app)

@@ -11,8 +11,10 @@ event published after the commit (``atom.events``). Statuses::
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import select, update
@@ -20,7 +22,6 @@ from sqlalchemy.orm import Session
 
 from atom.clock import now
 from atom.errors import NotFound
-from atom.observe import metrics
 from atom.runs import events
 from atom.statuses import TERMINAL_EXECUTION as TERMINAL_EXECUTION  # re-exported
 from atom.statuses import TERMINAL_STEP as TERMINAL_STEP
@@ -36,6 +37,13 @@ from atom.workflow.definition import (
     TriggerRule,
     parse_definition,
 )
+
+StepObserver = Callable[[str, str, float], None]
+"""Told ``(action_type, status, seconds)`` of each step that ended after running."""
+STEP_OBSERVER = "atom.step_observer"
+"""The key of the step observer in ``Session.info`` (``make_sessionmaker(**info)``): the
+processes record metrics at their edge, so importing the engine records nothing."""
+
 
 _DEFINITIONS: dict[uuid.UUID, Definition] = {}
 
@@ -54,6 +62,39 @@ def load_definition(session: Session, version_id: uuid.UUID) -> Definition:
             _DEFINITIONS.clear()
         _DEFINITIONS[version_id] = definition
     return definition
+
+
+def with_overrides(definition: Definition, overrides: dict[str, Any] | None) -> Definition:
+    """The definition with one run's per-node changes (retry, timeout, config) applied.
+
+    Set by an automatic troubleshooting resolution (``atom.troubleshoot``): the execution
+    keeps its version, only this run's policy changes."""
+    if not overrides:
+        return definition
+    nodes = []
+    for node in definition.nodes:
+        change = overrides.get(node.id)
+        if not isinstance(change, dict):
+            nodes.append(node)
+            continue
+        retry = node.retry
+        if isinstance(change.get("retry"), dict):
+            known = {k: v for k, v in change["retry"].items() if k in RETRY_FIELDS}
+            retry = replace(retry, **known)
+        timeout = change.get("timeout", node.timeout)
+        config = {**node.config, **(change.get("config") or {})}
+        nodes.append(replace(node, retry=retry, timeout=timeout, config=config))
+    return replace(definition, nodes=tuple(nodes))
+
+
+RETRY_FIELDS = ("max_retries", "retry_delay", "backoff_multiplier", "max_delay")
+
+
+def effective_definition(session: Session, execution: Execution) -> Definition:
+    """The definition an execution runs: its version's, with its policy overrides."""
+    return with_overrides(
+        load_definition(session, execution.version_id), execution.policy_overrides
+    )
 
 
 def create_execution(
@@ -247,12 +288,13 @@ def mark_running(session: Session, execution: Execution) -> None:
 def end_step(
     session: Session,
     step: StepRun,
-    status: str,
+    status: StepStatus,
     *,
     output: Any = None,
     error: dict[str, Any] | None = None,
 ) -> None:
-    """Record a step's final state (and, once committed, its duration in the metrics)."""
+    """Record a step's final state; once committed, a step that ran is reported to the
+    session's :data:`STEP_OBSERVER` (the processes put their metrics there)."""
     step.status = status
     step.output = output
     step.error = error
@@ -260,10 +302,11 @@ def end_step(
     step.updated_at = step.finished_at
     session.flush()
     announce_step(session, step)
-    if step.started_at is not None:
+    observe: StepObserver | None = session.info.get(STEP_OBSERVER)
+    if observe is not None and step.started_at is not None:
         seconds = (step.finished_at - step.started_at).total_seconds()
         action_type = step.action_type or "unknown"
-        after_commit(session, lambda: metrics.observe_step(action_type, status, seconds))
+        after_commit(session, lambda: observe(action_type, status, seconds))
 
 
 def step_error(node_id: str, error_type: str, message: str) -> dict[str, Any]:
@@ -297,6 +340,76 @@ def stop_reason(execution: Execution, definition: Definition) -> str | None:
     if execution.error and definition.on_failure is FailurePolicy.FAIL_FAST:
         return f"fail_fast: step {execution.error.get('node_id')!r} failed"
     return None
+
+
+class Admission(str, Enum):
+    """What a delivery of a step task does with its step (see :func:`admit`)."""
+
+    RUN = "run"
+    """Render the config and run the action."""
+    DONE = "done"
+    """Nothing to do: the step already ended, or the execution is paused (left pending)."""
+    BUSY = "busy"
+    """Another delivery runs it (fresh heartbeat): check again after a heartbeat interval."""
+    EARLY = "early"
+    """A predecessor has not ended (a duplicated message fired a chord early): wait."""
+    CANCEL = "cancel"
+    """End the step ``cancelled`` (the execution was cancelled, failed, or failed fast)."""
+    SKIP = "skip"
+    """End the step ``skipped``: its trigger rule says so."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The admission of one delivery, with the reason for a cancel or skip, and the
+    predecessors an early delivery waits for."""
+
+    admission: Admission
+    reason: str | None = None
+    waiting_for: tuple[str, ...] = ()
+
+
+def admit(
+    execution: Execution,
+    definition: Definition,
+    steps: dict[str, StepRun],
+    node_id: str,
+    *,
+    at: datetime,
+    heartbeat_timeout: float,
+) -> Verdict:
+    """Decide what a delivery of step ``node_id`` does, from the rows alone (no session, no
+    broker): the rules of steps 2-4 of ``workers/tasks.py``, in order.
+
+    A step that has ended is done; one another delivery runs with a heartbeat fresher than
+    ``heartbeat_timeout`` is busy (a stale one means that worker died, and this delivery takes
+    it over); a stopped execution cancels it; a paused one leaves it pending; a predecessor
+    that has not ended makes it wait; then its trigger rule runs or skips it.
+    """
+    step = steps[node_id]
+    if step.status in TERMINAL_STEP:
+        return Verdict(Admission.DONE)
+    if (
+        step.status == StepStatus.RUNNING
+        and step.heartbeat_at
+        and at - step.heartbeat_at < timedelta(seconds=heartbeat_timeout)
+    ):
+        return Verdict(Admission.BUSY)
+    if reason := stop_reason(execution, definition):
+        return Verdict(Admission.CANCEL, reason)
+    if execution.status == ExecutionStatus.PAUSED:
+        return Verdict(Admission.DONE)
+    unfinished = tuple(
+        c.source
+        for c in definition.connections
+        if c.target == node_id and steps[c.source].status not in TERMINAL_STEP
+    )
+    if unfinished:
+        return Verdict(Admission.EARLY, waiting_for=unfinished)
+    decision = decide(definition, node_id, steps)
+    if not decision.run:
+        return Verdict(Admission.SKIP, decision.reason or "skipped")
+    return Verdict(Admission.RUN)
 
 
 def finalize(session: Session, execution: Execution) -> None:
@@ -390,6 +503,11 @@ def execution_view(
         "created_at": _iso(execution.created_at),
         "started_at": _iso(execution.started_at),
         "finished_at": _iso(execution.finished_at),
+        "troubleshooting_session_id": (
+            str(execution.troubleshooting_session_id)
+            if execution.troubleshooting_session_id
+            else None
+        ),
     }
     if steps is not None:
         if definition is not None:

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from atom.statuses import TERMINAL_EXECUTION
@@ -40,11 +39,15 @@ class Publisher:
     """Publishes events to Redis; a Redis failure is logged, never raised."""
 
     def __init__(self, redis_url: str):
+        import redis  # loaded by the processes that publish, not by importing the core
+
         self._client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
         self._warned_at = 0.0
 
     def publish(self, event: dict[str, Any]) -> None:
         """Publish ``event`` on its execution's channel."""
+        import redis
+
         try:
             self._client.publish(channel(event["execution_id"]), json.dumps(event, default=str))
         except redis.RedisError as e:
@@ -131,6 +134,8 @@ def follow(
     channel stays quiet for ``quiet_seconds`` the record is read again (an event may have
     been lost) and None is yielded, so a caller can send a keep-alive.
     """
+    import redis
+
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     try:

@@ -20,7 +20,6 @@ from atom.clock import now
 from atom.errors import Conflict, NotFound
 from atom.runs import dispatch, engine
 from atom.statuses import ExecutionStatus, StepStatus
-from atom.store.db import transaction
 from atom.store.models import Execution, StepRun
 from atom.workflow.definition import NodeType
 
@@ -136,7 +135,7 @@ def send_residual(factory: sessionmaker[Session], app: Celery, execution_id: uui
         execution = session.get(Execution, execution_id)
         if execution is None:
             return
-        definition = engine.load_definition(session, execution.version_id)
+        definition = engine.effective_definition(session, execution)
         done = {
             s.node_id
             for s in engine.steps_of(session, execution)
@@ -152,7 +151,7 @@ def redrive(
     factory: sessionmaker[Session], app: Celery, execution_id: uuid.UUID, reason: str
 ) -> bool:
     """Bump the epoch of a stalled execution and send what is left of it (self-healing)."""
-    with transaction(factory) as session:
+    with factory.begin() as session:
         execution = session.scalar(
             select(Execution).where(Execution.id == execution_id).with_for_update(skip_locked=True)
         )

@@ -17,6 +17,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
 import redis
 from celery import Celery
@@ -26,7 +27,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from atom.clock import now
 from atom.config import Settings
 from atom.runs import lifecycle
-from atom.store.db import transaction
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def ids_in_broker(url: str) -> set[str] | None:
                 return None
             for start in range(0, length, 1000):
                 for raw in client.lrange(key, start, start + 999):
-                    found.update(m.decode() for m in _UUID.findall(raw))
+                    found.update(m.decode() for m in _UUID.findall(cast(bytes, raw)))
         return found
     finally:
         client.close()
@@ -101,7 +101,7 @@ def ids_in_broker(url: str) -> set[str] | None:
 
 def reconcile(factory: sessionmaker[Session], app: Celery, settings: Settings) -> Report:
     """One pass of the self-healing loop; only one runs at a time (advisory lock)."""
-    with transaction(factory) as session:
+    with factory.begin() as session:
         got = session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": RECONCILE_LOCK})
         candidates = stalled(session, settings) if got else []
     if not candidates:

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from atom.errors import Conflict
 from atom.runs import dispatch, engine
 from atom.store import workflows
-from atom.store.db import transaction
 from atom.store.models import Execution
 
 
@@ -66,7 +65,7 @@ def start_execution(
 def _by_key(
     factory: sessionmaker[Session], tenant_id: uuid.UUID, workflow_id: uuid.UUID, key: str
 ) -> Execution | None:
-    with transaction(factory) as session:
+    with factory.begin() as session:
         execution = session.scalar(
             select(Execution).where(
                 Execution.tenant_id == tenant_id, Execution.idempotency_key == key

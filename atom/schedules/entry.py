@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from atom.celery_app import FIRE_SCHEDULE, MAINTENANCE_QUEUE
 from atom.schedules.timing import Timing
-from atom.store.db import transaction
 from atom.store.models import Schedule, ScheduleFire
 
 logger = logging.getLogger(__name__)
@@ -171,7 +170,7 @@ def sync_entries_safely(
 ) -> None:
     """sync_entries, logging instead of raising (Redis may be failing over)."""
     try:
-        with transaction(factory) as session:
+        with factory.begin() as session:
             restored = sync_entries(session, app, misfire_grace)
         if restored:
             logger.warning("restored %d RedBeat schedule entries from PostgreSQL", restored)

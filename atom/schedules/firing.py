@@ -20,7 +20,6 @@ from atom.schedules.entry import sync_entries_safely
 from atom.schedules.timing import MAX_SLOTS_PER_SWEEP, timing_of
 from atom.statuses import ACTIVE_EXECUTION, FireStatus
 from atom.store import workflows
-from atom.store.db import transaction
 from atom.store.models import Execution, Schedule, ScheduleFire
 
 logger = logging.getLogger(__name__)
@@ -144,7 +143,7 @@ def sweep(
     now = now or datetime.now(UTC)
     horizon = now - timedelta(seconds=grace)
     counts = {"late": 0, "catchup": 0, "missed": 0}
-    with transaction(factory) as session:
+    with factory.begin() as session:
         if not session.scalar(text("SELECT pg_try_advisory_xact_lock(742004)")):
             return counts
         ids = list(

@@ -43,7 +43,7 @@ class Timing:
             return
         zone = ZoneInfo(self.timezone)
         it = croniter(self.cron, after.astimezone(zone))
-        fixed_hours = self.cron.split()[1] != "*"
+        fixed_hours = str(self.cron).split()[1] != "*"
         last_wall: datetime | None = None
         while True:
             slot = it.get_next(datetime)
@@ -57,7 +57,7 @@ class Timing:
 
     def next_runs(self, after: datetime, count: int = 5) -> list[datetime]:
         """The next ``count`` fire times after ``after``."""
-        out = []
+        out: list[datetime] = []
         for slot in self.slots_after(after):
             out.append(slot)
             if len(out) == count:
@@ -68,7 +68,7 @@ class Timing:
         self, start: datetime, end: datetime, limit: int = MAX_SLOTS_PER_SWEEP
     ) -> list[datetime]:
         """Fire times in ``(start, end]``, at most ``limit``."""
-        out = []
+        out: list[datetime] = []
         for slot in self.slots_after(start):
             if slot > end or len(out) >= limit:
                 return out

@@ -1,4 +1,6 @@
-"""Engine and session factory. The request or task that opens a session owns its commit.
+"""Engine and session factory. The request or task that opens a session owns its commit:
+``with factory.begin() as session`` commits when the block succeeds and rolls back when it
+raises (SQLAlchemy's ``sessionmaker.begin``).
 
 Work that must happen only once a change is durable (publishing a live event, counting a
 finished step) is queued on the session with ``after_commit`` and runs right after the
@@ -8,8 +10,7 @@ commit; a rollback drops it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import create_engine, event
@@ -60,10 +61,3 @@ def _run_pending(session: Session) -> None:
 
 def _drop_pending(session: Session) -> None:
     session.info.pop(_PENDING, None)
-
-
-@contextmanager
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session that commits when the block succeeds and rolls back when it raises."""
-    with factory() as session, session.begin():
-        yield session

@@ -24,7 +24,8 @@ Plan JSON::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from atom.workflow.definition import Definition, NodeType
@@ -40,61 +41,143 @@ class Block:
     parts: tuple[Block, ...] = ()
 
 
-@dataclass
+def _bits(mask: int) -> list[int]:
+    """The positions of the set bits of ``mask``, lowest first."""
+    out = []
+    while mask:
+        low = mask & -mask
+        out.append(low.bit_length() - 1)
+        mask ^= low
+    return out
+
+
 class _Decomposer:
-    barriers: list[dict[str, Any]] = field(default_factory=list)
+    """Decomposes ``graph`` working on sets of node positions, never copying the graph.
 
-    def decompose(self, graph: Graph) -> Block:
-        parts = graph.components()
-        if len(parts) > 1:
-            return Block("parallel", parts=tuple(self.decompose(graph.subgraph(p)) for p in parts))
-        if len(graph.nodes) == 1:
-            return Block("step", node=graph.nodes[0])
-        before, after = self._split(graph)
-        blocks: list[Block] = []
-        for side in (before, after):
-            block = self.decompose(graph.subgraph(side))
-            blocks.extend(block.parts if block.kind == "series" else (block,))
-        return Block("series", parts=tuple(blocks))
+    Every part the recursion meets is convex (a path between two of its nodes stays in it:
+    a prefix or suffix of a topological order, or a connected part of such), so reachability
+    inside a part is the whole graph's, restricted: ancestors and descendants are computed
+    once as bitsets, and each part costs time linear in its nodes and edges. Choosing the
+    split is incremental: moving node ``v`` from the after side to the before side removes
+    the orderings its non-ancestors had to it and adds the ones it lacks to the rest.
+    """
 
-    def _split(self, graph: Graph) -> tuple[list[str], list[str]]:
-        """The first exact series split of a connected graph, else the least costly barrier."""
-        order = graph.topological_order()
-        reach = graph.descendants_bits()
+    def __init__(self, graph: Graph):
+        self.names = graph.nodes
         position = {n: i for i, n in enumerate(graph.nodes)}
-        best: tuple[int, int] | None = None  # (orderings added, k)
-        for k in range(1, len(order)):
-            after_mask = 0
-            for n in order[k:]:
-                after_mask |= 1 << position[n]
-            added = sum(bin(after_mask & ~reach[a]).count("1") for a in order[:k])
+        self.succ = [[position[w] for w in graph.successors[n]] for n in graph.nodes]
+        self.pred_mask = [0] * len(self.names)
+        self.adjacent = [0] * len(self.names)
+        for i, targets in enumerate(self.succ):
+            for j in targets:
+                self.pred_mask[j] |= 1 << i
+                self.adjacent[i] |= 1 << j
+                self.adjacent[j] |= 1 << i
+        order = self.order = [position[n] for n in graph.topological_order()]
+        self.desc = [0] * len(self.names)
+        for i in reversed(order):
+            mask = 0
+            for j in self.succ[i]:
+                mask |= (1 << j) | self.desc[j]
+            self.desc[i] = mask
+        self.anc = [0] * len(self.names)
+        for i in order:
+            mask = 0
+            for j in _bits(self.pred_mask[i]):
+                mask |= (1 << j) | self.anc[j]
+            self.anc[i] = mask
+        self.barriers: list[dict[str, Any]] = []
+
+    def decompose(self, part: int, order: list[int]) -> Block:
+        """The block of the nodes in the bitset ``part`` (a series is walked in a loop, so
+        a long chain does not nest the recursion)."""
+        series: list[Block] = []
+        while True:
+            pieces = self._components(part)
+            if len(pieces) > 1:
+                orders: list[list[int]] = [[] for _ in pieces]
+                for i in order:
+                    orders[next(n for n, p in enumerate(pieces) if p >> i & 1)].append(i)
+                block = Block("parallel", parts=tuple(map(self.decompose, pieces, orders)))
+            elif part & (part - 1) == 0:
+                block = Block("step", node=self.names[part.bit_length() - 1])
+            else:
+                before, part, first_order, order = self._split(part, order)
+                first = self.decompose(before, first_order)
+                series.extend(first.parts if first.kind == "series" else (first,))
+                continue
+            if not series:
+                return block
+            series.append(block)
+            return Block("series", parts=tuple(series))
+
+    def _components(self, part: int) -> list[int]:
+        """Weakly connected parts of ``part``, ordered by their first node."""
+        pieces = []
+        remaining = part
+        while remaining:
+            piece = frontier = remaining & -remaining
+            while frontier:
+                grown = 0
+                for i in _bits(frontier):
+                    grown |= self.adjacent[i]
+                frontier = grown & part & ~piece
+                piece |= frontier
+            pieces.append(piece)
+            remaining &= ~piece
+        return pieces
+
+    def _order(self, part: int) -> list[int]:
+        """A topological order of ``part`` (Kahn's, ties by node order, as Graph's)."""
+        members = _bits(part)
+        waiting = {i: (self.pred_mask[i] & part).bit_count() for i in members}
+        ready = deque(i for i in members if waiting[i] == 0)
+        order = []
+        while ready:
+            i = ready.popleft()
+            order.append(i)
+            for j in self.succ[i]:
+                if j in waiting:
+                    waiting[j] -= 1
+                    if waiting[j] == 0:
+                        ready.append(j)
+        return order
+
+    def _split(self, part: int, order: list[int]) -> tuple[int, int, list[int], list[int]]:
+        """The first exact series split of a connected part, else the least costly barrier."""
+        size = len(order)
+        added, best, best_k = 0, -1, 0
+        for k in range(1, size):
+            v = order[k - 1]  # moves to the before side
+            added -= (k - 1) - (self.anc[v] & part).bit_count()
+            added += (size - k) - (self.desc[v] & part).bit_count()
             if added == 0:
-                return order[:k], order[k:]
-            if best is None or added < best[0]:
-                best = (added, k)
-        assert best is not None  # a connected graph has at least two nodes here
-        k = best[1]
-        before, after = order[:k], order[k:]
-        self.barriers.append(
-            {
-                "after": _sinks(graph, before),
-                "before": _sources(graph, after),
-                "orderings_added": [
-                    [a, b] for a in before for b in after if not reach[a] >> position[b] & 1
-                ],
-            }
-        )
-        return before, after
-
-
-def _sinks(graph: Graph, part: list[str]) -> list[str]:
-    inside = set(part)
-    return [n for n in part if not any(s in inside for s in graph.successors[n])]
-
-
-def _sources(graph: Graph, part: list[str]) -> list[str]:
-    inside = set(part)
-    return [n for n in part if not any(p in inside for p in graph.predecessors[n])]
+                best_k = k
+                break
+            if best < 0 or added < best:
+                best, best_k = added, k
+        before_nodes, after_nodes = order[:best_k], order[best_k:]
+        before = after = 0
+        for i in before_nodes:
+            before |= 1 << i
+        for i in after_nodes:
+            after |= 1 << i
+        if added != 0:
+            rank = {i: r for r, i in enumerate(after_nodes)}
+            names = self.names
+            self.barriers.append(
+                {
+                    "after": [names[i] for i in before_nodes if not self.desc[i] & before],
+                    "before": [names[i] for i in after_nodes if not self.anc[i] & after],
+                    "orderings_added": [
+                        [names[a], names[b]]
+                        for a in before_nodes
+                        if (missing := after & ~self.desc[a])
+                        for b in sorted(_bits(missing), key=rank.__getitem__)
+                    ],
+                }
+            )
+        return before, after, before_nodes, after_nodes
 
 
 def _tree(block: Block) -> dict[str, Any]:
@@ -126,12 +209,12 @@ def _chain(parts: list[Block], tail: dict[str, Any] | None = None) -> dict[str, 
 
 def compile_graph(graph: Graph) -> dict[str, Any]:
     """The plan for running every node of ``graph`` and then ``finalize``."""
-    decomposer = _Decomposer()
+    decomposer = _Decomposer(graph)
     finalize = {"type": "finalize"}
     if not graph.nodes:
         canvas = {"type": "chain", "tasks": [finalize]}
     else:
-        block = decomposer.decompose(graph)
+        block = decomposer.decompose((1 << len(graph.nodes)) - 1, decomposer.order)
         parts = list(block.parts) if block.kind == "series" else [block]
         canvas = _chain(parts, tail=finalize)
     return {

@@ -8,6 +8,7 @@ returns a :class:`Definition` or raises :class:`DefinitionError` listing every p
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -18,7 +19,8 @@ from atom.workflow.graph import Graph
 from atom.workflow.templating import expression_error, syntax_errors
 
 MAX_NODES = 500
-"""The largest workflow accepted (validation and compilation stay well under a second)."""
+"""The largest workflow accepted (validation and compilation of 500 nodes and a few thousand
+connections take about a second: bench/compile_dag.py, docs/benchmarks.md)."""
 MAX_CONNECTIONS = 5000
 _NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 
@@ -232,7 +234,7 @@ class _Parser:
             raw_edges = []
         nodes = [n for i, raw in enumerate(raw_nodes) if (n := self.node(i, raw))]
         ids = [n.id for n in nodes]
-        for node_id in sorted({i for i in ids if ids.count(i) > 1}):
+        for node_id in sorted(i for i, times in Counter(ids).items() if times > 1):
             self.problem("nodes", f"duplicate node id {node_id!r}", node_id)
         unique = {n.id: n for n in nodes}
         edges = [e for i, raw in enumerate(raw_edges) if (e := self.connection(i, raw, unique))]
@@ -240,7 +242,7 @@ class _Parser:
         if self.problems:
             return None
         return Definition(
-            name=name.strip(),
+            name=str(name).strip(),
             description=description,
             nodes=tuple(nodes),
             connections=tuple(edges),
@@ -287,6 +289,7 @@ class _Parser:
         return node
 
     def retry(self, raw: dict, where: str, node_id: str) -> RetryPolicy:
+        keys: tuple[str, ...]
         if "retry" in raw:
             spec, scale, keys = (
                 raw["retry"],
@@ -436,7 +439,7 @@ class _Parser:
             elif value not in nodes:
                 self.problem(f"{where}.{end}", f"unknown node {value!r}")
                 ok = False
-        if not ok:
+        if not ok or not isinstance(source, str) or not isinstance(target, str):
             return None
         if isinstance(when, bool):
             when = "true" if when else "false"
@@ -473,7 +476,7 @@ class _Parser:
                 f"{len(triggers)}: {', '.join(triggers)}",
             )
         pairs = [(e.source, e.target) for e in edges]
-        for pair in sorted({p for p in pairs if pairs.count(p) > 1}):
+        for pair in sorted(p for p, times in Counter(pairs).items() if times > 1):
             self.problem("connections", f"duplicate connection {pair[0]} -> {pair[1]}", pair[0])
         graph = Graph([n.id for n in nodes], pairs)
         cycles = graph.cycles()

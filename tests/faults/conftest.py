@@ -100,11 +100,11 @@ class Stack:
 
     def _own_key(self, role: str = "admin") -> str:
         from atom.security.auth import Role, create_key, get_or_create_tenant
-        from atom.store.db import make_engine, make_sessionmaker, transaction
+        from atom.store.db import make_engine, make_sessionmaker
 
         engine = make_engine(self.settings.database_url or "")
         try:
-            with transaction(make_sessionmaker(engine)) as session:
+            with make_sessionmaker(engine).begin() as session:
                 return create_key(session, get_or_create_tenant(session, "faults"), Role(role))
         finally:
             engine.dispose()

@@ -240,7 +240,7 @@ def test_a_retry_longer_than_half_the_visibility_timeout_is_parked_then_woken(
 ):
     """The worker keeps no countdown the broker could redeliver early: the retry is parked in
     PostgreSQL (retry_at) and the reconciler re-drives the run once it is due."""
-    from atom.store.db import make_engine, make_sessionmaker, transaction
+    from atom.store.db import make_engine, make_sessionmaker
     from atom.store.models import Execution, StepRun
 
     answers = [503]
@@ -278,7 +278,7 @@ def test_a_retry_longer_than_half_the_visibility_timeout_is_parked_then_woken(
         # Let time pass for the database: the retry fell due 40 s ago.
         factory = make_sessionmaker(make_engine(settings.database_url or ""))
         past = datetime.now(UTC) - timedelta(seconds=40)
-        with transaction(factory) as session:
+        with factory.begin() as session:
             session.execute(
                 update(StepRun)
                 .where(StepRun.execution_id == run["id"])

@@ -245,7 +245,7 @@ def test_downtime_is_missed_or_caught_up_by_policy(
 ):
     from atom.celery_app import make_celery
     from atom.schedules import firing
-    from atom.store.db import make_engine, make_sessionmaker, transaction
+    from atom.store.db import make_engine, make_sessionmaker
     from atom.store.models import Schedule
 
     schedule = client.request(
@@ -261,7 +261,7 @@ def test_downtime_is_missed_or_caught_up_by_policy(
     )
     factory = make_sessionmaker(make_engine(settings.database_url or ""))
     now = datetime.now(UTC)
-    with transaction(factory) as session:  # as if the scheduler had been down for 30 s
+    with factory.begin() as session:  # as if the scheduler had been down for 30 s
         session.execute(
             update(Schedule)
             .where(Schedule.id == schedule["id"])
@@ -389,7 +389,7 @@ def test_a_new_schedule_entry_starts_at_the_schedule_not_at_the_write(
     from atom.celery_app import make_celery
     from atom.schedules import entry as schedule_entry
     from atom.schedules import timing
-    from atom.store.db import make_engine, make_sessionmaker, transaction
+    from atom.store.db import make_engine, make_sessionmaker
     from atom.store.models import Schedule
 
     created = client.request(
@@ -398,7 +398,7 @@ def test_a_new_schedule_entry_starts_at_the_schedule_not_at_the_write(
         json={"workflow_id": quick_workflow(client), "interval_seconds": 5, "enabled": True},
     )
     factory = make_sessionmaker(make_engine(settings.database_url or ""))
-    with transaction(factory) as session:
+    with factory.begin() as session:
         stored = session.get(Schedule, created["id"])
         expected = next(timing.timing_of(stored).slots_after(stored.checked_until))
         resume = stored.checked_until

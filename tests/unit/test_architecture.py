@@ -155,3 +155,19 @@ def test_cli_loads_the_processes_by_name():
 @pytest.mark.parametrize("folder", ["api", "workers", "beat"])
 def test_every_process_folder_is_walked(folder):
     assert len(modules_of(folder)) >= 3
+
+
+@pytest.mark.parametrize(
+    "module", ["atom.store.workflows", "atom.runs.engine", "atom.runs.events", "atom.actions"]
+)
+def test_importing_a_core_module_has_no_side_effect_on_metrics_or_redis(module):
+    # prometheus_client fixes its multiprocess mode when first imported; the processes
+    # record metrics at their edge (api/, workers/), so the core must not load it.
+    assert loaded_after([module], ["prometheus_client", "redis"]) == []
+
+
+def test_the_engine_names_no_metrics_module():
+    # step durations reach the metrics through Session.info (engine.STEP_OBSERVER), which
+    # api/app.py and workers/tasks.py fill; tests/integration/test_metrics.py sees them.
+    names = imported_names(ROOT / "atom/runs/engine.py", "atom.runs.engine")
+    assert [n for n in names if "metrics" in n or "prometheus" in n] == []

@@ -481,3 +481,54 @@ def test_series_parallel_graphs_compile_exactly(graph):
     graph_ancestors = ancestors(nodes, edges)
     for node, *before in order:
         assert set(before) == graph_ancestors[node], node
+
+
+def big_random_dag(n: int, m: int, seed: int) -> tuple[list[str], list[tuple[str, str]]]:
+    """``n`` nodes in one connected part, ``m`` distinct edges forward in a shuffled order."""
+    import random
+
+    rng = random.Random(seed)
+    nodes = [f"s{i}" for i in range(n)]
+    order = nodes[:]
+    rng.shuffle(order)
+    edges = {(order[rng.randrange(j)], order[j]) for j in range(1, n)}
+    while len(edges) < m:
+        i, j = sorted(rng.sample(range(n), 2))
+        edges.add((order[i], order[j]))
+    return nodes, sorted(edges)
+
+
+@pytest.mark.parametrize("edges_count", [3000, 4400])
+def test_the_largest_accepted_workflow_compiles_correctly_and_quickly(edges_count):
+    # issue 9: a 500-node DAG with a few thousand edges took 9-11 s inside POST /workflows.
+    # Timings live in bench/compile_dag.py; the bound here only guards a regression.
+    import time
+
+    nodes, edges = big_random_dag(499, edges_count, seed=edges_count)
+    targets = {b for _, b in edges}
+    doc = {
+        "name": "big",
+        "nodes": [{"id": "start", "type": "trigger", "config": {"kind": "manual"}}]
+        + [
+            {"id": n, "type": "action", "config": {"action_type": "log", "message": n}}
+            for n in nodes
+        ],
+        "connections": [{"source": "start", "target": n} for n in nodes if n not in targets]
+        + [{"source": a, "target": b} for a, b in edges],
+    }
+    started = time.perf_counter()
+    plan = compile_plan(parse_definition(doc))
+    took = time.perf_counter() - started
+    check_shape(plan["canvas"])
+    order = plan_order(plan["canvas"])
+    assert sorted(node for node, *_ in order) == sorted(nodes)
+    before = {node: set(rest) for node, *rest in order}
+    for a, b in edges:
+        assert a in before[b], f"{b} may start before its predecessor {a}"
+    implied = transitive_pairs(nodes, edges)
+    for barrier in plan["barriers_added"]:
+        assert barrier["orderings_added"]
+        for a, b in barrier["orderings_added"]:
+            assert (a, b) not in implied and (b, a) not in implied and a in before[b]
+    assert plan["series_parallel"] is False and plan["steps"] == 499
+    assert took < 5, f"compiling took {took:.1f} s"

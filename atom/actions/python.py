@@ -1,12 +1,13 @@
-"""``python``: call a function registered by name (``atom.functions``), never request code."""
+"""``python``: call a function registered by name (``atom.actions.functions``), never code
+sent in a request."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from atom.actions import functions
+from atom.actions.base import Action, ActionContext, ActionSpec
 from atom.errors import PermanentError
-from workers.actions import ActionContext
 
 
 def run(config: dict[str, Any], ctx: ActionContext) -> Any:
@@ -24,3 +25,16 @@ def run(config: dict[str, Any], ctx: ActionContext) -> Any:
         return fn(*(config.get("args") or []), **(config.get("kwargs") or {}))
     except TypeError as e:
         raise PermanentError(f"python: {name}: {e}") from e
+
+
+ACTION = Action(
+    name="python",
+    spec=ActionSpec(required={"function": str}, optional={"args": list, "kwargs": dict}),
+    run=run,
+    examples=({"function": "score"}, {"function": "score", "args": [1], "kwargs": {"a": 2}}),
+    bad=(
+        ({"function": 3}, "must be a string"),
+        ({"function": "f", "args": {"a": 1}}, "must be a list"),
+        ({"function": "f", "code": "import os"}, "is not a setting"),
+    ),
+)

@@ -1,17 +1,21 @@
 """``http_request``: call an HTTP API, refusing private, loopback and link-local targets
-unless ``ATOM_HTTP_ALLOWLIST`` admits them (the guard lives in ``atom.netguard``)."""
+unless ``ATOM_HTTP_ALLOWLIST`` admits them (the guard lives in ``atom.security.netguard``).
+
+``requests`` and the guard load when a step runs, so validating a definition stays light."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
-import requests
-
+from atom.actions.base import Action, ActionContext, ActionSpec, is_template, is_type
 from atom.errors import PermanentError, RetryableError
-from atom.security.netguard import check_target, redact_url
-from workers.actions import ActionContext
+
+if TYPE_CHECKING:
+    import requests
+
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 DEFAULT_TIMEOUT = 30.0
 MAX_REDIRECTS = 5
@@ -40,6 +44,10 @@ def _body(response: requests.Response) -> Any:
 
 def run(config: dict[str, Any], ctx: ActionContext) -> Any:
     """Send the request; the output is ``{status_code, headers, body}``."""
+    import requests
+
+    from atom.security.netguard import check_target, redact_url
+
     method = str(config.get("method", "GET")).upper()
     url = str(config["url"])
     headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
@@ -100,3 +108,41 @@ def run(config: dict[str, Any], ctx: ActionContext) -> Any:
     if status >= 400:
         raise PermanentError(f"http_request: {method} {redact_url(url)} answered {status}", output)
     return output
+
+
+def check(config: dict, where: str) -> list[str]:
+    """A known method, an http(s) URL and a timeout within five minutes."""
+    errors = []
+    method = config.get("method", "GET")
+    if not is_template(method) and str(method).upper() not in HTTP_METHODS:
+        errors.append(f"method must be one of {', '.join(HTTP_METHODS)}, not {method!r}")
+    url = config["url"]
+    if not is_template(url) and not url.lower().startswith(("http://", "https://")):
+        errors.append(f"url must start with http:// or https://, not {url!r}")
+    timeout = config.get("timeout")
+    if isinstance(timeout, int | float) and is_type(timeout, float) and not 0 < timeout <= 300:
+        errors.append("timeout must be between 0 and 300 seconds")
+    return errors
+
+
+ACTION = Action(
+    name="http_request",
+    spec=ActionSpec(
+        required={"url": str},
+        optional={"method": str, "headers": dict, "params": dict, "json": None, "timeout": float},
+        check=check,
+    ),
+    run=run,
+    examples=(
+        {"url": "https://example.com/api"},
+        {"url": "{{ input.url }}", "method": "post", "json": {"a": 1}, "timeout": 5},
+        {"url": "http://x.test", "headers": {"A": "b"}, "params": {"q": "1"}},
+    ),
+    bad=(
+        ({}, "is required"),
+        ({"url": "ftp://x.test"}, "must start with http"),
+        ({"url": "http://x.test", "method": "FETCH"}, "method must be one of"),
+        ({"url": "http://x.test", "timeout": 0}, "between 0 and 300"),
+        ({"url": "http://x.test", "headers": "A: b"}, "must be an object"),
+    ),
+)
