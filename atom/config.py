@@ -82,6 +82,8 @@ class Settings:
     """Largest rendered input, and largest output, of one step (as JSON)."""
     max_queue_depth: int = 10_000
     """Step messages waiting in the broker past which ``execute`` answers 429 (0: no limit)."""
+    catalogue_base_url: str | None = None
+    """Replaces every catalogue service's API base with ``<url>/<slug>`` (tests, sandboxes)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -134,6 +136,7 @@ class Settings:
             max_deliveries=int(env.get("ATOM_MAX_DELIVERIES") or 3),
             max_step_output_bytes=int(env.get("ATOM_MAX_STEP_OUTPUT_BYTES") or 1024 * 1024),
             max_queue_depth=int(env.get("ATOM_MAX_QUEUE_DEPTH") or 10_000),
+            catalogue_base_url=env.get("ATOM_CATALOGUE_BASE_URL") or None,
         )
 
     def with_services(self, database_url: str, redis_url: str) -> Settings:
@@ -219,6 +222,7 @@ class Settings:
             "ATOM_SMTP_HOST": self.smtp_host,
             "ATOM_SMTP_USERNAME": self.smtp_username,
             "ATOM_SMTP_PASSWORD": self.smtp_password,
+            "ATOM_CATALOGUE_BASE_URL": self.catalogue_base_url,
         }
         env.update({k: v for k, v in optional.items() if v})
         return env
