@@ -100,6 +100,8 @@ def register(app: Flask) -> None:
             extra = {"current_status": error.status, "allowed_actions": error.allowed}
         response = jsonify(error_body(error.http_status, str(error), errors, **extra))
         response.status_code = error.http_status
+        for name, value in (getattr(error, "headers", None) or {}).items():
+            response.headers[name] = value
         if isinstance(error, Unauthorized):  # RFC 9110: a 401 names the schemes it accepts
             response.headers["WWW-Authenticate"] = WWW_AUTHENTICATE
         return response

@@ -6,6 +6,7 @@ The API sends work by task *name* through this app; ``workers/`` registers the b
 from __future__ import annotations
 
 import logging
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
 from celery import Celery, signals
@@ -96,6 +97,20 @@ def _keep_atom_logging(**_: object) -> None:
     already (``atom.telemetry``), one JSON object per line."""
 
 
+def _without_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without its user and password, and those as redis client options."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url, {}
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    netloc += f":{parts.port}" if parts.port else ""
+    options = {"password": unquote(parts.password or "")}
+    if parts.username:
+        options["username"] = unquote(parts.username)
+    return urlunsplit(parts._replace(netloc=netloc)), options
+
+
 def make_celery(settings: Settings) -> Celery:
     """A Celery app configured for reliability: JSON only, late acks, prefetch 1."""
     signals.setup_logging.connect(_keep_atom_logging, weak=False, dispatch_uid="atom.logging")
@@ -131,8 +146,10 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         timezone="UTC",
         enable_utc=True,
-        redbeat_redis_url=settings.events_redis,
         redbeat_key_prefix="atom:redbeat:",
-        redbeat_redis_options={},
     )
+    # Celery censors setting names it knows (broker_url, *backend*, *PASS*), and workers
+    # show their settings to Flower: keep the password out of redbeat's URL, in its options.
+    url, credentials = _without_credentials(settings.events_redis)
+    app.conf.update(redbeat_redis_url=url, redbeat_redis_options=credentials)
     return app

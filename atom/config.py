@@ -82,6 +82,17 @@ class Settings:
     """Largest rendered input, and largest output, of one step (as JSON)."""
     max_queue_depth: int = 10_000
     """Step messages waiting in the broker past which ``execute`` answers 429 (0: no limit)."""
+    rate_limit_enabled: bool = True
+    rate_limit_reads: str = "1200/minute"
+    rate_limit_writes: str = "300/minute"
+    rate_limit_execute: str = "120/minute"
+    rate_limit_tenant_execute: str = "600/minute"
+    rate_limit_webhooks: str = "120/minute"
+    auth_failures_per_minute: int = 20
+    sse_max_per_key: int = 5
+    sse_max_per_process: int = 32
+    db_query_allow_own: bool = False
+    db_query_allowlist: tuple[str, ...] = ()
     catalogue_base_url: str | None = None
     """Replaces every catalogue service's API base with ``<url>/<slug>`` (tests, sandboxes)."""
 
@@ -136,6 +147,17 @@ class Settings:
             max_deliveries=int(env.get("ATOM_MAX_DELIVERIES") or 3),
             max_step_output_bytes=int(env.get("ATOM_MAX_STEP_OUTPUT_BYTES") or 1024 * 1024),
             max_queue_depth=int(env.get("ATOM_MAX_QUEUE_DEPTH") or 10_000),
+            rate_limit_enabled=_flag(env.get("ATOM_RATE_LIMIT_ENABLED"), True),
+            rate_limit_reads=env.get("ATOM_RATE_LIMIT_READS") or "1200/minute",
+            rate_limit_writes=env.get("ATOM_RATE_LIMIT_WRITES") or "300/minute",
+            rate_limit_execute=env.get("ATOM_RATE_LIMIT_EXECUTE") or "120/minute",
+            rate_limit_tenant_execute=env.get("ATOM_RATE_LIMIT_TENANT_EXECUTE") or "600/minute",
+            rate_limit_webhooks=env.get("ATOM_RATE_LIMIT_WEBHOOKS") or "120/minute",
+            auth_failures_per_minute=int(env.get("ATOM_AUTH_FAILURES_PER_MINUTE") or 20),
+            sse_max_per_key=int(env.get("ATOM_SSE_MAX_PER_KEY") or 5),
+            sse_max_per_process=int(env.get("ATOM_SSE_MAX_PER_PROCESS") or 32),
+            db_query_allow_own=_flag(env.get("ATOM_DB_QUERY_ALLOW_OWN"), False),
+            db_query_allowlist=_split(env.get("ATOM_DB_QUERY_ALLOWLIST")),
             catalogue_base_url=env.get("ATOM_CATALOGUE_BASE_URL") or None,
         )
 
@@ -210,6 +232,17 @@ class Settings:
             "ATOM_MAX_DELIVERIES": str(self.max_deliveries),
             "ATOM_MAX_STEP_OUTPUT_BYTES": str(self.max_step_output_bytes),
             "ATOM_MAX_QUEUE_DEPTH": str(self.max_queue_depth),
+            "ATOM_RATE_LIMIT_ENABLED": "1" if self.rate_limit_enabled else "0",
+            "ATOM_RATE_LIMIT_READS": self.rate_limit_reads,
+            "ATOM_RATE_LIMIT_WRITES": self.rate_limit_writes,
+            "ATOM_RATE_LIMIT_EXECUTE": self.rate_limit_execute,
+            "ATOM_RATE_LIMIT_TENANT_EXECUTE": self.rate_limit_tenant_execute,
+            "ATOM_RATE_LIMIT_WEBHOOKS": self.rate_limit_webhooks,
+            "ATOM_AUTH_FAILURES_PER_MINUTE": str(self.auth_failures_per_minute),
+            "ATOM_SSE_MAX_PER_KEY": str(self.sse_max_per_key),
+            "ATOM_SSE_MAX_PER_PROCESS": str(self.sse_max_per_process),
+            "ATOM_DB_QUERY_ALLOW_OWN": "1" if self.db_query_allow_own else "0",
+            "ATOM_DB_QUERY_ALLOWLIST": ",".join(self.db_query_allowlist),
         }
         optional = {
             "DATABASE_URL": self.database_url,

@@ -38,8 +38,15 @@ from atom.observe import logs, metrics
 from atom.runs import engine, events, storable
 from atom.runs.dispatch import HARD_LIMIT_GRACE
 from atom.runs.engine import Admission, ExecutionStatus, StepStatus
+from atom.security import vault
+from atom.security.redaction import (
+    redact_step_input,
+    redact_step_output,
+    redact_values,
+    secret_header_values,
+)
 from atom.store.db import make_engine, make_sessionmaker
-from atom.store.models import Execution, StepRun
+from atom.store.models import Execution, StepRun, Tenant
 from atom.workflow.definition import Definition, Node, NodeType
 from atom.workflow.templating import evaluate, render
 
@@ -124,6 +131,10 @@ class StepRunner:
         self.ctx, self.task = ctx, task
         self.execution_id, self.node_id, self.epoch = execution_id, node_id, epoch
         self.log = {"execution_id": execution_id, "node_id": node_id}
+        self.masked: frozenset[str] = frozenset()
+        self.tenant = ""
+        self.credentials: dict[str, Any] = {}
+        self.email_domains: tuple[str, ...] = ()
 
     @property
     def _max_bytes(self) -> int:
@@ -188,10 +199,11 @@ class StepRunner:
         decided = self._decide()
         if decided is None:
             return None
-        node, context = decided
+        node, context, secrets = decided
         try:
-            rendered: Any = self._render(node, context)
-            storable.check(rendered, f"step {node.id!r} input", self._max_bytes)
+            config = vault.apply_auth(self._render(node, context), secrets)
+            storable.check(config, f"step {node.id!r} input", self._max_bytes)
+            rendered: Any = (config, secrets)
         except PermanentError as e:
             rendered = e
         except SoftTimeLimitExceeded:
@@ -202,8 +214,8 @@ class StepRunner:
 
     def _decide(self, rendered: Any = _UNRENDERED) -> Any:
         """Under the execution row lock: may the step run? Without ``rendered``, returns the
-        node and its template context; with it, claims the step (or fails it when the
-        render failed) and returns what ``run`` needs. None: nothing to run."""
+        node, its template context and its credentials; with it, claims the step (or fails
+        it when the render failed) and returns what ``run`` needs. None: nothing to run."""
         settings = self.ctx.settings
         with self.ctx.factory.begin() as s:
             # The execution row lock serializes this decision with pause and cancel (and with
@@ -260,15 +272,35 @@ class StepRunner:
             ):
                 return None
             if rendered is _UNRENDERED:
-                return node, _template_context(execution, steps)
+                try:
+                    secrets = vault.for_step(
+                        s, execution.tenant_id, node.config, settings.secret_key
+                    )
+                except PermanentError as e:
+                    engine.mark_running(s, execution)
+                    engine.claim_step(s, step, None, self.task.request.id)
+                    self._end_failed(s, execution, definition, step, e.error_type, str(e))
+                    return None
+                context = {**_template_context(execution, steps), "credentials": secrets.values}
+                return node, context, secrets
             engine.mark_running(s, execution)
             logs.update(tenant=str(execution.tenant_id), attempt=step.attempts + 1)
+            if node.action_type in ("python", "email"):  # scoped by tenant name / settings
+                tenant = s.get(Tenant, execution.tenant_id)
+                self.tenant = tenant.name if tenant else ""
+                domains = ((tenant.settings or {}) if tenant else {}).get("email_allowed_domains")
+                self.email_domains = tuple(domains or ())
             if isinstance(rendered, PermanentError):
                 engine.claim_step(s, step, None, self.task.request.id)
                 self._end_failed(s, execution, definition, step, rendered.error_type, str(rendered))
                 return None
-            engine.claim_step(s, step, rendered, self.task.request.id)
-            return node, rendered, step.id, step.attempts
+            config, secrets = rendered
+            self.masked = frozenset(secrets.masked | secret_header_values(config))
+            self.credentials = secrets.values
+            # The handler gets the config; what is stored (and shown) has secrets as ***.
+            shown = redact_step_input(config, self.masked)
+            engine.claim_step(s, step, shown, self.task.request.id)
+            return node, config, step.id, step.attempts
 
     def _lost_too_often(
         self,
@@ -320,7 +352,16 @@ class StepRunner:
             value = config["value"]
             plain = value if isinstance(value, bool | int | float | str | None) else str(value)
             return {"result": bool(value), "value": plain}
-        ctx = ActionContext(self.execution_id, node.id, attempt, self.ctx.settings, node.timeout)
+        ctx = ActionContext(
+            self.execution_id,
+            node.id,
+            attempt,
+            self.ctx.settings,
+            node.timeout,
+            self.tenant,
+            self.credentials,
+            self.email_domains,
+        )
         return self.ctx.handlers[node.action_type or ""](config, ctx)
 
     def _cancelled(self) -> bool:
@@ -336,7 +377,9 @@ class StepRunner:
             engine.schedule_retry(
                 s,
                 self._step(s),
-                engine.step_error(node.id, type(error).__name__, str(error)),
+                engine.step_error(
+                    node.id, type(error).__name__, redact_values(str(error), self.masked)
+                ),
                 delay,
             )
         logger.info(
@@ -381,6 +424,7 @@ class StepRunner:
                 delay = min(delay * 2, 5.0)
 
     def _end(self, status: StepStatus, output: Any, error: dict[str, Any] | None) -> None:
+        output, error = redact_step_output(output, self.masked), redact_values(error, self.masked)
         self._durably(lambda: self._end_once(status, output, error))
 
     def _end_once(self, status: StepStatus, output: Any, error: dict[str, Any] | None) -> None:
@@ -390,6 +434,8 @@ class StepRunner:
                 engine.end_step(s, step, status, output=output, error=error)
 
     def _fail(self, node: Node, error_type: str, message: str, output: Any = None) -> None:
+        message = redact_values(message, self.masked)
+        output = redact_step_output(output, self.masked)
         self._durably(lambda: self._fail_once(error_type, message, output))
 
     def _fail_once(self, error_type: str, message: str, output: Any = None) -> None:
