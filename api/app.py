@@ -9,6 +9,7 @@ import time
 from flask import Flask, Response, g, request
 
 from api import (
+    decisions,
     errors,
     executions,
     generation,
@@ -24,6 +25,7 @@ from api import (
 from api.context import AppState, client_address
 from atom.celery_app import make_celery
 from atom.config import Settings
+from atom.ml.client import MLClient
 from atom.observe import logs, metrics
 from atom.observe.probe import Probe
 from atom.runs import engine, events
@@ -82,6 +84,7 @@ def create_app(settings: Settings) -> Flask:
         limits=RateLimits(settings),
         streams=StreamCaps(settings.sse_max_per_key, settings.sse_max_per_process),
     )
+    app.extensions[decisions.ML_CLIENT] = MLClient(settings)
     api = errors.AtomApi(app)
     errors.register(app)
     api.register_blueprint(monitoring.blp)  # before workflows: its paths are more specific
@@ -94,6 +97,7 @@ def create_app(settings: Settings) -> Flask:
     api.register_blueprint(triggers.blp)
     for blueprint in security.blueprints:
         api.register_blueprint(blueprint)
+    api.register_blueprint(decisions.blp)
     api.cap_pages(guard.MAX_PAGE)
     _observe_requests(app)  # first: the clock starts before anything can answer
     guard.install(app, settings.webhook_max_bytes)

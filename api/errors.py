@@ -104,4 +104,7 @@ def register(app: Flask) -> None:
             response.headers[name] = value
         if isinstance(error, Unauthorized):  # RFC 9110: a 401 names the schemes it accepts
             response.headers["WWW-Authenticate"] = WWW_AUTHENTICATE
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:  # the ML pool did not answer in time (atom.ml.client)
+            response.headers["Retry-After"] = str(retry_after)
         return response

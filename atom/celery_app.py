@@ -25,6 +25,14 @@ TROUBLESHOOT_FINISHED = "atom.maintenance.troubleshoot_finished"
 TROUBLESHOOT_RETRY = "atom.maintenance.troubleshoot_retry"
 STEPS_QUEUE = "atom.steps"
 MAINTENANCE_QUEUE = "atom.maintenance"
+ML_QUEUE = "atom.ml"
+ML_DECIDE = "atom.ml.decide"
+ML_EXPLAIN = "atom.ml.explain"
+ML_TRAIN = "atom.ml.train"
+ML_RETRAIN_DUE = "atom.ml.retrain_due"
+ML_PREDICT_RUN = "atom.ml.predict_run"
+ML_PING = "atom.ml.ping"
+ML_PREDICT_USER = "atom.ml.predict_user"
 
 
 class NoWaitRedisBackend(RedisBackend):
@@ -111,13 +119,19 @@ def _without_credentials(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(netloc=netloc)), options
 
 
-def make_celery(settings: Settings) -> Celery:
-    """A Celery app configured for reliability: JSON only, late acks, prefetch 1."""
+def make_celery(settings: Settings, *, wait_for_results: bool = False) -> Celery:
+    """A Celery app configured for reliability: JSON only, late acks, prefetch 1.
+
+    ``wait_for_results`` keeps Celery's own Redis result subscription, for the one caller
+    that waits on a task: the ML client (``atom.ml.client``).
+    """
     signals.setup_logging.connect(_keep_atom_logging, weak=False, dispatch_uid="atom.logging")
     app = Celery(
         "atom",
         broker=settings.celery_broker,
-        backend=_backend_url(settings.celery_backend),
+        backend=settings.celery_backend
+        if wait_for_results
+        else _backend_url(settings.celery_backend),
         set_as_current=False,
     )
     if settings.celery_broker.split("://", 1)[0] in {"redis", "rediss"}:
@@ -140,6 +154,7 @@ def make_celery(settings: Settings) -> Celery:
             RUN_STEP: {"queue": STEPS_QUEUE},
             FINALIZE: {"queue": STEPS_QUEUE},
             "atom.maintenance.*": {"queue": MAINTENANCE_QUEUE},
+            "atom.ml.*": {"queue": ML_QUEUE},
         },
         worker_send_task_events=True,
         task_send_sent_event=True,

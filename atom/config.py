@@ -93,6 +93,10 @@ class Settings:
     sse_max_per_process: int = 32
     db_query_allow_own: bool = False
     db_query_allowlist: tuple[str, ...] = ()
+    ml_timeout: float = 5.0
+    ml_concurrency: int = 2
+    ml_retrain_every: int = 50
+    ml_retrain_interval: float = 3600.0
     catalogue_base_url: str | None = None
     """Replaces every catalogue service's API base with ``<url>/<slug>`` (tests, sandboxes)."""
 
@@ -158,6 +162,10 @@ class Settings:
             sse_max_per_process=int(env.get("ATOM_SSE_MAX_PER_PROCESS") or 32),
             db_query_allow_own=_flag(env.get("ATOM_DB_QUERY_ALLOW_OWN"), False),
             db_query_allowlist=_split(env.get("ATOM_DB_QUERY_ALLOWLIST")),
+            ml_timeout=float(env.get("ATOM_ML_TIMEOUT") or 5),
+            ml_concurrency=int(env.get("ATOM_ML_CONCURRENCY") or 2),
+            ml_retrain_every=int(env.get("ATOM_ML_RETRAIN_EVERY") or 50),
+            ml_retrain_interval=float(env.get("ATOM_ML_RETRAIN_INTERVAL") or 3600),
             catalogue_base_url=env.get("ATOM_CATALOGUE_BASE_URL") or None,
         )
 
@@ -243,6 +251,10 @@ class Settings:
             "ATOM_SSE_MAX_PER_PROCESS": str(self.sse_max_per_process),
             "ATOM_DB_QUERY_ALLOW_OWN": "1" if self.db_query_allow_own else "0",
             "ATOM_DB_QUERY_ALLOWLIST": ",".join(self.db_query_allowlist),
+            "ATOM_ML_TIMEOUT": str(self.ml_timeout),
+            "ATOM_ML_CONCURRENCY": str(self.ml_concurrency),
+            "ATOM_ML_RETRAIN_EVERY": str(self.ml_retrain_every),
+            "ATOM_ML_RETRAIN_INTERVAL": str(self.ml_retrain_interval),
         }
         optional = {
             "DATABASE_URL": self.database_url,

@@ -10,6 +10,8 @@ from datetime import timedelta
 from atom.celery_app import (
     EVALUATE_ALERTS,
     MAINTENANCE_QUEUE,
+    ML_QUEUE,
+    ML_RETRAIN_DUE,
     RECONCILE,
     SWEEP_SCHEDULES,
     make_celery,
@@ -46,6 +48,12 @@ def periodic_jobs(settings: Settings) -> dict:
             "task": EVALUATE_ALERTS,
             "schedule": timedelta(seconds=settings.monitor_interval),
             "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.monitor_interval},
+        }
+    if settings.ml_retrain_interval > 0:  # models with outcomes their last training missed
+        jobs["atom-ml-retrain"] = {
+            "task": ML_RETRAIN_DUE,
+            "schedule": timedelta(seconds=settings.ml_retrain_interval),
+            "options": {"queue": ML_QUEUE, "expires": settings.ml_retrain_interval},
         }
     return jobs
 

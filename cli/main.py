@@ -179,6 +179,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     commands = {
         "api": python + ["api"],
         "worker": python + ["worker", f"--concurrency={args.concurrency}"],
+        "ml-worker": python + ["worker", "--pool", "ml"],
         "beat": python + ["beat"],
     }
     if not args.no_flower:

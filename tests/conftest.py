@@ -198,6 +198,17 @@ def worker(settings: Settings, processes: Processes) -> subprocess.Popen:
     return proc
 
 
+@pytest.fixture(scope="module")
+def ml_worker(settings: Settings, processes: Processes) -> Iterator[subprocess.Popen]:
+    """An ML worker process (``atom worker --pool ml``) for the tests of one module."""
+    import socket
+
+    proc = processes.start("worker", "--pool", "ml", name="ml-worker")
+    wait_for_worker(settings, proc, hostname=f"ml@{socket.gethostname()}")
+    yield proc
+    processes.stop(proc)
+
+
 @pytest.fixture(scope="session")
 def api_url(settings: Settings) -> Iterator[str]:
     """The API served over HTTP on a loopback port, in a thread of the test process."""

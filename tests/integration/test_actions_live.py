@@ -51,6 +51,10 @@ CASES: dict[str, Case] = {
         lambda svc: {"to": ["ops@contract.example"], "subject": "n is {{ input.n }}"},
         lambda out: out == {"sent_to": ["ops@contract.example"]},
     ),
+    "decision": (
+        lambda svc: {"model": "contract", "context": {"n": "{{ input.n }}"}, "actions": ["a", "b"]},
+        lambda out: out["action"] in {"a", "b"} and out["propensity"] == 0.5,
+    ),
 }
 
 
@@ -84,7 +88,12 @@ def test_every_registered_action_has_a_live_case():
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_the_action_runs_on_a_real_worker(
-    name: str, client: Client, service: LoopbackService, settings: Settings, request: Any
+    name: str,
+    client: Client,
+    service: LoopbackService,
+    settings: Settings,
+    request: Any,
+    ml_worker,
 ):
     service.route(r"POST /contract", lambda req, m: (201, {"echo": req.body["n"]}))
     _prepare(name, client, settings, request)
