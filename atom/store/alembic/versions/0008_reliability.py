@@ -1,7 +1,7 @@
 """reliability: an Idempotency-Key per execution, unique in its tenant
 
 Revision ID: 0008_reliability
-Revises: 0006_security
+Revises: 0005_ml
 Create Date: 2026-12-02
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_reliability"
-down_revision = "0006_security"
+down_revision = "0005_ml"
 branch_labels = None
 depends_on = None
 
