@@ -7,12 +7,16 @@ from typing import Any
 
 from flask import Flask, jsonify
 from flask_smorest import Api
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from atom.errors import AtomError, Conflict, DefinitionError, InvalidInput, Unauthorized
 
 WWW_AUTHENTICATE = 'Bearer realm="atom", ApiKey realm="atom" header="X-API-Key"'
 """The schemes a 401 offers: a bearer token, or the key in the X-API-Key header."""
+
+# Seconds a client is told to wait when a service the API needs is down.
+RETRY_AFTER_S = 5
 
 
 def error_body(code: int, message: str, errors: Any = None, **extra: Any) -> dict[str, Any]:
@@ -71,6 +75,18 @@ class AtomApi(Api):
 
 def register(app: Flask) -> None:
     """Map the AtomError tree to HTTP answers."""
+
+    @app.errorhandler(sa_exc.OperationalError)
+    @app.errorhandler(sa_exc.InterfaceError)
+    @app.errorhandler(sa_exc.TimeoutError)
+    def database_unavailable(error: Exception):
+        # PostgreSQL is down or unreachable, or its pool is exhausted: a 503 the client
+        # may retry, never a 500 (and never the driver's message, which names the server).
+        app.logger.warning("database unavailable: %s", type(error).__name__)
+        response = jsonify(error_body(503, "The database is unavailable; try again later."))
+        response.status_code = 503
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
 
     @app.errorhandler(AtomError)
     def atom_error(error: AtomError):

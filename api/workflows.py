@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import url_for
+from flask import request, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from flask_smorest import Blueprint, abort
 
 from api.context import page_of, require, session, state, tenant_id
 from api.schemas import (
@@ -19,9 +19,13 @@ from api.schemas import (
     WorkflowListArgs,
     WorkflowSchema,
 )
+from atom.errors import InvalidInput
 from atom.runs import engine, runner
 from atom.security.auth import Role
 from atom.store import workflows
+
+# Seconds a client is told to wait when the step queue is full.
+BACKLOG_RETRY_AFTER_S = 5
 
 blp = Blueprint(
     "workflows",
@@ -117,6 +121,16 @@ class WorkflowPlan(MethodView):
         return {"workflow_id": workflow.id, "version": version.version, **version.plan}
 
 
+def _idempotency_key() -> str | None:
+    """The request's ``Idempotency-Key`` header: up to 200 printable ASCII characters."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 200 or not all(" " < c <= "~" for c in key):
+        raise InvalidInput({"Idempotency-Key": ["must be 1 to 200 printable ASCII characters"]})
+    return key
+
+
 @blp.route("/<uuid:workflow_id>/execute")
 class WorkflowExecute(MethodView):
     """Runs of a workflow, whatever its trigger kind."""
@@ -124,9 +138,20 @@ class WorkflowExecute(MethodView):
     @require(Role.OPERATOR)
     @blp.arguments(ExecuteSchema)
     @blp.response(202, ExecutionSchema)
+    @blp.alt_response(429, description="Too many steps waiting for a worker; see Retry-After")
     def post(self, body: dict[str, Any], workflow_id: uuid.UUID):
         """Start an execution; ``input`` is what templates see as ``input``."""
         app_state = state()
+        limit = app_state.settings.max_queue_depth
+        backlog = app_state.probe.step_backlog() if limit else None
+        if backlog is not None and backlog >= limit:
+            # Backpressure: Redis holds a bounded number of step messages under a flood.
+            abort(
+                429,
+                message=f"{backlog} steps are waiting for a worker (ATOM_MAX_QUEUE_DEPTH is "
+                f"{limit}); nothing was started. Try again later.",
+                headers={"Retry-After": str(BACKLOG_RETRY_AFTER_S)},
+            )
         execution = runner.start_execution(
             app_state.factory,
             app_state.celery,
@@ -134,6 +159,7 @@ class WorkflowExecute(MethodView):
             workflow_id,
             body.get("input") or {},
             {"kind": "api"},
+            idempotency_key=_idempotency_key(),
         )
         db = session()
         execution = engine.get_execution(db, tenant_id(), execution.id)

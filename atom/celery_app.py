@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+import redis
 from celery import Celery, signals
 from celery.backends.redis import RedisBackend
 from kombu.transport import redis as kombu_redis
@@ -56,13 +57,28 @@ logger = logging.getLogger(__name__)
 
 
 class _TolerantChannel(kombu_redis.Channel):
-    """A Redis channel that discards a malformed queue item instead of dying on it.
+    """A Redis channel that discards a malformed queue item instead of dying on it, and
+    survives a Redis restart.
 
     kombu pops the item, then fails to parse it: an item that is not JSON takes the whole
     worker down, and a JSON item that is no message envelope makes the consumer drop and
     re-establish its connection. Anything able to LPUSH to a queue could disrupt every
     worker that way.
+
+    When Redis restarts under a worker, the consumer closes its connection to reconnect;
+    closing the channel restores its unacknowledged messages, which needs a new client, but
+    kombu has already detached the transport from its connection, so building one raised
+    ``AttributeError: 'NoneType' object has no attribute 'hostname'`` and Celery stopped the
+    worker ("Unrecoverable error"). Here that attempt raises a connection error instead,
+    which the close ignores: the worker reconnects and goes on. Nothing is lost by not
+    restoring: Redis itself redelivers what stays unacknowledged after the visibility
+    timeout, and the reconciler re-drives what a restarted Redis forgot.
     """
+
+    def _connparams(self, asynchronous=False):
+        if self.connection.client is None:
+            raise redis.ConnectionError("the broker connection is already closed")
+        return super()._connparams(asynchronous=asynchronous)
 
     def _brpop_read(self, **options):
         try:

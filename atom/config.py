@@ -222,6 +222,14 @@ class Settings:
     smtp_password: str | None = field(default=None, repr=False)
     smtp_from: str = "atom@localhost"
     smtp_starttls: bool = False
+    step_timeout: float = 300.0
+    """Seconds a step may run when it sets no ``timeout`` (a Celery soft time limit)."""
+    max_deliveries: int = 3
+    """Deliveries of a step whose worker died before it is failed as ``worker_lost``."""
+    max_step_output_bytes: int = 1024 * 1024
+    """Largest rendered input, and largest output, of one step (as JSON)."""
+    max_queue_depth: int = 10_000
+    """Step messages waiting in the broker past which ``execute`` answers 429 (0: no limit)."""
     rate_limit_enabled: bool = True
     rate_limit_reads: str = "1200/minute"
     rate_limit_writes: str = "300/minute"
@@ -298,6 +306,10 @@ class Settings:
             smtp_password=env.get("ATOM_SMTP_PASSWORD") or None,
             smtp_from=env.get("ATOM_SMTP_FROM") or "atom@localhost",
             smtp_starttls=_flag(env.get("ATOM_SMTP_STARTTLS"), False),
+            step_timeout=float(env.get("ATOM_STEP_TIMEOUT") or 300),
+            max_deliveries=int(env.get("ATOM_MAX_DELIVERIES") or 3),
+            max_step_output_bytes=int(env.get("ATOM_MAX_STEP_OUTPUT_BYTES") or 1024 * 1024),
+            max_queue_depth=int(env.get("ATOM_MAX_QUEUE_DEPTH") or 10_000),
             rate_limit_enabled=_flag(env.get("ATOM_RATE_LIMIT_ENABLED"), True),
             rate_limit_reads=env.get("ATOM_RATE_LIMIT_READS") or "1200/minute",
             rate_limit_writes=env.get("ATOM_RATE_LIMIT_WRITES") or "300/minute",
@@ -387,6 +399,10 @@ class Settings:
             "ATOM_SMTP_PORT": str(self.smtp_port),
             "ATOM_SMTP_FROM": self.smtp_from,
             "ATOM_SMTP_STARTTLS": "1" if self.smtp_starttls else "0",
+            "ATOM_STEP_TIMEOUT": str(self.step_timeout),
+            "ATOM_MAX_DELIVERIES": str(self.max_deliveries),
+            "ATOM_MAX_STEP_OUTPUT_BYTES": str(self.max_step_output_bytes),
+            "ATOM_MAX_QUEUE_DEPTH": str(self.max_queue_depth),
             "ATOM_RATE_LIMIT_ENABLED": "1" if self.rate_limit_enabled else "0",
             "ATOM_RATE_LIMIT_READS": self.rate_limit_reads,
             "ATOM_RATE_LIMIT_WRITES": self.rate_limit_writes,

@@ -73,8 +73,10 @@ def main(settings: Settings, argv: list[str] | None = None) -> None:
     app.conf.atom_misfire_grace = settings.schedule_misfire_grace
     app.conf.beat_max_loop_interval = MAX_INTERVAL
     app.conf.redbeat_lock_timeout = LOCK_TIMEOUT
-    # keep the credentials make_celery put there (atom.celery_app._without_credentials)
-    app.conf.redbeat_redis_options = {**app.conf.redbeat_redis_options, "retry_period": 30}
+    # No retrying inside RedBeat's Redis client: a failed call fails the tick at once, and the
+    # scheduler's own loop backs off and logs once per outage (beat.scheduler.Outage). Keep
+    # the credentials make_celery put there (atom.celery_app._without_credentials).
+    app.conf.redbeat_redis_options = {**app.conf.redbeat_redis_options, "retry_period": 0}
     app.start(
         [
             "beat",

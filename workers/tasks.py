@@ -15,11 +15,12 @@ Business failures are data, not exceptions, so every canvas drains to ``finalize
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task, signals
@@ -34,7 +35,8 @@ from atom.clock import now
 from atom.config import Settings
 from atom.errors import ExecutionError, PermanentError, RetryableError
 from atom.observe import logs, metrics
-from atom.runs import admission, engine, events
+from atom.runs import admission, engine, events, storable
+from atom.runs.dispatch import HARD_LIMIT_GRACE
 from atom.runs.engine import Admission, ExecutionStatus, StepStatus
 from atom.security import vault
 from atom.security.redaction import (
@@ -52,6 +54,9 @@ logger = logging.getLogger("atom.worker")
 
 # A database hiccup (PostgreSQL restarted, a connection killed) retries the whole delivery.
 DB_ERRORS = (OperationalError, DBAPIError)
+# The error type of a step failed because its worker died on every delivery.
+WORKER_LOST = "worker_lost"
+_UNRENDERED = object()
 
 
 class WorkerContext:
@@ -88,14 +93,6 @@ def _template_context(execution: Execution, steps: dict[str, StepRun]) -> dict[s
         "steps": {k: {"output": s.output, "status": s.status} for k, s in steps.items()},
         "execution": {"id": str(execution.id)},
     }
-
-
-def _check_json(output: Any, node_id: str) -> Any:
-    try:
-        json.dumps(output)
-    except (TypeError, ValueError) as e:
-        raise PermanentError(f"step {node_id!r} returned output that is not JSON: {e}") from e
-    return output
 
 
 class Heartbeat:
@@ -139,6 +136,10 @@ class StepRunner:
         self.credentials: dict[str, Any] = {}
         self.email_domains: tuple[str, ...] = ()
 
+    @property
+    def _max_bytes(self) -> int:
+        return self.ctx.settings.max_step_output_bytes
+
     def run(self) -> None:
         """Steps 1-5 of the module docstring."""
         prepared = self._prepare()
@@ -147,7 +148,8 @@ class StepRunner:
         node, config, step_id, attempt = prepared
         try:
             with Heartbeat(self.ctx.factory, step_id, self.ctx.settings.heartbeat_interval):
-                output = _check_json(self._act(node, config, attempt), node.id)
+                output = self._act(node, config, attempt)
+            storable.check(output, f"step {node.id!r} output", self._max_bytes)
         except SoftTimeLimitExceeded:
             if self._cancelled():
                 self._end(
@@ -158,9 +160,12 @@ class StepRunner:
                     ),
                 )
             else:
-                self._fail(
-                    node, "TimeoutError", f"step {node.id!r} timed out after {node.timeout:g} s"
-                )
+                message = f"step {node.id!r} timed out after "
+                if node.timeout:
+                    message += f"{node.timeout:g} s"
+                else:
+                    message += f"{self.ctx.settings.step_timeout:g} s (ATOM_STEP_TIMEOUT)"
+                self._fail(node, "TimeoutError", message)
         except ExecutionError as e:
             status = (e.output or {}).get("status_code") if isinstance(e.output, dict) else None
             transient = isinstance(e, RetryableError) or status in node.retry.retry_on
@@ -188,6 +193,29 @@ class StepRunner:
         ).one()
 
     def _prepare(self) -> tuple[Node, Any, int, int] | None:
+        """Decide, render, claim. The template is rendered between two short transactions,
+        never under the execution row lock, so a heavy render cannot hold up pause or
+        cancel; the second transaction checks everything again before it claims the step."""
+        decided = self._decide()
+        if decided is None:
+            return None
+        node, context, secrets = decided
+        try:
+            config = vault.apply_auth(self._render(node, context), secrets)
+            storable.check(config, f"step {node.id!r} input", self._max_bytes)
+            rendered: Any = (config, secrets)
+        except PermanentError as e:
+            rendered = e
+        except SoftTimeLimitExceeded:
+            rendered = PermanentError(
+                f"step {node.id!r}: rendering its templates took longer than its time limit"
+            )
+        return self._decide(rendered)
+
+    def _decide(self, rendered: Any = _UNRENDERED) -> Any:
+        """Under the execution row lock: may the step run? Without ``rendered``, returns the
+        node, its template context and its credentials; with it, claims the step (or fails
+        it when the render failed) and returns what ``run`` needs. None: nothing to run."""
         settings = self.ctx.settings
         with self.ctx.factory.begin() as s:
             # The execution row lock serializes this decision with pause and cancel (and with
@@ -238,28 +266,75 @@ class StepRunner:
                     error=engine.step_error(self.node_id, kind, verdict.reason or kind.lower()),
                 )
                 return None
+            node = definition.node(self.node_id)
+            if step.status == StepStatus.RUNNING and self._lost_too_often(
+                s, execution, definition, step, node, log=rendered is _UNRENDERED
+            ):
+                return None
+            if rendered is _UNRENDERED:
+                try:
+                    secrets = vault.for_step(
+                        s, execution.tenant_id, node.config, settings.secret_key
+                    )
+                except PermanentError as e:
+                    engine.mark_running(s, execution)
+                    engine.claim_step(s, step, None, self.task.request.id)
+                    self._end_failed(s, execution, definition, step, e.error_type, str(e))
+                    return None
+                context = {**_template_context(execution, steps), "credentials": secrets.values}
+                return node, context, secrets
             engine.mark_running(s, execution)
             logs.update(tenant=str(execution.tenant_id), attempt=step.attempts + 1)
-            node = definition.node(self.node_id)
             if node.action_type in ("python", "email"):  # scoped by tenant name / settings
                 tenant = s.get(Tenant, execution.tenant_id)
                 self.tenant = tenant.name if tenant else ""
                 domains = ((tenant.settings or {}) if tenant else {}).get("email_allowed_domains")
                 self.email_domains = tuple(domains or ())
-            try:
-                secrets = vault.for_step(s, execution.tenant_id, node.config, settings.secret_key)
-                context = {**_template_context(execution, steps), "credentials": secrets.values}
-                config = vault.apply_auth(self._render(node, context), secrets)
-            except PermanentError as e:
+            if isinstance(rendered, PermanentError):
                 engine.claim_step(s, step, None, self.task.request.id)
-                self._end_failed(s, execution, definition, step, e.error_type, str(e))
+                self._end_failed(s, execution, definition, step, rendered.error_type, str(rendered))
                 return None
+            config, secrets = rendered
             self.masked = frozenset(secrets.masked | secret_header_values(config))
             self.credentials = secrets.values
             # The handler gets the config; what is stored (and shown) has secrets as ***.
             shown = redact_step_input(config, self.masked)
             engine.claim_step(s, step, shown, self.task.request.id)
             return node, config, step.id, step.attempts
+
+    def _lost_too_often(
+        self,
+        s: Session,
+        execution: Execution,
+        definition: Definition,
+        step: StepRun,
+        node: Node,
+        log: bool,
+    ) -> bool:
+        """A step found running with a stale heartbeat: the delivery that claimed it died with
+        its worker (SIGKILL, segfault, OOM). Past the allowed deliveries it is failed as
+        ``worker_lost`` (True) rather than delivered forever; otherwise it is taken over."""
+        allowed = max(self.ctx.settings.max_deliveries, node.retry.max_retries + 1)
+        if step.attempts >= allowed:
+            self._end_failed(
+                s,
+                execution,
+                definition,
+                step,
+                WORKER_LOST,
+                f"step {node.id!r}: its worker was lost on each of {step.attempts} "
+                f"deliveries (killed, crashed or out of memory); not delivered again "
+                f"(limit {allowed}: ATOM_MAX_DELIVERIES or the retry policy)",
+            )
+            return True
+        if log:
+            logger.warning(
+                "step %s of %s: delivery %s was lost with its worker; taking it over",
+                node.id,
+                self.execution_id,
+                step.attempts,
+            )
+        return False
 
     @staticmethod
     def _render(node: Node, context: dict[str, Any]) -> Any:
@@ -321,8 +396,38 @@ class StepRunner:
             raise Ignore()
         raise self.task.retry(countdown=delay, max_retries=None)
 
+    def _durably(self, write: Callable[[], None]) -> None:
+        """Record a step's end, waiting out a database outage in this process.
+
+        The step has run: its outcome is only in memory. Failing the delivery would run the
+        step again (a side effect twice), so the write is retried with backoff (0.5 s up to
+        5 s) for up to half the visibility timeout, logged once.
+        """
+        deadline = time.monotonic() + self.ctx.settings.visibility_timeout / 2
+        delay = 0.5
+        while True:
+            try:
+                write()
+                return
+            except DB_ERRORS as e:
+                if time.monotonic() + delay > deadline:
+                    raise
+                if delay == 0.5:
+                    logger.warning(
+                        "step %s of %s ended but the database is unavailable (%s); "
+                        "recording it as soon as it is back",
+                        self.node_id,
+                        self.execution_id,
+                        type(e).__name__,
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     def _end(self, status: StepStatus, output: Any, error: dict[str, Any] | None) -> None:
         output, error = redact_step_output(output, self.masked), redact_values(error, self.masked)
+        self._durably(lambda: self._end_once(status, output, error))
+
+    def _end_once(self, status: StepStatus, output: Any, error: dict[str, Any] | None) -> None:
         with self.ctx.factory.begin() as s:
             step = self._step(s)
             if step.status == StepStatus.RUNNING:
@@ -331,6 +436,9 @@ class StepRunner:
     def _fail(self, node: Node, error_type: str, message: str, output: Any = None) -> None:
         message = redact_values(message, self.masked)
         output = redact_step_output(output, self.masked)
+        self._durably(lambda: self._fail_once(error_type, message, output))
+
+    def _fail_once(self, error_type: str, message: str, output: Any = None) -> None:
         with self.ctx.factory.begin() as s:
             execution = s.get(Execution, uuid.UUID(self.execution_id))
             assert execution is not None
@@ -383,6 +491,10 @@ def register(app: Celery, settings: Settings) -> WorkerContext:
         name=RUN_STEP,
         bind=True,
         acks_late=True,
+        # The default limits of a step that sets no timeout (a step's own timeout travels in
+        # its message and overrides these): past the soft one the step fails as timed out.
+        soft_time_limit=settings.step_timeout,
+        time_limit=settings.step_timeout + HARD_LIMIT_GRACE,
         max_retries=None,
         autoretry_for=DB_ERRORS,
         retry_backoff=1,

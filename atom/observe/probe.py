@@ -132,6 +132,20 @@ class Probe:
         per = len(PRIORITY_STEPS) + 1
         return {name: sum(counts[i * per : (i + 1) * per]) for i, name in enumerate(ordered)}
 
+    def step_backlog(self) -> int | None:
+        """Messages waiting on the step queue (all priorities): one cheap round trip, for
+        backpressure on every execute. None when the broker is not Redis or unreachable."""
+        if self._broker is None:
+            return None
+        keys = [STEPS_QUEUE] + [f"{STEPS_QUEUE}{PRIORITY_SEPARATOR}{p}" for p in PRIORITY_STEPS]
+        try:
+            with self._broker.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.llen(key)
+                return sum(pipe.execute())
+        except redis.RedisError:
+            return None
+
     def monitor_status(self) -> dict[str, Any] | None:
         """The last alert evaluation recorded by the evaluator, or None."""
         try:

@@ -3,13 +3,16 @@ through PostgreSQL, not task arguments."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from celery import Celery, chain, chord, group
 from celery.canvas import Signature
+from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,6 +20,12 @@ from atom.celery_app import FINALIZE, RUN_STEP, STEPS_QUEUE
 from atom.store.models import Execution, WorkflowVersion
 from atom.workflow.compiler import compile_graph, step_graph
 from atom.workflow.definition import Definition, parse_definition
+
+logger = logging.getLogger(__name__)
+
+# What sending to an unreachable broker raises (kombu wraps most; the result backend, which
+# counts chords, raises redis' own).
+BROKER_ERRORS = (KombuOperationalError, redis.ConnectionError, redis.TimeoutError, OSError)
 
 # Celery's hard limit comes this long after the soft one, so the step can record its timeout.
 HARD_LIMIT_GRACE = 5.0
@@ -106,6 +115,33 @@ def send(
     build_canvas(app, plan, definition, execution_id, epoch, priority).apply_async()
 
 
+def send_or_defer(
+    app: Celery,
+    plan: dict[str, Any],
+    definition: Definition,
+    execution_id: str,
+    epoch: int,
+    priority: int = 0,
+) -> bool:
+    """Send, or leave the execution to the reconciler when the broker is down.
+
+    PostgreSQL is the outbox: the execution is committed before this is called, so one the
+    broker did not take stays ``queued``/``running`` without progress, and the reconciler
+    sends it once the broker is back. Returns whether it was sent now.
+    """
+    try:
+        send(app, plan, definition, execution_id, epoch, priority)
+    except BROKER_ERRORS as e:
+        logger.warning(
+            "execution %s not sent (broker unavailable: %s); the reconciler sends it when "
+            "the broker is back",
+            execution_id,
+            type(e).__name__,
+        )
+        return False
+    return True
+
+
 @dataclass
 class Outbox:
     """Executions recorded in a transaction, to send once it has committed.
@@ -142,9 +178,10 @@ class Outbox:
         self.items.append((plan, definition, str(execution_id), epoch, priority))
 
     def send(self, app: Celery) -> None:
-        """Send everything added, in order."""
+        """Send everything added, in order; with the broker down, what was not sent is left
+        to the reconciler (``send_or_defer``): the caller is not told it failed."""
         for plan, definition, execution_id, epoch, priority in self.items:
-            send(app, plan, definition, execution_id, epoch, priority)
+            send_or_defer(app, plan, definition, execution_id, epoch, priority)
         self.items.clear()
 
 

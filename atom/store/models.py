@@ -163,6 +163,9 @@ class Execution(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    """The client's ``Idempotency-Key`` of ``execute``: a retry with it never starts a second
+    run (unique per tenant)."""
     troubleshooting_session_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     """The troubleshooting session that looks after this run (atom.troubleshoot)."""
     policy_overrides: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
@@ -170,6 +173,7 @@ class Execution(Base):
     resolution set them: ``{node_id: {"retry": {...}, "timeout": s, "config": {...}}}``."""
 
     __table_args__ = (
+        Index("uq_executions_idempotency_key", "tenant_id", "idempotency_key", unique=True),
         Index("ix_executions_tenant_created", "tenant_id", "created_at"),
         Index("ix_executions_workflow", "workflow_id"),
         Index("ix_executions_status", "status"),
