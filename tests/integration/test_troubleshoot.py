@@ -24,7 +24,7 @@ import redis
 from werkzeug.serving import make_server
 
 from atom.client import ApiError, Client
-from atom.config import Settings, _with_db
+from atom.config import Settings, with_redis_db
 from atom.runs import events
 from tests.conftest import Processes, wait_for_worker
 from tests.integration.helpers import action, by_node, trigger, workflow
@@ -37,8 +37,8 @@ def platform(settings: Settings, processes: Processes) -> Iterator[Settings]:
     assert settings.redis_url
     own = replace(
         settings,
-        broker_url=_with_db(settings.redis_url, 5),
-        result_backend=_with_db(settings.redis_url, 6),
+        broker_url=with_redis_db(settings.redis_url, 5),
+        result_backend=with_redis_db(settings.redis_url, 6),
         auto_troubleshoot=True,
         troubleshoot_max_retries=3,
         heartbeat_interval=1.0,
