@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from atom.schedules.timing import Timing, check_timing, describe
+from atom.schedules.timing import Timing, describe
+from atom.schedules.validation import check_timing
 
 ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
 
