@@ -8,7 +8,16 @@ import time
 
 from flask import Flask, Response, g, request
 
-from api import errors, executions, guard, monitoring, schedules, triggers, workflows
+from api import (
+    errors,
+    executions,
+    guard,
+    monitoring,
+    schedules,
+    triggers,
+    troubleshooting,
+    workflows,
+)
 from api.context import AppState
 from atom.celery_app import make_celery
 from atom.config import Settings
@@ -68,6 +77,7 @@ def create_app(settings: Settings) -> Flask:
     api = errors.AtomApi(app)
     errors.register(app)
     api.register_blueprint(monitoring.blp)  # before workflows: its paths are more specific
+    api.register_blueprint(troubleshooting.blp)  # likewise
     api.register_blueprint(workflows.blp)
     api.register_blueprint(executions.blp)
     api.register_blueprint(schedules.blp)

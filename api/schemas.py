@@ -119,6 +119,7 @@ class ExecutionSchema(Schema):
     created_at = fields.String()
     started_at = fields.String(allow_none=True)
     finished_at = fields.String(allow_none=True)
+    troubleshooting_session_id = fields.UUID(allow_none=True)
     metrics = fields.Nested(ExecutionMetricsSchema)
     steps = fields.List(fields.Nested(StepSchema))
 

@@ -19,6 +19,8 @@ RECONCILE = "atom.maintenance.reconcile"
 FIRE_SCHEDULE = "atom.maintenance.fire_schedule"
 SWEEP_SCHEDULES = "atom.maintenance.sweep_schedules"
 EVALUATE_ALERTS = "atom.maintenance.evaluate_alerts"
+TROUBLESHOOT_FINISHED = "atom.maintenance.troubleshoot_finished"
+TROUBLESHOOT_RETRY = "atom.maintenance.troubleshoot_retry"
 STEPS_QUEUE = "atom.steps"
 MAINTENANCE_QUEUE = "atom.maintenance"
 

@@ -44,6 +44,12 @@ class Settings:
     max_request_bytes: int = 1024 * 1024
     monitoring_enabled: bool = True
     auto_recovery_enabled: bool = True
+    auto_troubleshoot: bool = True
+    """With auto recovery on, every failed execution opens a troubleshooting session."""
+    troubleshoot_max_retries: int = 3
+    """Automatic retries per execution, at most."""
+    troubleshoot_max_wait: float = 300.0
+    """The longest wait (s) before an automatic retry (a longer Retry-After needs a person)."""
     max_parallel_executions: int = 0
     flower_port: int = 5555
     flower_basic_auth: str | None = field(default=None, repr=False)
@@ -87,6 +93,9 @@ class Settings:
             max_request_bytes=int(env.get("ATOM_MAX_REQUEST_BYTES") or 1024 * 1024),
             monitoring_enabled=_flag(env.get("WORKFLOW_MONITORING_ENABLED"), True),
             auto_recovery_enabled=_flag(env.get("WORKFLOW_AUTO_RECOVERY_ENABLED"), True),
+            auto_troubleshoot=_flag(env.get("ATOM_AUTO_TROUBLESHOOT"), True),
+            troubleshoot_max_retries=int(env.get("ATOM_TROUBLESHOOT_MAX_RETRIES") or 3),
+            troubleshoot_max_wait=float(env.get("ATOM_TROUBLESHOOT_MAX_WAIT") or 300),
             max_parallel_executions=int(env.get("MAX_PARALLEL_EXECUTIONS") or 0),
             flower_port=int(env.get("FLOWER_PORT") or 5555),
             flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
@@ -169,6 +178,9 @@ class Settings:
             "ATOM_SCHEDULE_SWEEP_INTERVAL": str(self.schedule_sweep_interval),
             "ATOM_WEBHOOK_MAX_BYTES": str(self.webhook_max_bytes),
             "WORKFLOW_AUTO_RECOVERY_ENABLED": "1" if self.auto_recovery_enabled else "0",
+            "ATOM_AUTO_TROUBLESHOOT": "1" if self.auto_troubleshoot else "0",
+            "ATOM_TROUBLESHOOT_MAX_RETRIES": str(self.troubleshoot_max_retries),
+            "ATOM_TROUBLESHOOT_MAX_WAIT": str(self.troubleshoot_max_wait),
             "ATOM_FUNCTION_MODULES": ",".join(self.function_modules),
             "FLOWER_PORT": str(self.flower_port),
             "ATOM_LOG_LEVEL": self.log_level,

@@ -50,6 +50,14 @@ class AlertStatus(StrEnum):
     RESOLVED = "resolved"
 
 
+class SessionStatus(StrEnum):
+    """A troubleshooting session: open while ATOM works on it, then resolved or not."""
+
+    OPEN = "open"
+    RESOLVED = "resolved"
+    NEEDS_ATTENTION = "needs_attention"
+
+
 TERMINAL_EXECUTION: frozenset[ExecutionStatus] = frozenset(
     {ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}
 )

@@ -106,6 +106,9 @@ def settings(
         smtp_host="127.0.0.1",
         smtp_port=free_port(),
         smtp_from="atom-tests@example.com",
+        # Automatic troubleshooting would retry the failures other tests assert on; its own
+        # tests run a platform of their own with it on (tests/integration/test_troubleshoot.py).
+        auto_troubleshoot=False,
     )
 
 

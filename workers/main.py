@@ -8,7 +8,7 @@ import os
 
 from atom.celery_app import MAINTENANCE_QUEUE, STEPS_QUEUE, make_celery
 from atom.config import Settings
-from workers import maintenance, tasks
+from workers import maintenance, tasks, troubleshooting
 
 # Longest retry countdown a worker holds is visibility_timeout / 2 (longer ones are parked);
 # below this the margin would be too thin for step time limits and clock skew.
@@ -59,6 +59,7 @@ def main(settings: Settings, argv: list[str] | None = None) -> None:
     app = make_celery(settings)
     ctx = tasks.register(app, settings)
     maintenance.register(app, ctx)
+    troubleshooting.register(app, ctx)
     if args.metrics_port:
         serve_metrics(settings, args.metrics_port)
     worker_argv = [

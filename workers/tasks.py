@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from atom.actions import ActionContext, Handler, functions, handlers
-from atom.celery_app import FINALIZE, RUN_STEP
+from atom.celery_app import FINALIZE, MAINTENANCE_QUEUE, RUN_STEP, TROUBLESHOOT_FINISHED
 from atom.clock import now
 from atom.config import Settings
 from atom.errors import ExecutionError, PermanentError, RetryableError
@@ -188,7 +188,7 @@ class StepRunner:
             )
             if execution is None or execution.epoch != self.epoch:
                 return None
-            definition = engine.load_definition(s, execution.version_id)
+            definition = engine.effective_definition(s, execution)
             steps = {st.node_id: st for st in engine.steps_of(s, execution)}
             step = steps[self.node_id]
             verdict = engine.admit(
@@ -298,7 +298,7 @@ class StepRunner:
         with self.ctx.factory.begin() as s:
             execution = s.get(Execution, uuid.UUID(self.execution_id))
             assert execution is not None
-            definition = engine.load_definition(s, execution.version_id)
+            definition = engine.effective_definition(s, execution)
             step = self._step(s)
             if step.status == StepStatus.RUNNING:
                 self._end_failed(s, execution, definition, step, error_type, message, output)
@@ -372,6 +372,13 @@ def register(app: Celery, settings: Settings) -> WorkerContext:
                 return
             engine.finalize(s, execution)
             status = execution.status
+            linked = execution.troubleshooting_session_id is not None
         logger.info("execution %s finished: %s", execution_id, status)
+        automatic = settings.auto_recovery_enabled and settings.auto_troubleshoot
+        if (status == ExecutionStatus.FAILED.value and automatic) or (
+            linked and status == ExecutionStatus.SUCCEEDED.value
+        ):
+            # Troubleshooting runs on the maintenance queue: diagnose, retry or close.
+            app.send_task(TROUBLESHOOT_FINISHED, args=(execution_id,), queue=MAINTENANCE_QUEUE)
 
     return ctx

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
@@ -62,6 +62,39 @@ def load_definition(session: Session, version_id: uuid.UUID) -> Definition:
             _DEFINITIONS.clear()
         _DEFINITIONS[version_id] = definition
     return definition
+
+
+def with_overrides(definition: Definition, overrides: dict[str, Any] | None) -> Definition:
+    """The definition with one run's per-node changes (retry, timeout, config) applied.
+
+    Set by an automatic troubleshooting resolution (``atom.troubleshoot``): the execution
+    keeps its version, only this run's policy changes."""
+    if not overrides:
+        return definition
+    nodes = []
+    for node in definition.nodes:
+        change = overrides.get(node.id)
+        if not isinstance(change, dict):
+            nodes.append(node)
+            continue
+        retry = node.retry
+        if isinstance(change.get("retry"), dict):
+            known = {k: v for k, v in change["retry"].items() if k in RETRY_FIELDS}
+            retry = replace(retry, **known)
+        timeout = change.get("timeout", node.timeout)
+        config = {**node.config, **(change.get("config") or {})}
+        nodes.append(replace(node, retry=retry, timeout=timeout, config=config))
+    return replace(definition, nodes=tuple(nodes))
+
+
+RETRY_FIELDS = ("max_retries", "retry_delay", "backoff_multiplier", "max_delay")
+
+
+def effective_definition(session: Session, execution: Execution) -> Definition:
+    """The definition an execution runs: its version's, with its policy overrides."""
+    return with_overrides(
+        load_definition(session, execution.version_id), execution.policy_overrides
+    )
 
 
 def create_execution(
@@ -470,6 +503,11 @@ def execution_view(
         "created_at": _iso(execution.created_at),
         "started_at": _iso(execution.started_at),
         "finished_at": _iso(execution.finished_at),
+        "troubleshooting_session_id": (
+            str(execution.troubleshooting_session_id)
+            if execution.troubleshooting_session_id
+            else None
+        ),
     }
     if steps is not None:
         if definition is not None:

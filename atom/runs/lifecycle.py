@@ -135,7 +135,7 @@ def send_residual(factory: sessionmaker[Session], app: Celery, execution_id: uui
         execution = session.get(Execution, execution_id)
         if execution is None:
             return
-        definition = engine.load_definition(session, execution.version_id)
+        definition = engine.effective_definition(session, execution)
         done = {
             s.node_id
             for s in engine.steps_of(session, execution)

@@ -29,7 +29,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from atom.statuses import AlertStatus, ExecutionStatus, FireStatus, StepStatus, values
+from atom.statuses import (
+    AlertStatus,
+    ExecutionStatus,
+    FireStatus,
+    SessionStatus,
+    StepStatus,
+    values,
+)
 
 # Stable constraint names, so Alembic migrations name things the same way every time.
 NAMING = {
@@ -150,6 +157,11 @@ class Execution(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    troubleshooting_session_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    """The troubleshooting session that looks after this run (atom.troubleshoot)."""
+    policy_overrides: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    """Per-node changes to retry, timeout and config for this run only, as an automatic
+    resolution set them: ``{node_id: {"retry": {...}, "timeout": s, "config": {...}}}``."""
 
     __table_args__ = (
         Index("ix_executions_tenant_created", "tenant_id", "created_at"),
@@ -327,6 +339,40 @@ class Alert(Base):
             unique=True,
             postgresql_where=text("status = 'firing'"),
         ),
+    )
+
+
+class TroubleshootingSession(Base):
+    """A diagnosis of one execution, the resolutions tried and every decision taken."""
+
+    __tablename__ = "troubleshooting_sessions"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    workflow_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
+    execution_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("executions.id", ondelete="SET NULL")
+    )
+    status: Mapped[SessionStatus] = mapped_column(
+        status_column(SessionStatus, 20), default=SessionStatus.OPEN
+    )
+    """open | resolved | needs_attention."""
+    origin: Mapped[str] = mapped_column(String(10), default="api")
+    """api (a person asked) | auto (a failed execution opened it)."""
+    auto_resolve: Mapped[bool] = mapped_column(Boolean, default=False)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    issues: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    logs: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    """The user's ``error_logs`` lines, each ``{line, category, confidence}``."""
+    decisions: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    """Every decision the session took, in order: ``{at, decision, detail}``."""
+    auto_retries: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_troubleshooting_sessions_tenant_created", "tenant_id", "created_at"),
+        Index("ix_troubleshooting_sessions_execution", "execution_id"),
     )
 
 

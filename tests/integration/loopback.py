@@ -34,6 +34,8 @@ class LoopbackService:
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
+    port: int = 0
+    """The port to listen on (0: any free one)."""
 
     def route(self, pattern: str, handler: Route) -> None:
         """Answer requests matching ``pattern`` (e.g. ``GET /users/(\\d+)``) with handler."""
@@ -90,7 +92,7 @@ class LoopbackService:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
