@@ -11,9 +11,11 @@ from flask import Flask, Response, g, request
 from api import (
     errors,
     executions,
+    generation,
     guard,
     monitoring,
     schedules,
+    services,
     triggers,
     troubleshooting,
     workflows,
@@ -77,14 +79,17 @@ def create_app(settings: Settings) -> Flask:
     api = errors.AtomApi(app)
     errors.register(app)
     api.register_blueprint(monitoring.blp)  # before workflows: its paths are more specific
+    api.register_blueprint(generation.blp)  # before workflows: /api/workflows/automation/...
     api.register_blueprint(troubleshooting.blp)  # likewise
     api.register_blueprint(workflows.blp)
+    api.register_blueprint(services.blp)
     api.register_blueprint(executions.blp)
     api.register_blueprint(schedules.blp)
     api.register_blueprint(triggers.blp)
     api.cap_pages(guard.MAX_PAGE)
     _observe_requests(app)  # first: the clock starts before anything can answer
     guard.install(app, settings.webhook_max_bytes)
+    generation.warm_up(settings)
 
     @app.get("/metrics")
     def prometheus_metrics() -> Response:

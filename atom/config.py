@@ -74,6 +74,8 @@ class Settings:
     smtp_password: str | None = field(default=None, repr=False)
     smtp_from: str = "atom@localhost"
     smtp_starttls: bool = False
+    catalogue_base_url: str | None = None
+    """Replaces every catalogue service's API base with ``<url>/<slug>`` (tests, sandboxes)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -122,6 +124,7 @@ class Settings:
             smtp_password=env.get("ATOM_SMTP_PASSWORD") or None,
             smtp_from=env.get("ATOM_SMTP_FROM") or "atom@localhost",
             smtp_starttls=_flag(env.get("ATOM_SMTP_STARTTLS"), False),
+            catalogue_base_url=env.get("ATOM_CATALOGUE_BASE_URL") or None,
         )
 
     def with_services(self, database_url: str, redis_url: str) -> Settings:
@@ -203,6 +206,7 @@ class Settings:
             "ATOM_SMTP_HOST": self.smtp_host,
             "ATOM_SMTP_USERNAME": self.smtp_username,
             "ATOM_SMTP_PASSWORD": self.smtp_password,
+            "ATOM_CATALOGUE_BASE_URL": self.catalogue_base_url,
         }
         env.update({k: v for k, v in optional.items() if v})
         return env
