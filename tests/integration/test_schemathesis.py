@@ -40,6 +40,8 @@ NOT_EXPRESSIBLE = {
     "POST /api/workflows/monitoring/alerts": "the threshold's presence and range depend on the "
     "metric; the name refuses control characters (an email Subject header)",
     "PATCH /api/workflows/monitoring/alerts/rules/{rule_id}": "the same",
+    "POST /api/workflows/automation/generate": "the request is English text that must name "
+    "a service, event or action of the catalogue",
 }
 """Operations where ``positive_data_acceptance`` is not run, and why."""
 
