@@ -9,23 +9,29 @@ import time
 from flask import Flask, Response, g, request
 
 from api import (
+    decisions,
     errors,
     executions,
     generation,
     guard,
     monitoring,
     schedules,
+    security,
     services,
     triggers,
     troubleshooting,
     workflows,
 )
-from api.context import AppState
+from api.context import AppState, client_address
 from atom.celery_app import make_celery
 from atom.config import Settings
+from atom.ml.client import MLClient
 from atom.observe import logs, metrics
 from atom.observe.probe import Probe
 from atom.runs import engine, events
+from atom.security import audit, ratelimit
+from atom.security.ratelimit import RateLimits, StreamCaps
+from atom.security.redaction import LogRedactor
 from atom.store.db import make_engine, make_sessionmaker
 
 access_log = logging.getLogger("atom.api.access")
@@ -75,7 +81,10 @@ def create_app(settings: Settings) -> Flask:
         celery=celery,
         probe=probe,
         metrics=metrics.registry(settings.metrics_root, probe),
+        limits=RateLimits(settings),
+        streams=StreamCaps(settings.sse_max_per_key, settings.sse_max_per_process),
     )
+    app.extensions[decisions.ML_CLIENT] = MLClient(settings)
     api = errors.AtomApi(app)
     errors.register(app)
     api.register_blueprint(monitoring.blp)  # before workflows: its paths are more specific
@@ -86,9 +95,13 @@ def create_app(settings: Settings) -> Flask:
     api.register_blueprint(executions.blp)
     api.register_blueprint(schedules.blp)
     api.register_blueprint(triggers.blp)
+    for blueprint in security.blueprints:
+        api.register_blueprint(blueprint)
+    api.register_blueprint(decisions.blp)
     api.cap_pages(guard.MAX_PAGE)
     _observe_requests(app)  # first: the clock starts before anything can answer
     guard.install(app, settings.webhook_max_bytes)
+    _protect(app)
     generation.warm_up(settings)
 
     @app.get("/metrics")
@@ -114,6 +127,58 @@ def create_app(settings: Settings) -> Flask:
             db.close()
 
     return app
+
+
+AUDITED_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def _protect(app: Flask) -> None:
+    """Webhook rate limits, rate-limit headers, and the audit log of every change."""
+    # werkzeug's own request line (``atom api --dev``) would carry webhook tokens.
+    logging.getLogger("werkzeug").addFilter(LogRedactor())
+
+    @app.before_request
+    def limit_webhooks() -> None:
+        rule = request.url_rule.rule if request.url_rule else ""
+        if rule.startswith("/api/hooks/") and request.method == "POST":
+            token = str((request.view_args or {}).get("token", ""))
+            limits = app.extensions["atom"].limits
+            g.rate_verdict = limits.check_webhook(token, client_address())
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        verdict = g.pop("rate_verdict", None)
+        if verdict is not None:
+            response.headers.update(ratelimit.headers(verdict))
+        if request.method in AUDITED_METHODS and "key_id" in g and request.url_rule:
+            _audit(app, response)
+        return response
+
+
+def _audit(app: Flask, response: Response) -> None:
+    created = None
+    if response.status_code in (201, 202) and response.is_json:
+        body = response.get_json(silent=True)
+        created = str(body.get("id")) if isinstance(body, dict) and body.get("id") else None
+    assert request.url_rule is not None
+    action, target_type, target_id = audit.describe(
+        request.method, request.url_rule.rule, request.view_args or {}, created
+    )
+    try:
+        with app.extensions["atom"].factory() as db:
+            audit.record(
+                db,
+                tenant_id=g.tenant_id,
+                key_id=g.key_id,
+                action=action,
+                target_type=target_type,
+                target_id=target_id,
+                client=client_address(),
+                status=response.status_code,
+            )
+            db.commit()
+    except Exception:  # the answer stands; a lost entry is logged loudly
+        access_log.exception("audit: could not record %s on %s", action, target_id)
 
 
 def _observe_requests(app: Flask) -> None:

@@ -15,9 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api import guard
 from atom.config import Settings
+from atom.errors import Unauthorized
 from atom.observe import logs
 from atom.observe.probe import Probe
+from atom.security import permissions
 from atom.security.auth import Role, authenticate
+from atom.security.ratelimit import RateLimits, StreamCaps
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class AppState:
     probe: Probe
     metrics: Any
     """The prometheus_client registry ``/metrics`` renders."""
+    limits: RateLimits
+    streams: StreamCaps
 
 
 def state() -> AppState:
@@ -59,18 +64,67 @@ def _key_from_request() -> str | None:
     return None
 
 
+def client_address() -> str:
+    """The address the request came from (the peer; a proxy in front sets it right)."""
+    return request.remote_addr or "unknown"
+
+
+def budget() -> str:
+    """Which rate-limit budget a request spends: reads, execute or writes."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return "reads"
+    rule = request.url_rule.rule if request.url_rule else request.path
+    if rule.endswith(("/execute", "/retry", "/resume")) or rule == "/api/events":
+        return "execute"
+    return "writes"
+
+
+_RUN_ENDINGS = ("/execute", "/pause", "/resume", "/cancel", "/retry")
+
+
+def _check_workflow_permissions(db: Session, tenant: uuid.UUID, role: str) -> None:
+    """Apply the workflow's ``metadata.permissions`` to a request about one workflow or one
+    of its executions (view for reads, run for commands, edit for changes)."""
+    args = request.view_args or {}
+    workflow_id = args.get("workflow_id")
+    if workflow_id is None and args.get("execution_id") is not None:
+        workflow_id = permissions.workflow_of_execution(db, tenant, args["execution_id"])
+    if not isinstance(workflow_id, uuid.UUID):
+        return
+    rule = request.url_rule.rule if request.url_rule else ""
+    if request.method in ("GET", "HEAD"):
+        kind = "view"
+    elif rule.endswith(_RUN_ENDINGS):
+        kind = "run"
+    else:
+        kind = "edit"
+    try:
+        permissions.check(db, tenant, workflow_id, kind, role)
+    finally:
+        db.rollback()
+
+
 def require(role: Role) -> Callable:
-    """Decorator: the view needs an API key of at least ``role``; sets the request's tenant."""
+    """Decorator: the view needs an API key of at least ``role``; sets the request's tenant
+    and key, and spends the key's rate-limit budget."""
 
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             db = session()
-            record = authenticate(db, _key_from_request(), role)
-            g.tenant_id, g.role = record.tenant_id, record.role
+            limits = state().limits
+            limits.auth_blocked(client_address())
+            try:
+                record = authenticate(db, _key_from_request(), role)
+            except Unauthorized:
+                limits.auth_failed(client_address())
+                raise
+            g.tenant_id, g.role, g.key_id = record.tenant_id, record.role, record.id
             logs.update(tenant=str(record.tenant_id))
             db.rollback()  # end the read-only auth transaction before the view's own work
+            g.rate_verdict = limits.check(budget(), str(record.id), str(record.tenant_id))
             guard.check_request(state().settings.webhook_max_bytes)
+            _check_workflow_permissions(db, record.tenant_id, record.role)
             return view(*args, **kwargs)
 
         setattr(wrapper, guard.AUTHENTICATED, True)

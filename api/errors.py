@@ -84,6 +84,11 @@ def register(app: Flask) -> None:
             extra = {"current_status": error.status, "allowed_actions": error.allowed}
         response = jsonify(error_body(error.http_status, str(error), errors, **extra))
         response.status_code = error.http_status
+        for name, value in (getattr(error, "headers", None) or {}).items():
+            response.headers[name] = value
         if isinstance(error, Unauthorized):  # RFC 9110: a 401 names the schemes it accepts
             response.headers["WWW-Authenticate"] = WWW_AUTHENTICATE
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:  # the ML pool did not answer in time (atom.ml.client)
+            response.headers["Retry-After"] = str(retry_after)
         return response

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Response
+from flask import Response, g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import select
@@ -154,6 +154,8 @@ class ExecutionEvents(MethodView):
         engine.get_execution(session(), tenant_id(), execution_id)  # 404 for other tenants
         session().rollback()
         tenant, app_state = tenant_id(), state()
+        key = str(g.key_id)
+        app_state.streams.acquire(key)  # 429 past the caps; released when the stream ends
 
         def snapshot(db) -> dict[str, Any]:
             execution = engine.get_execution(db, tenant, execution_id)
@@ -171,8 +173,10 @@ class ExecutionEvents(MethodView):
                 name, data = item
                 yield f"event: {name}\ndata: {json.dumps(data, default=str)}\n\n"
 
-        return Response(
+        response = Response(
             stream(),
             mimetype="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+        response.call_on_close(lambda: app_state.streams.release(key))
+        return response

@@ -15,6 +15,7 @@ from marshmallow import Schema, fields, validate
 from api.context import require, session, state, tenant_id
 from api.schemas import ExecutionSchema
 from atom.errors import InvalidInput, Problem
+from atom.ml import behaviour
 from atom.runs import engine, runner, triggers
 from atom.security.auth import Role
 
@@ -35,6 +36,11 @@ class EventInSchema(Schema):
 
     type = fields.String(required=True, validate=validate.Length(min=1, max=200))
     payload = fields.Raw(load_default=dict)
+    user_id = fields.Raw(load_default=None, metadata={"description": "kept for predictions"})
+    userId = fields.Raw(load_default=None, metadata={"description": "AuraOS spelling"})
+    timestamp = fields.AwareDateTime(
+        load_default=None, metadata={"description": "when it happened (default: now)"}
+    )
 
 
 class EventOutSchema(Schema):
@@ -105,6 +111,10 @@ class Events(MethodView):
         """Start every workflow of this tenant whose trigger is this event type."""
         db = session()
         matching = triggers.workflows_for_event(db, tenant_id(), event["type"])
+        user = behaviour.user_of(event)
+        if user is not None:  # the history of user-behaviour predictions (atom.ml)
+            behaviour.record(db, tenant_id(), user, event["type"], event["timestamp"])
+            db.commit()
         db.rollback()
         event_id = str(uuid.uuid4())
         app_state = state()

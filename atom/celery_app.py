@@ -6,6 +6,7 @@ The API sends work by task *name* through this app; ``workers/`` registers the b
 from __future__ import annotations
 
 import logging
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from celery import Celery, signals
 from celery.backends.redis import RedisBackend
@@ -23,6 +24,14 @@ TROUBLESHOOT_FINISHED = "atom.maintenance.troubleshoot_finished"
 TROUBLESHOOT_RETRY = "atom.maintenance.troubleshoot_retry"
 STEPS_QUEUE = "atom.steps"
 MAINTENANCE_QUEUE = "atom.maintenance"
+ML_QUEUE = "atom.ml"
+ML_DECIDE = "atom.ml.decide"
+ML_EXPLAIN = "atom.ml.explain"
+ML_TRAIN = "atom.ml.train"
+ML_RETRAIN_DUE = "atom.ml.retrain_due"
+ML_PREDICT_RUN = "atom.ml.predict_run"
+ML_PING = "atom.ml.ping"
+ML_PREDICT_USER = "atom.ml.predict_user"
 
 
 class NoWaitRedisBackend(RedisBackend):
@@ -80,13 +89,33 @@ def _keep_atom_logging(**_: object) -> None:
     already (``atom.telemetry``), one JSON object per line."""
 
 
-def make_celery(settings: Settings) -> Celery:
-    """A Celery app configured for reliability: JSON only, late acks, prefetch 1."""
+def _without_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without its user and password, and those as redis client options."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url, {}
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    netloc += f":{parts.port}" if parts.port else ""
+    options = {"password": unquote(parts.password or "")}
+    if parts.username:
+        options["username"] = unquote(parts.username)
+    return urlunsplit(parts._replace(netloc=netloc)), options
+
+
+def make_celery(settings: Settings, *, wait_for_results: bool = False) -> Celery:
+    """A Celery app configured for reliability: JSON only, late acks, prefetch 1.
+
+    ``wait_for_results`` keeps Celery's own Redis result subscription, for the one caller
+    that waits on a task: the ML client (``atom.ml.client``).
+    """
     signals.setup_logging.connect(_keep_atom_logging, weak=False, dispatch_uid="atom.logging")
     app = Celery(
         "atom",
         broker=settings.celery_broker,
-        backend=_backend_url(settings.celery_backend),
+        backend=settings.celery_backend
+        if wait_for_results
+        else _backend_url(settings.celery_backend),
         set_as_current=False,
     )
     if settings.celery_broker.split("://", 1)[0] in {"redis", "rediss"}:
@@ -109,14 +138,17 @@ def make_celery(settings: Settings) -> Celery:
             RUN_STEP: {"queue": STEPS_QUEUE},
             FINALIZE: {"queue": STEPS_QUEUE},
             "atom.maintenance.*": {"queue": MAINTENANCE_QUEUE},
+            "atom.ml.*": {"queue": ML_QUEUE},
         },
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
         timezone="UTC",
         enable_utc=True,
-        redbeat_redis_url=settings.events_redis,
         redbeat_key_prefix="atom:redbeat:",
-        redbeat_redis_options={},
     )
+    # Celery censors setting names it knows (broker_url, *backend*, *PASS*), and workers
+    # show their settings to Flower: keep the password out of redbeat's URL, in its options.
+    url, credentials = _without_credentials(settings.events_redis)
+    app.conf.update(redbeat_redis_url=url, redbeat_redis_options=credentials)
     return app

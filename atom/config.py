@@ -74,6 +74,21 @@ class Settings:
     smtp_password: str | None = field(default=None, repr=False)
     smtp_from: str = "atom@localhost"
     smtp_starttls: bool = False
+    rate_limit_enabled: bool = True
+    rate_limit_reads: str = "1200/minute"
+    rate_limit_writes: str = "300/minute"
+    rate_limit_execute: str = "120/minute"
+    rate_limit_tenant_execute: str = "600/minute"
+    rate_limit_webhooks: str = "120/minute"
+    auth_failures_per_minute: int = 20
+    sse_max_per_key: int = 5
+    sse_max_per_process: int = 32
+    db_query_allow_own: bool = False
+    db_query_allowlist: tuple[str, ...] = ()
+    ml_timeout: float = 5.0
+    ml_concurrency: int = 2
+    ml_retrain_every: int = 50
+    ml_retrain_interval: float = 3600.0
     catalogue_base_url: str | None = None
     """Replaces every catalogue service's API base with ``<url>/<slug>`` (tests, sandboxes)."""
 
@@ -124,6 +139,21 @@ class Settings:
             smtp_password=env.get("ATOM_SMTP_PASSWORD") or None,
             smtp_from=env.get("ATOM_SMTP_FROM") or "atom@localhost",
             smtp_starttls=_flag(env.get("ATOM_SMTP_STARTTLS"), False),
+            rate_limit_enabled=_flag(env.get("ATOM_RATE_LIMIT_ENABLED"), True),
+            rate_limit_reads=env.get("ATOM_RATE_LIMIT_READS") or "1200/minute",
+            rate_limit_writes=env.get("ATOM_RATE_LIMIT_WRITES") or "300/minute",
+            rate_limit_execute=env.get("ATOM_RATE_LIMIT_EXECUTE") or "120/minute",
+            rate_limit_tenant_execute=env.get("ATOM_RATE_LIMIT_TENANT_EXECUTE") or "600/minute",
+            rate_limit_webhooks=env.get("ATOM_RATE_LIMIT_WEBHOOKS") or "120/minute",
+            auth_failures_per_minute=int(env.get("ATOM_AUTH_FAILURES_PER_MINUTE") or 20),
+            sse_max_per_key=int(env.get("ATOM_SSE_MAX_PER_KEY") or 5),
+            sse_max_per_process=int(env.get("ATOM_SSE_MAX_PER_PROCESS") or 32),
+            db_query_allow_own=_flag(env.get("ATOM_DB_QUERY_ALLOW_OWN"), False),
+            db_query_allowlist=_split(env.get("ATOM_DB_QUERY_ALLOWLIST")),
+            ml_timeout=float(env.get("ATOM_ML_TIMEOUT") or 5),
+            ml_concurrency=int(env.get("ATOM_ML_CONCURRENCY") or 2),
+            ml_retrain_every=int(env.get("ATOM_ML_RETRAIN_EVERY") or 50),
+            ml_retrain_interval=float(env.get("ATOM_ML_RETRAIN_INTERVAL") or 3600),
             catalogue_base_url=env.get("ATOM_CATALOGUE_BASE_URL") or None,
         )
 
@@ -194,6 +224,21 @@ class Settings:
             "ATOM_SMTP_PORT": str(self.smtp_port),
             "ATOM_SMTP_FROM": self.smtp_from,
             "ATOM_SMTP_STARTTLS": "1" if self.smtp_starttls else "0",
+            "ATOM_RATE_LIMIT_ENABLED": "1" if self.rate_limit_enabled else "0",
+            "ATOM_RATE_LIMIT_READS": self.rate_limit_reads,
+            "ATOM_RATE_LIMIT_WRITES": self.rate_limit_writes,
+            "ATOM_RATE_LIMIT_EXECUTE": self.rate_limit_execute,
+            "ATOM_RATE_LIMIT_TENANT_EXECUTE": self.rate_limit_tenant_execute,
+            "ATOM_RATE_LIMIT_WEBHOOKS": self.rate_limit_webhooks,
+            "ATOM_AUTH_FAILURES_PER_MINUTE": str(self.auth_failures_per_minute),
+            "ATOM_SSE_MAX_PER_KEY": str(self.sse_max_per_key),
+            "ATOM_SSE_MAX_PER_PROCESS": str(self.sse_max_per_process),
+            "ATOM_DB_QUERY_ALLOW_OWN": "1" if self.db_query_allow_own else "0",
+            "ATOM_DB_QUERY_ALLOWLIST": ",".join(self.db_query_allowlist),
+            "ATOM_ML_TIMEOUT": str(self.ml_timeout),
+            "ATOM_ML_CONCURRENCY": str(self.ml_concurrency),
+            "ATOM_ML_RETRAIN_EVERY": str(self.ml_retrain_every),
+            "ATOM_ML_RETRAIN_INTERVAL": str(self.ml_retrain_interval),
         }
         optional = {
             "DATABASE_URL": self.database_url,

@@ -7,6 +7,7 @@
     ├── Conflict               an illegal state change (409); carries the current status
     ├── Unauthorized           no or unknown API key (401)
     ├── Forbidden              the key's role is too low (403)
+    ├── TooManyRequests        a rate limit or cap was reached (429, with Retry-After)
     └── ExecutionError         a step failed while running
         ├── RetryableError     transient: connection errors, timeouts, HTTP 429 and 5xx
         └── PermanentError     will fail the same way again: bad input, HTTP 4xx, template errors
@@ -107,6 +108,16 @@ class Forbidden(AtomError):
     """The API key is valid but its role is too low for this endpoint."""
 
     http_status = 403
+
+
+class TooManyRequests(AtomError):
+    """A rate limit or a cap was reached; ``headers`` carry ``Retry-After`` and the limit."""
+
+    http_status = 429
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.headers = headers or {}
 
 
 class ExecutionError(AtomError):

@@ -10,6 +10,8 @@ from datetime import timedelta
 from atom.celery_app import (
     EVALUATE_ALERTS,
     MAINTENANCE_QUEUE,
+    ML_QUEUE,
+    ML_RETRAIN_DUE,
     RECONCILE,
     SWEEP_SCHEDULES,
     make_celery,
@@ -47,6 +49,12 @@ def periodic_jobs(settings: Settings) -> dict:
             "schedule": timedelta(seconds=settings.monitor_interval),
             "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.monitor_interval},
         }
+    if settings.ml_retrain_interval > 0:  # models with outcomes their last training missed
+        jobs["atom-ml-retrain"] = {
+            "task": ML_RETRAIN_DUE,
+            "schedule": timedelta(seconds=settings.ml_retrain_interval),
+            "options": {"queue": ML_QUEUE, "expires": settings.ml_retrain_interval},
+        }
     return jobs
 
 
@@ -65,7 +73,8 @@ def main(settings: Settings, argv: list[str] | None = None) -> None:
     app.conf.atom_misfire_grace = settings.schedule_misfire_grace
     app.conf.beat_max_loop_interval = MAX_INTERVAL
     app.conf.redbeat_lock_timeout = LOCK_TIMEOUT
-    app.conf.redbeat_redis_options = {"retry_period": 30}
+    # keep the credentials make_celery put there (atom.celery_app._without_credentials)
+    app.conf.redbeat_redis_options = {**app.conf.redbeat_redis_options, "retry_period": 30}
     app.start(
         [
             "beat",

@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -176,8 +177,24 @@ def redis_server_binary() -> str:
     )
 
 
-def _redis_url(port: int) -> str:
-    return f"redis://127.0.0.1:{port}/0"
+def _redis_url(port: int, password: str | None = None) -> str:
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}127.0.0.1:{port}/0"
+
+
+def _redis_password(data_dir: Path) -> str:
+    """The embedded Redis's password, made once and kept (mode 0600) in its data folder:
+    any local process could otherwise read and drive the broker."""
+    path = data_dir / "redis.password"
+    try:
+        password = path.read_text().strip()
+    except OSError:
+        password = ""
+    if not password:
+        password = secrets.token_urlsafe(24)
+        path.touch(mode=0o600)
+        path.write_text(password + "\n")
+    return password
 
 
 def _redis_process(pid: int) -> psutil.Process | None:
@@ -191,10 +208,16 @@ def _redis_process(pid: int) -> psutil.Process | None:
         return None
 
 
-def _answering_pid(port: int) -> int | None:
+def _answering_pid(port: int, password: str | None = None) -> int | None:
     # The server's own pid, so that another server answering on the same port is not mistaken
     # for ours (e.g. ours failed with "address in use").
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+    client = redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        password=password,
+        socket_timeout=1,
+        socket_connect_timeout=1,
+    )
     try:
         client.ping()
         return int(client.info("server")["process_id"])
@@ -212,9 +235,10 @@ def find_running_redis(data_dir: Path) -> EmbeddedRedis | None:
         port = int((data_dir / "redis.port").read_text())
     except (OSError, ValueError):
         return None
-    if _redis_process(pid) is None or _answering_pid(port) != pid:
+    password = _redis_password(data_dir)
+    if _redis_process(pid) is None or _answering_pid(port, password) != pid:
         return None
-    return EmbeddedRedis(url=_redis_url(port), pid=pid, data_dir=data_dir)
+    return EmbeddedRedis(url=_redis_url(port, password), pid=pid, data_dir=data_dir)
 
 
 def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedRedis:
@@ -222,12 +246,17 @@ def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedRedis:
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     running = find_running_redis(data_dir)
-    if running is not None and (port is None or running.url == _redis_url(port)):
-        log.info("reusing embedded Redis at %s (pid %d)", running.url, running.pid)
+    password = _redis_password(data_dir)
+    if running is not None and (port is None or running.url == _redis_url(port, password)):
+        log.info("reusing embedded Redis (pid %d)", running.pid)
         return running
     port = free_port() if port is None else port
     log_path = data_dir / "redis.log"
-    cmd = [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port)]
+    # The password goes in a config file only its owner reads, never on the command line.
+    config = data_dir / "redis.conf"
+    config.touch(mode=0o600)
+    config.write_text(f'requirepass "{password}"\n')
+    cmd = [redis_server_binary(), str(config), "--bind", "127.0.0.1", "--port", str(port)]
     cmd += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
     cmd += ["--dir", str(data_dir), "--logfile", str(log_path)]
     # stdout/stderr go to the log too: argument errors are reported before --logfile applies.
@@ -241,9 +270,9 @@ def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedRedis:
             start_new_session=True,
         )
     _children[proc.pid] = proc
-    handle = EmbeddedRedis(url=_redis_url(port), pid=proc.pid, data_dir=data_dir)
+    handle = EmbeddedRedis(url=_redis_url(port, password), pid=proc.pid, data_dir=data_dir)
     deadline = time.monotonic() + 10
-    while _answering_pid(port) != proc.pid:
+    while _answering_pid(port, password) != proc.pid:
         if proc.poll() is not None or time.monotonic() > deadline:
             handle.stop()
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
@@ -254,5 +283,5 @@ def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedRedis:
         time.sleep(0.05)
     (data_dir / "redis.pid").write_text(f"{proc.pid}\n")
     (data_dir / "redis.port").write_text(f"{port}\n")
-    log.info("started embedded Redis at %s (pid %d)", handle.url, proc.pid)
+    log.info("started embedded Redis on 127.0.0.1:%d (pid %d)", port, proc.pid)
     return handle

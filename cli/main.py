@@ -72,6 +72,26 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
+    """atom credentials rotate-key: every vault value re-encrypted with the newest secret."""
+    from atom.errors import PermanentError
+    from atom.security import vault
+    from atom.store.db import make_engine, make_sessionmaker
+
+    settings = resolve_services(settings)
+    engine = make_engine(settings.database_url or "")
+    try:
+        with make_sessionmaker(engine).begin() as session:
+            count = vault.rotate(session, settings.secret_key)
+    except PermanentError as e:
+        print(f"atom credentials rotate-key: {e}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"re-encrypted {count} credential(s) with the first ATOM_SECRET_KEY secret")
+    return 0
+
+
 def _dev_key(settings: Settings) -> str:
     """The development admin key kept in the data folder (made on first ``atom up``)."""
     from atom.security.auth import hash_key
@@ -159,6 +179,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     commands = {
         "api": python + ["api"],
         "worker": python + ["worker", f"--concurrency={args.concurrency}"],
+        "ml-worker": python + ["worker", "--pool", "ml"],
         "beat": python + ["beat"],
     }
     if not args.no_flower:
@@ -402,8 +423,20 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
         f"--address={args.address}",
         f"--basic-auth={auth}",
     ]
+    _protect_flower_metrics()
     make_celery(settings).start(argv)
     return 0
+
+
+def _protect_flower_metrics() -> None:
+    """Flower 2.2 serves ``/metrics`` (worker names, task names and counts) to anyone; put
+    it behind the same basic auth as every other page."""
+    from flower.views.monitor import Metrics
+    from tornado import web
+
+    if not getattr(Metrics.get, "_atom_protected", False):
+        Metrics.get = web.authenticated(Metrics.get)  # type: ignore[method-assign]
+        Metrics.get._atom_protected = True  # type: ignore[attr-defined]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -433,6 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--tenant", required=True)
     create.add_argument("--role", required=True, choices=["viewer", "operator", "editor", "admin"])
     create.add_argument("--name", default="")
+    credentials = sub.add_parser("credentials", help="the credential vault")
+    credentials_sub = credentials.add_subparsers(dest="credentials_command", required=True)
+    credentials_sub.add_parser(
+        "rotate-key",
+        help="re-encrypt every credential with the first secret of ATOM_SECRET_KEY "
+        "(set ATOM_SECRET_KEY=new,old first; drop old afterwards)",
+    )
     submit = sub.add_parser("submit", help="create and execute the workflow in FILE")
     submit.add_argument("file")
     submit.add_argument("--input", help="the execution's input, as JSON")
@@ -458,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         "up": cmd_up,
         "db": cmd_db,
         "keys": cmd_keys,
+        "credentials": cmd_credentials,
         "submit": cmd_submit,
         "flower": cmd_flower,
     }[args.command]

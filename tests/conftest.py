@@ -106,10 +106,23 @@ def settings(
         smtp_host="127.0.0.1",
         smtp_port=free_port(),
         smtp_from="atom-tests@example.com",
+        secret_key="test-vault-secret-do-not-use-elsewhere",
+        # The shared API is not rate limited; tests/integration/test_security.py serves its
+        # own app with small budgets.
+        rate_limit_enabled=False,
+        # database_query may reach the test PostgreSQL (its own database stays refused).
+        db_query_allowlist=_socket_dirs(database_url),
         # Automatic troubleshooting would retry the failures other tests assert on; its own
         # tests run a platform of their own with it on (tests/integration/test_troubleshoot.py).
         auto_troubleshoot=False,
     )
+
+
+def _socket_dirs(database_url: str) -> tuple[str, ...]:
+    from sqlalchemy.engine import make_url
+
+    host = make_url(database_url).query.get("host")
+    return (host,) if isinstance(host, str) else tuple(host or ())
 
 
 class Processes:
@@ -185,6 +198,17 @@ def worker(settings: Settings, processes: Processes) -> subprocess.Popen:
     proc = processes.start("worker", "--concurrency=4", "--loglevel=INFO", name="worker")
     wait_for_worker(settings, proc)
     return proc
+
+
+@pytest.fixture(scope="module")
+def ml_worker(settings: Settings, processes: Processes) -> Iterator[subprocess.Popen]:
+    """An ML worker process (``atom worker --pool ml``) for the tests of one module."""
+    import socket
+
+    proc = processes.start("worker", "--pool", "ml", name="ml-worker")
+    wait_for_worker(settings, proc, hostname=f"ml@{socket.gethostname()}")
+    yield proc
+    processes.stop(proc)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 
-from atom.celery_app import MAINTENANCE_QUEUE, STEPS_QUEUE, make_celery
+from atom.celery_app import MAINTENANCE_QUEUE, ML_QUEUE, STEPS_QUEUE, make_celery
 from atom.config import Settings
 from workers import maintenance, tasks, troubleshooting
 
@@ -31,14 +31,25 @@ def serve_metrics(settings: Settings, port: int) -> None:
 def main(settings: Settings, argv: list[str] | None = None) -> None:
     """Parse worker options and run the worker until it is stopped."""
     parser = argparse.ArgumentParser(prog="atom worker")
-    parser.add_argument("--concurrency", "-c", type=int, default=settings.worker_concurrency)
+    parser.add_argument(
+        "--concurrency",
+        "-c",
+        type=int,
+        default=None,
+        help="processes (default: ATOM_WORKER_CONCURRENCY, or ATOM_ML_CONCURRENCY for --pool ml)",
+    )
     parser.add_argument(
         "--queues",
         "-Q",
         default=f"{STEPS_QUEUE},{MAINTENANCE_QUEUE}",
         help="comma-separated queues (default: %(default)s)",
     )
-    parser.add_argument("--pool", default="prefork", help="Celery pool (default: prefork)")
+    parser.add_argument(
+        "--pool",
+        default="prefork",
+        help="Celery pool (default: prefork), or `ml` for the ML worker pool: queue "
+        f"{ML_QUEUE}, LightGBM models, concurrency ATOM_ML_CONCURRENCY",
+    )
     parser.add_argument("--hostname", "-n", default=None)
     parser.add_argument("--loglevel", "-l", default=settings.log_level)
     parser.add_argument(
@@ -57,9 +68,19 @@ def main(settings: Settings, argv: list[str] | None = None) -> None:
             "holds, or Redis redelivers messages that are still waiting"
         )
     app = make_celery(settings)
-    ctx = tasks.register(app, settings)
-    maintenance.register(app, ctx)
-    troubleshooting.register(app, ctx)
+    if args.pool == "ml":
+        # Only the ML pool loads LightGBM (tests/unit/test_ml_isolation.py pins it).
+        from workers import ml
+
+        ml.register(app, settings)
+        args.pool, args.queues = "prefork", ML_QUEUE
+        args.concurrency = args.concurrency or settings.ml_concurrency
+        args.hostname = args.hostname or "ml@%h"
+    else:
+        ctx = tasks.register(app, settings)
+        maintenance.register(app, ctx)
+        troubleshooting.register(app, ctx)
+        args.concurrency = args.concurrency or settings.worker_concurrency
     if args.metrics_port:
         serve_metrics(settings, args.metrics_port)
     worker_argv = [

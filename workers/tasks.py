@@ -36,8 +36,15 @@ from atom.errors import ExecutionError, PermanentError, RetryableError
 from atom.observe import logs, metrics
 from atom.runs import engine, events
 from atom.runs.engine import Admission, ExecutionStatus, StepStatus
+from atom.security import vault
+from atom.security.redaction import (
+    redact_step_input,
+    redact_step_output,
+    redact_values,
+    secret_header_values,
+)
 from atom.store.db import make_engine, make_sessionmaker
-from atom.store.models import Execution, StepRun
+from atom.store.models import Execution, StepRun, Tenant
 from atom.workflow.definition import Definition, Node, NodeType
 from atom.workflow.templating import evaluate, render
 
@@ -127,6 +134,10 @@ class StepRunner:
         self.ctx, self.task = ctx, task
         self.execution_id, self.node_id, self.epoch = execution_id, node_id, epoch
         self.log = {"execution_id": execution_id, "node_id": node_id}
+        self.masked: frozenset[str] = frozenset()
+        self.tenant = ""
+        self.credentials: dict[str, Any] = {}
+        self.email_domains: tuple[str, ...] = ()
 
     def run(self) -> None:
         """Steps 1-5 of the module docstring."""
@@ -230,13 +241,24 @@ class StepRunner:
             engine.mark_running(s, execution)
             logs.update(tenant=str(execution.tenant_id), attempt=step.attempts + 1)
             node = definition.node(self.node_id)
+            if node.action_type in ("python", "email"):  # scoped by tenant name / settings
+                tenant = s.get(Tenant, execution.tenant_id)
+                self.tenant = tenant.name if tenant else ""
+                domains = ((tenant.settings or {}) if tenant else {}).get("email_allowed_domains")
+                self.email_domains = tuple(domains or ())
             try:
-                config = self._render(node, _template_context(execution, steps))
+                secrets = vault.for_step(s, execution.tenant_id, node.config, settings.secret_key)
+                context = {**_template_context(execution, steps), "credentials": secrets.values}
+                config = vault.apply_auth(self._render(node, context), secrets)
             except PermanentError as e:
                 engine.claim_step(s, step, None, self.task.request.id)
                 self._end_failed(s, execution, definition, step, e.error_type, str(e))
                 return None
-            engine.claim_step(s, step, config, self.task.request.id)
+            self.masked = frozenset(secrets.masked | secret_header_values(config))
+            self.credentials = secrets.values
+            # The handler gets the config; what is stored (and shown) has secrets as ***.
+            shown = redact_step_input(config, self.masked)
+            engine.claim_step(s, step, shown, self.task.request.id)
             return node, config, step.id, step.attempts
 
     @staticmethod
@@ -255,7 +277,16 @@ class StepRunner:
             value = config["value"]
             plain = value if isinstance(value, bool | int | float | str | None) else str(value)
             return {"result": bool(value), "value": plain}
-        ctx = ActionContext(self.execution_id, node.id, attempt, self.ctx.settings, node.timeout)
+        ctx = ActionContext(
+            self.execution_id,
+            node.id,
+            attempt,
+            self.ctx.settings,
+            node.timeout,
+            self.tenant,
+            self.credentials,
+            self.email_domains,
+        )
         return self.ctx.handlers[node.action_type or ""](config, ctx)
 
     def _cancelled(self) -> bool:
@@ -271,7 +302,9 @@ class StepRunner:
             engine.schedule_retry(
                 s,
                 self._step(s),
-                engine.step_error(node.id, type(error).__name__, str(error)),
+                engine.step_error(
+                    node.id, type(error).__name__, redact_values(str(error), self.masked)
+                ),
                 delay,
             )
         logger.info(
@@ -289,12 +322,15 @@ class StepRunner:
         raise self.task.retry(countdown=delay, max_retries=None)
 
     def _end(self, status: StepStatus, output: Any, error: dict[str, Any] | None) -> None:
+        output, error = redact_step_output(output, self.masked), redact_values(error, self.masked)
         with self.ctx.factory.begin() as s:
             step = self._step(s)
             if step.status == StepStatus.RUNNING:
                 engine.end_step(s, step, status, output=output, error=error)
 
     def _fail(self, node: Node, error_type: str, message: str, output: Any = None) -> None:
+        message = redact_values(message, self.masked)
+        output = redact_step_output(output, self.masked)
         with self.ctx.factory.begin() as s:
             execution = s.get(Execution, uuid.UUID(self.execution_id))
             assert execution is not None

@@ -9,7 +9,16 @@ core may validate definitions with it.
 
 from __future__ import annotations
 
-from atom.actions import delay, http_request, log, python, transform
+from atom.actions import (
+    database_query,
+    decision,
+    delay,
+    email,
+    http_request,
+    log,
+    python,
+    transform,
+)
 from atom.actions.base import Action, ActionContext, ActionSpec, Handler, is_template
 
 REGISTRY: dict[str, Action] = {
@@ -20,6 +29,9 @@ REGISTRY: dict[str, Action] = {
         delay.ACTION,
         log.ACTION,
         python.ACTION,
+        database_query.ACTION,
+        email.ACTION,
+        decision.ACTION,
     )
 }
 """Every action type a definition may name, by ``config.action_type``."""

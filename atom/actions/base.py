@@ -10,7 +10,7 @@ PermanentError (``atom.errors``) to fail.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +80,12 @@ class ActionContext:
     attempt: int
     settings: Settings
     timeout: float | None = None
+    tenant: str = ""
+    """The name of the tenant whose execution this is."""
+    credentials: Mapping[str, Any] = field(default_factory=dict)
+    """The decrypted vault values the step's config names (``credential: NAME``)."""
+    email_domains: tuple[str, ...] = ()
+    """The tenant's ``email_allowed_domains``."""
 
     @property
     def idempotency_key(self) -> str:

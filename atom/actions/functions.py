@@ -27,10 +27,18 @@ logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "atom.functions"
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
+_SCOPES: dict[str, frozenset[str]] = {}
+"""Functions registered with ``tenants=``: the tenant names that may call them."""
 
 
-def function(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register ``fn`` under ``name`` for the ``python`` action."""
+def function(
+    name: str, tenants: Iterable[str] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register ``fn`` under ``name`` for the ``python`` action.
+
+    ``tenants`` (names) limits who may call it; other tenants' steps are told no function
+    of that name exists. Without it the function is shared by every tenant of the platform.
+    """
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         existing = _REGISTRY.get(name)
@@ -40,6 +48,8 @@ def function(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                 f"{existing.__module__}.{existing.__qualname__}"
             )
         _REGISTRY[name] = fn
+        if tenants is not None:
+            _SCOPES[name] = frozenset(tenants)
         return fn
 
     return register
@@ -57,11 +67,16 @@ def load(modules: Iterable[str]) -> dict[str, Callable[..., Any]]:
     return _REGISTRY
 
 
-def lookup(name: str) -> Callable[..., Any] | None:
-    """The function registered as ``name``, or None."""
-    return _REGISTRY.get(name)
+def _visible(name: str, tenant: str | None) -> bool:
+    scope = _SCOPES.get(name)
+    return scope is None or (tenant is not None and tenant in scope)
 
 
-def names() -> list[str]:
-    """Every registered name."""
-    return sorted(_REGISTRY)
+def lookup(name: str, tenant: str | None = None) -> Callable[..., Any] | None:
+    """The function registered as ``name`` that ``tenant`` may call, or None."""
+    return _REGISTRY.get(name) if _visible(name, tenant) else None
+
+
+def names(tenant: str | None = None) -> list[str]:
+    """Every registered name ``tenant`` may call."""
+    return sorted(n for n in _REGISTRY if _visible(n, tenant))

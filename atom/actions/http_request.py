@@ -1,5 +1,6 @@
 """``http_request``: call an HTTP API, refusing private, loopback and link-local targets
-unless ``ATOM_HTTP_ALLOWLIST`` admits them (the guard lives in ``atom.security.netguard``).
+unless ``ATOM_HTTP_ALLOWLIST`` admits them (the guard lives in ``atom.security.netguard``,
+the connection pinned to the checked address by ``atom.security.transport``).
 
 ``requests`` and the guard load when a step runs, so validating a definition stays light."""
 
@@ -46,7 +47,8 @@ def run(config: dict[str, Any], ctx: ActionContext) -> Any:
     """Send the request; the output is ``{status_code, headers, body}``."""
     import requests
 
-    from atom.security.netguard import check_target, redact_url
+    from atom.security.netguard import parse, redact_url
+    from atom.security.transport import pinned_session
 
     method = str(config.get("method", "GET")).upper()
     url = str(config["url"])
@@ -62,9 +64,10 @@ def run(config: dict[str, Any], ctx: ActionContext) -> Any:
     }
     if "json" in config:
         kwargs["json"] = config["json"]
-    with requests.Session() as session:
+    # Each hop is checked and pinned by the session's adapter (atom.security.transport).
+    with pinned_session(ctx.settings.http_allowlist) as session:
         for _ in range(MAX_REDIRECTS + 1):
-            check_target(url, ctx.settings.http_allowlist)
+            parse(url)  # ambiguous URLs are refused before anything is sent
             shown = redact_url(url)  # paths and queries often hold tokens: never in errors
             try:
                 response = session.request(method, url, **kwargs)
@@ -122,6 +125,11 @@ def check(config: dict, where: str) -> list[str]:
     timeout = config.get("timeout")
     if isinstance(timeout, int | float) and is_type(timeout, float) and not 0 < timeout <= 300:
         errors.append("timeout must be between 0 and 300 seconds")
+    auth = config.get("auth")
+    if isinstance(auth, dict) and (
+        set(auth) != {"credential"} or not isinstance(auth["credential"], str)
+    ):
+        errors.append("auth must be {credential: NAME}, naming one of the tenant's credentials")
     return errors
 
 
@@ -129,7 +137,14 @@ ACTION = Action(
     name="http_request",
     spec=ActionSpec(
         required={"url": str},
-        optional={"method": str, "headers": dict, "params": dict, "json": None, "timeout": float},
+        optional={
+            "method": str,
+            "headers": dict,
+            "params": dict,
+            "json": None,
+            "timeout": float,
+            "auth": dict,
+        },
         check=check,
     ),
     run=run,
@@ -144,5 +159,6 @@ ACTION = Action(
         ({"url": "http://x.test", "method": "FETCH"}, "method must be one of"),
         ({"url": "http://x.test", "timeout": 0}, "between 0 and 300"),
         ({"url": "http://x.test", "headers": "A: b"}, "must be an object"),
+        ({"url": "http://x.test", "auth": {"token": "x"}}, "auth must be {credential: NAME}"),
     ),
 )

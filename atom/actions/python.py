@@ -14,9 +14,9 @@ def run(config: dict[str, Any], ctx: ActionContext) -> Any:
     """Call ``config.function`` with the rendered ``args`` and ``kwargs``; its return is the
     output (it must be JSON: dicts, lists, strings, numbers, booleans, None)."""
     name = config["function"]
-    fn = functions.lookup(name)
+    fn = functions.lookup(name, ctx.tenant)
     if fn is None:
-        known = ", ".join(functions.names()) or "none"
+        known = ", ".join(functions.names(ctx.tenant)) or "none"
         raise PermanentError(
             f"python: no function registered as {name!r} (registered: "
             f"{known}); list its module in ATOM_FUNCTION_MODULES"

@@ -1,8 +1,10 @@
 """Alert notifications: a JSON webhook, a Slack-style incoming webhook, or an email (SMTP).
 
 Webhook and Slack URLs pass the same private-address guard as the ``http_request`` action
-(``atom.netguard``), are never followed through redirects, and appear in results and logs
-only redacted (their paths and queries often carry tokens). The SMTP password never appears.
+(``atom.security.netguard``), connect only to the address that was checked, are never
+followed through redirects, and appear in results and logs only redacted (their paths and
+queries often carry tokens). The SMTP password never appears. Email goes only to the
+tenant's ``email_allowed_domains``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import requests
 
 from atom.config import Settings
 from atom.errors import AtomError
-from atom.security.netguard import check_target, redact_url
+from atom.security.netguard import parse, redact_url
+from atom.security.settings import allowlist_problem
+from atom.security.transport import PinnedSMTP, pinned_session
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +33,10 @@ class _Failed(Exception):
 
 
 def _post(url: str, body: dict[str, Any], settings: Settings, who: str) -> None:
-    check_target(url, settings.http_allowlist, who)
+    parse(url, who)
     try:
-        response = requests.post(url, json=body, timeout=TIMEOUT, allow_redirects=False)
+        with pinned_session(settings.http_allowlist, who) as session:
+            response = session.post(url, json=body, timeout=TIMEOUT, allow_redirects=False)
     except requests.RequestException as e:  # its text names the URL: keep only the kind
         raise _Failed(f"{who}: request failed ({type(e).__name__})") from None
     if not 200 <= response.status_code < 300:
@@ -58,7 +63,7 @@ def _email(to: list[str], payload: dict[str, Any], settings: Settings) -> None:
     message["To"] = ", ".join(to)
     lines = [_text(payload), ""] + [f"{k}: {v}" for k, v in payload.items()]
     message.set_content("\n".join(lines))
-    with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=TIMEOUT) as smtp:
+    with PinnedSMTP(settings.smtp_host, settings.smtp_port, TIMEOUT) as smtp:
         if settings.smtp_starttls:
             smtp.starttls()
         if settings.smtp_username:
@@ -75,9 +80,13 @@ def target(channel: dict[str, Any]) -> str:
 
 
 def deliver(
-    channels: list[dict[str, Any]], payload: dict[str, Any], settings: Settings
+    channels: list[dict[str, Any]],
+    payload: dict[str, Any],
+    settings: Settings,
+    email_domains: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
-    """Send ``payload`` to every channel; one result per channel, failures included."""
+    """Send ``payload`` to every channel; one result per channel, failures included.
+    Email goes only to the tenant's ``email_domains`` (none by default)."""
     results = []
     for channel in channels:
         kind = channel.get("type")
@@ -94,8 +103,10 @@ def deliver(
             elif kind == "slack":
                 _post(channel["url"], {"text": _text(payload)}, settings, "alert slack")
             elif kind == "email":
-                to = channel["to"]
-                _email(to if isinstance(to, list) else [to], payload, settings)
+                to = channel["to"] if isinstance(channel["to"], list) else [channel["to"]]
+                if problem := allowlist_problem(to, email_domains):
+                    raise _Failed(f"email: {problem}")
+                _email(to, payload, settings)
             else:
                 raise _Failed(f"unknown channel type {kind!r}")
             result["ok"] = True

@@ -20,6 +20,7 @@ from atom.clock import now
 from atom.config import Settings
 from atom.observe import stats
 from atom.observe.probe import Probe
+from atom.security import settings as tenant_settings
 from atom.statuses import AlertStatus
 from atom.store.models import Alert, AlertRule
 
@@ -36,6 +37,7 @@ class Notice:
     alert_id: uuid.UUID
     channels: list[dict[str, Any]]
     payload: dict[str, Any]
+    tenant_id: uuid.UUID
 
 
 class _Platform:
@@ -143,7 +145,7 @@ def _advance(
         logger.info("alert resolved: %s", current.message)
         if current.notify and rule.channels:
             return "resolved", Notice(
-                current.id, rule.channels, _payload("resolved", rule, current)
+                current.id, rule.channels, _payload("resolved", rule, current), rule.tenant_id
             )
         return "resolved", None
     if not breaching:
@@ -176,7 +178,9 @@ def _advance(
     session.flush()
     logger.warning("alert fired: %s%s", alert.message, "" if announce else " (in cooldown)")
     if announce and rule.channels:
-        return "fired", Notice(alert.id, rule.channels, _payload("firing", rule, alert))
+        return "fired", Notice(
+            alert.id, rule.channels, _payload("firing", rule, alert), rule.tenant_id
+        )
     return "fired", None
 
 
@@ -216,7 +220,9 @@ def evaluate(factory: sessionmaker[Session], probe: Probe, settings: Settings) -
                     notices.append(notice)
             rule.last_evaluated_at = at
     for notice in notices:
-        results = notify.deliver(notice.channels, notice.payload, settings)
+        with factory.begin() as session:
+            domains = tenant_settings.allowed_domains(session, notice.tenant_id)
+        results = notify.deliver(notice.channels, notice.payload, settings, domains)
         with factory.begin() as session:
             alert = session.get(Alert, notice.alert_id)
             if alert is not None:

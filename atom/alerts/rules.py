@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from atom.alerts.validation import validate_rule
 from atom.clock import now
 from atom.errors import Conflict, InvalidInput, NotFound
+from atom.security import settings as tenant_settings
 from atom.statuses import AlertStatus
 from atom.store.models import Alert, AlertRule, Workflow
 
@@ -72,6 +73,15 @@ def _workflow_exists(session: Session, tenant_id: uuid.UUID, workflow_id: uuid.U
 def _check_workflow(session: Session, tenant_id: uuid.UUID, fields: dict[str, Any]) -> None:
     if fields["workflow_id"] and not _workflow_exists(session, tenant_id, fields["workflow_id"]):
         raise InvalidInput({"workflow_id": [f"no workflow {fields['workflow_id']}"]})
+    domains = tenant_settings.allowed_domains(session, tenant_id)
+    problems = {}
+    for i, channel in enumerate(fields.get("channels") or []):
+        if channel.get("type") == "email":
+            to = channel["to"] if isinstance(channel["to"], list) else [channel["to"]]
+            if problem := tenant_settings.allowlist_problem(to, domains):
+                problems[f"channels[{i}]"] = [problem]
+    if problems:
+        raise InvalidInput(problems)
 
 
 def create_rule(session: Session, tenant_id: uuid.UUID, doc: Any) -> AlertRule:

@@ -29,9 +29,9 @@ from atom.alerts.spec import (
     METRICS,
     SEVERITIES,
 )
-from atom.errors import InvalidInput, flatten
+from atom.errors import InvalidInput, PermanentError, flatten
 from atom.observe.stats import WINDOW_RE, parse_window
-from atom.security.netguard import REDACTED
+from atom.security.netguard import REDACTED, parse
 
 _EMAIL = re.compile(r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+\.[^@\s,;<>\"]+$")
 MAX_THRESHOLD = 1e15
@@ -65,6 +65,10 @@ def _parses(url: str) -> None:
         raise ValidationError("must be an http(s) URL") from e
     if REDACTED in url:
         raise ValidationError("is a redacted one from an answer; send the full URL")
+    try:  # what the outbound guard refuses before any lookup (userinfo, backslashes ...)
+        parse(url, "url")
+    except PermanentError as e:
+        raise ValidationError(str(e)) from e
 
 
 def _addresses(value: Any) -> None:

@@ -97,11 +97,14 @@ def logging_config(level: str, fmt: str = "json") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"atom": formatter, "generic": formatter},
+        # Every line passes the redactor: webhook tokens and vault values read ***.
+        "filters": {"redact": {"()": "atom.security.redaction.LogRedactor"}},
         "handlers": {
             "atom": {
                 "class": "logging.StreamHandler",
                 "formatter": "atom",
                 "stream": "ext://sys.stderr",
+                "filters": ["redact"],
             }
         },
         "root": {"level": level, "handlers": ["atom"]},

@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import Celery, chain, chord, group
 from celery.canvas import Signature
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from atom.celery_app import FINALIZE, RUN_STEP, STEPS_QUEUE
@@ -21,16 +22,45 @@ from atom.workflow.definition import Definition, parse_definition
 HARD_LIMIT_GRACE = 5.0
 
 
+# Per-tenant fairness: a tenant with many executions in flight gets its new ones sent at a
+# lower broker priority, so another tenant's first runs overtake its backlog. Redis (kombu)
+# emulates priorities with one list per step, 0 served first.
+PRIORITY_STEPS = ((10, 0), (50, 3), (200, 6))
+"""(fewer than N active executions of the tenant, priority); more than the last: 9."""
+
+
+def fair_priority(session: Session, tenant_id: Any) -> int:
+    """The broker priority of a tenant's next execution, from its executions in flight."""
+    active = session.scalar(
+        select(func.count())
+        .select_from(Execution)
+        .where(
+            Execution.tenant_id == tenant_id,
+            Execution.status.in_(("queued", "running")),
+        )
+    )
+    for limit, priority in PRIORITY_STEPS:
+        if (active or 0) < limit:
+            return priority
+    return 9
+
+
 def build_canvas(
-    app: Celery, plan: dict[str, Any], definition: Definition, execution_id: str, epoch: int
+    app: Celery,
+    plan: dict[str, Any],
+    definition: Definition,
+    execution_id: str,
+    epoch: int,
+    priority: int = 0,
 ) -> Signature:
-    """The canvas for one plan tree, bound to an execution and epoch."""
+    """The canvas for one plan tree, bound to an execution and epoch; every task carries
+    ``priority`` (the whole run keeps it, its later steps included)."""
 
     def build(tree: dict[str, Any]) -> Signature:
         kind = tree["type"]
         if kind == "step":
             node = definition.node(tree["node"])
-            options: dict[str, Any] = {"queue": node.queue or STEPS_QUEUE}
+            options: dict[str, Any] = {"queue": node.queue or STEPS_QUEUE, "priority": priority}
             if node.timeout:
                 options["soft_time_limit"] = node.timeout
                 options["time_limit"] = node.timeout + HARD_LIMIT_GRACE
@@ -39,7 +69,11 @@ def build_canvas(
             )
         if kind == "finalize":
             return app.signature(
-                FINALIZE, args=(execution_id, epoch), immutable=True, queue=STEPS_QUEUE
+                FINALIZE,
+                args=(execution_id, epoch),
+                immutable=True,
+                queue=STEPS_QUEUE,
+                priority=priority,
             )
         if kind == "chain":
             return chain(*[build(t) for t in tree["tasks"]], app=app)
@@ -61,10 +95,15 @@ def residual_plan(definition: Definition, done: set[str]) -> dict[str, Any]:
 
 
 def send(
-    app: Celery, plan: dict[str, Any], definition: Definition, execution_id: str, epoch: int
+    app: Celery,
+    plan: dict[str, Any],
+    definition: Definition,
+    execution_id: str,
+    epoch: int,
+    priority: int = 0,
 ) -> None:
     """Send the canvas of ``plan`` to the broker."""
-    build_canvas(app, plan, definition, execution_id, epoch).apply_async()
+    build_canvas(app, plan, definition, execution_id, epoch, priority).apply_async()
 
 
 @dataclass
@@ -76,26 +115,36 @@ class Outbox:
     about a run that was rolled back.
     """
 
-    items: list[tuple[dict[str, Any], Definition, str, int]] = field(default_factory=list)
+    items: list[tuple[dict[str, Any], Definition, str, int, int]] = field(default_factory=list)
 
     def add(self, session: Session, execution: Execution) -> None:
-        """Send the whole plan of the execution's version (a new run)."""
+        """Send the whole plan of the execution's version (a new run), at the tenant's fair
+        priority (``fair_priority``)."""
         version = session.get(WorkflowVersion, execution.version_id)
         assert version is not None
         self.add_plan(
-            version.plan, parse_definition(version.definition), execution.id, execution.epoch
+            version.plan,
+            parse_definition(version.definition),
+            execution.id,
+            execution.epoch,
+            fair_priority(session, execution.tenant_id),
         )
 
     def add_plan(
-        self, plan: dict[str, Any], definition: Definition, execution_id: Any, epoch: int
+        self,
+        plan: dict[str, Any],
+        definition: Definition,
+        execution_id: Any,
+        epoch: int,
+        priority: int = 0,
     ) -> None:
         """Send ``plan`` (a residual one, say) for the execution under ``epoch``."""
-        self.items.append((plan, definition, str(execution_id), epoch))
+        self.items.append((plan, definition, str(execution_id), epoch, priority))
 
     def send(self, app: Celery) -> None:
         """Send everything added, in order."""
-        for plan, definition, execution_id, epoch in self.items:
-            send(app, plan, definition, execution_id, epoch)
+        for plan, definition, execution_id, epoch, priority in self.items:
+            send(app, plan, definition, execution_id, epoch, priority)
         self.items.clear()
 
 

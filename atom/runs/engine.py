@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from atom.clock import now
 from atom.errors import NotFound
 from atom.runs import events
+from atom.security.redaction import redact_step_input
 from atom.statuses import TERMINAL_EXECUTION as TERMINAL_EXECUTION  # re-exported
 from atom.statuses import TERMINAL_STEP as TERMINAL_STEP
 from atom.statuses import ExecutionStatus as ExecutionStatus
@@ -481,7 +482,7 @@ def step_view(step: StepRun) -> dict[str, Any]:
         "started_at": _iso(step.started_at),
         "finished_at": _iso(step.finished_at),
         "duration_ms": _ms(step.started_at, step.finished_at),
-        "input": step.input,
+        "input": redact_step_input(step.input),  # rows stored before redaction existed too
         "output": step.output,
         "error": step.error,
     }

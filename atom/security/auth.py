@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
+from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from atom.errors import Forbidden, Unauthorized
+from atom.clock import now
+from atom.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from atom.store.models import ApiKey, Tenant
 
 KEY_PREFIX = "atom_"
@@ -44,16 +48,141 @@ def get_or_create_tenant(session: Session, name: str) -> Tenant:
     return tenant
 
 
-def create_key(session: Session, tenant: Tenant, role: Role, name: str = "") -> str:
+def create_key(
+    session: Session,
+    tenant: Tenant,
+    role: Role,
+    name: str = "",
+    expires_at: datetime | None = None,
+) -> str:
     """Create a key for ``tenant``; the plaintext is returned once and never stored."""
+    return issue_key(session, tenant.id, role, name, expires_at)[1]
+
+
+def issue_key(
+    session: Session,
+    tenant_id: uuid.UUID,
+    role: Role,
+    name: str = "",
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """A new key record and its plaintext (shown once, never stored)."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    session.add(
-        ApiKey(
-            tenant_id=tenant.id, role=role.value, name=name, key_hash=hash_key(key), prefix=key[:12]
-        )
+    record = ApiKey(
+        id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        role=role.value,
+        name=name,
+        key_hash=hash_key(key),
+        prefix=key[:12],
+        expires_at=expires_at,
     )
+    session.add(record)
     session.flush()
-    return key
+    return record, key
+
+
+MAX_KEY_LIFETIME = timedelta(days=3650)
+
+
+def _expiry(doc: dict[str, Any], problems: dict[str, list[str]]) -> datetime | None:
+    """``expires_at`` from ``expires_at`` (ISO 8601) or ``expires_in`` (seconds)."""
+    expires_at: datetime | None = None
+    if "expires_at" in doc and "expires_in" in doc:
+        problems.setdefault("expires_at", []).append("give expires_at or expires_in, not both")
+    elif doc.get("expires_at") is not None:
+        try:
+            expires_at = datetime.fromisoformat(str(doc["expires_at"]).replace("Z", "+00:00"))
+            if expires_at.tzinfo is None:
+                raise ValueError("no timezone")
+        except ValueError:
+            problems.setdefault("expires_at", []).append(
+                "must be an ISO 8601 time with a timezone, e.g. 2027-01-31T00:00:00Z"
+            )
+        else:
+            if expires_at <= now():
+                problems.setdefault("expires_at", []).append("must be in the future")
+    elif doc.get("expires_in") is not None:
+        seconds = doc["expires_in"]
+        if (
+            not isinstance(seconds, int)
+            or isinstance(seconds, bool)
+            or not 1 <= seconds <= MAX_KEY_LIFETIME.total_seconds()
+        ):
+            problems.setdefault("expires_in", []).append(
+                "must be a whole number of seconds, 1 to 10 years"
+            )
+        else:
+            expires_at = now() + timedelta(seconds=seconds)
+    return expires_at
+
+
+def parse_key_request(doc: Any) -> tuple[str, Role, datetime | None]:
+    """``(name, role, expires_at)`` of a ``POST /api/keys`` body; InvalidInput otherwise."""
+    problems: dict[str, list[str]] = {}
+    if not isinstance(doc, dict):
+        raise InvalidInput({"body": ["must be an object {name, role, expires_at? | expires_in?}"]})
+    for key in set(doc) - {"name", "role", "expires_at", "expires_in"}:
+        problems.setdefault(key, []).append("is not a field of a key")
+    name = doc.get("name", "")
+    if not isinstance(name, str) or len(name) > 200:
+        problems.setdefault("name", []).append("must be a string of at most 200 characters")
+    role = doc.get("role")
+    if role not in [r.value for r in Role]:
+        problems.setdefault("role", []).append(f"must be one of {', '.join(r.value for r in Role)}")
+    expires_at = _expiry(doc, problems)
+    if problems:
+        raise InvalidInput(problems)
+    return name, Role(role), expires_at
+
+
+def key_view(record: ApiKey) -> dict[str, Any]:
+    """A key as the API lists it: never the secret, only its first characters."""
+
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "id": str(record.id),
+        "name": record.name,
+        "role": record.role,
+        "prefix": record.prefix,
+        "created_at": iso(record.created_at),
+        "expires_at": iso(record.expires_at),
+        "last_used_at": iso(record.last_used_at),
+        "revoked": record.revoked_at is not None,
+        "revoked_at": iso(record.revoked_at),
+    }
+
+
+def list_query(tenant_id: uuid.UUID) -> Select:
+    """The tenant's keys, newest first."""
+    return (
+        select(ApiKey)
+        .where(ApiKey.tenant_id == tenant_id)
+        .order_by(ApiKey.created_at.desc(), ApiKey.id)
+    )
+
+
+def get_key(session: Session, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey:
+    """The tenant's key ``key_id``; NotFound otherwise."""
+    record = session.get(ApiKey, key_id)
+    if record is None or record.tenant_id != tenant_id:
+        raise NotFound(f"no key {key_id}")
+    return record
+
+
+def revoke_key(session: Session, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey:
+    """Revoke a key: it is refused from its next request on."""
+    record = get_key(session, tenant_id, key_id)
+    if record.revoked_at is None:
+        record.revoked_at = now()
+        session.flush()
+    return record
+
+
+# last_used_at is written at most this often per key, so reads stay reads.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
 def authenticate(session: Session, key: str | None, needed: Role) -> ApiKey:
@@ -67,6 +196,12 @@ def authenticate(session: Session, key: str | None, needed: Role) -> ApiKey:
     )
     if record is None:
         raise Unauthorized("The API key is unknown or revoked.")
+    stamp = now()
+    if record.expires_at is not None and record.expires_at <= stamp:
+        raise Unauthorized("The API key has expired; ask an admin for a new one.")
     if Role(record.role).rank < needed.rank:
         raise Forbidden(f"This needs the {needed.value} role; the key has {record.role}.")
+    if record.last_used_at is None or stamp - record.last_used_at > LAST_USED_RESOLUTION:
+        record.last_used_at = stamp
+        session.commit()
     return record

@@ -83,6 +83,10 @@ class Tenant(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    settings: Mapped[dict[str, Any]] = mapped_column(
+        JSONType, default=dict, server_default=text("'{}'::jsonb")
+    )
+    """Tenant settings an admin changes (``PUT /api/settings``): ``email_allowed_domains``."""
 
 
 class ApiKey(Base):
@@ -99,6 +103,8 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Workflow(Base):
@@ -342,6 +348,40 @@ class Alert(Base):
     )
 
 
+class Credential(Base):
+    """A secret a tenant's steps use (``{{ credentials.NAME }}``), encrypted with Fernet."""
+
+    __tablename__ = "credentials"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(32), default="secret")
+    description: Mapped[str] = mapped_column(Text, default="")
+    ciphertext: Mapped[str] = mapped_column(Text)
+    """A Fernet token of the JSON value; the plaintext is never stored nor returned."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_credentials_tenant_name"),)
+
+
+class AuditEntry(Base):
+    """One change or command: who (key), what (action, target), when, from where, outcome."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    key_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(200))
+    client: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_audit_log_tenant_at", "tenant_id", "at"),)
+
+
 class TroubleshootingSession(Base):
     """A diagnosis of one execution, the resolutions tried and every decision taken."""
 
@@ -378,3 +418,98 @@ class TroubleshootingSession(Base):
 
 # Run statistics select executions by the time they finished (atom.monitoring).
 Index("ix_executions_tenant_finished", Execution.tenant_id, Execution.finished_at)
+
+
+class MLModel(Base):
+    """A tenant's named decision model: its action set, reward kind and active version."""
+
+    __tablename__ = "ml_models"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    actions: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    """The action names, fixed when the model is created."""
+    reward: Mapped[str] = mapped_column(String(16), default="reward")
+    """``reward`` (a number per outcome) or ``success`` (true/false, learned as 1/0)."""
+    active_version: Mapped[int | None] = mapped_column(Integer)
+    latest_version: Mapped[int] = mapped_column(Integer, default=0)
+    outcomes: Mapped[int] = mapped_column(Integer, default=0)
+    """Outcomes received in all."""
+    outcomes_at_training: Mapped[int] = mapped_column(Integer, default=0)
+    """``outcomes`` when the last training was asked for: the retraining trigger counts from it."""
+    last_training: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    """What the last training did: ``{version, published, reason, at}``."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_ml_models_tenant_name"),)
+
+
+class ModelVersion(Base):
+    """One immutable trained version of a model (LightGBM boosters as text)."""
+
+    __tablename__ = "ml_model_versions"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ml_models.id", ondelete="CASCADE"))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="candidate")
+    """candidate | active | retired."""
+    boosters: Mapped[str] = mapped_column(Text)
+    """JSON ``{action: [model_to_string() of each bootstrap head]}``."""
+    feature_schema: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    samples: Mapped[int] = mapped_column(Integer, default=0)
+    holdout_samples: Mapped[int] = mapped_column(Integer, default=0)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    """Holdout metrics of this version, and of the champion on the same holdout."""
+    reason: Mapped[str] = mapped_column(Text, default="")
+    trained_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (UniqueConstraint("model_id", "version", name="uq_ml_model_versions_version"),)
+
+
+class Decision(Base):
+    """One decision: what was known, what was offered, what was chosen and with what odds."""
+
+    __tablename__ = "decisions"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ml_models.id", ondelete="CASCADE"))
+    model_version: Mapped[int | None] = mapped_column(Integer)
+    context: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    features: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    """The flattened context (``a.b`` names), as the model saw it."""
+    actions: Mapped[list[Any]] = mapped_column(JSONType)
+    """The actions offered."""
+    chosen: Mapped[str] = mapped_column(String(200))
+    scores: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    propensity: Mapped[float] = mapped_column(Float)
+    explored: Mapped[bool] = mapped_column(Boolean)
+    confidence: Mapped[float | None] = mapped_column(Float)
+    execution_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    reward: Mapped[float | None] = mapped_column(Float)
+    success: Mapped[bool | None] = mapped_column(Boolean)
+    outcome_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_decisions_model_outcome", "model_id", "outcome_at"),
+        Index("ix_decisions_tenant_created", "tenant_id", "created_at"),
+    )
+
+
+class UserEvent(Base):
+    """An event ATOM received for a user (``POST /api/events`` with a user id): the history
+    user-behaviour predictions learn from."""
+
+    __tablename__ = "user_events"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_user_events_tenant_user_at", "tenant_id", "user_id", "at"),
+        Index("ix_user_events_tenant_at", "tenant_id", "at"),
+    )

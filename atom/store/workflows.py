@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from atom.clock import now
 from atom.errors import NotFound
+from atom.security import vault
 from atom.store.models import Workflow, WorkflowVersion
 from atom.workflow.compiler import compile_plan
 from atom.workflow.definition import Definition, parse_definition
@@ -33,6 +34,7 @@ def create_workflow(
 ) -> tuple[Workflow, WorkflowVersion]:
     """Validate, compile and store a new workflow at version 1."""
     definition, plan = validate(document)
+    vault.check_references(session, tenant_id, list(definition.nodes))
     workflow = Workflow(id=uuid.uuid4(), tenant_id=tenant_id, version=1)
     _describe(workflow, definition)
     session.add(workflow)
@@ -103,6 +105,7 @@ def update_workflow(
 ) -> tuple[Workflow, WorkflowVersion]:
     """Store a new version; executions already running keep the version they started on."""
     definition, plan = validate(document)
+    vault.check_references(session, tenant_id, list(definition.nodes))
     workflow = get_workflow(session, tenant_id, workflow_id, for_update=True)
     workflow.version += 1
     workflow.updated_at = now()

@@ -116,6 +116,9 @@ class Definition:
     nodes: tuple[Node, ...]
     connections: tuple[Connection, ...]
     on_failure: FailurePolicy = FailurePolicy.FAIL_FAST
+    permissions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """``metadata.permissions``: the roles that may ``view``, ``run`` and ``edit`` it (an
+    absent kind: every role its endpoint allows)."""
 
     @property
     def trigger(self) -> Node:
@@ -172,14 +175,20 @@ class Definition:
             if c.when is not None:
                 edge["when"] = c.when
             connections.append(edge)
-        return {
+        doc = {
             "name": self.name,
             "description": self.description,
             "on_failure": self.on_failure.value,
             "nodes": nodes,
             "connections": connections,
         }
+        if self.permissions:
+            doc["metadata"] = {"permissions": {k: list(v) for k, v in self.permissions.items()}}
+        return doc
 
+
+PERMISSION_KINDS = ("view", "run", "edit")
+ROLES = ("viewer", "operator", "editor", "admin")
 
 _CONFIG_ALIASES = {"actionType": "action_type", "eventType": "event_type"}
 
@@ -233,6 +242,7 @@ class _Parser:
                 "connections", f"has {len(raw_edges)} connections; at most {MAX_CONNECTIONS}"
             )
             raw_edges = []
+        permissions = self.permissions(doc.get("metadata"))
         nodes = [n for i, raw in enumerate(raw_nodes) if (n := self.node(i, raw))]
         ids = [n.id for n in nodes]
         for node_id in sorted(i for i, times in Counter(ids).items() if times > 1):
@@ -248,7 +258,31 @@ class _Parser:
             nodes=tuple(nodes),
             connections=tuple(edges),
             on_failure=FailurePolicy(on_failure),
+            permissions=permissions,
         )
+
+    def permissions(self, metadata: Any) -> dict[str, tuple[str, ...]]:
+        if metadata is None:
+            return {}
+        if not isinstance(metadata, dict):
+            self.problem("metadata", "must be an object")
+            return {}
+        raw = metadata.get("permissions")
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.problem("metadata.permissions", "must be an object {view, run, edit}")
+            return {}
+        found: dict[str, tuple[str, ...]] = {}
+        for kind, roles in raw.items():
+            where = f"metadata.permissions.{kind}"
+            if kind not in PERMISSION_KINDS:
+                self.problem(where, f"is not one of {', '.join(PERMISSION_KINDS)}")
+            elif not isinstance(roles, list) or any(r not in ROLES for r in roles):
+                self.problem(where, f"must be a list of roles ({', '.join(ROLES)})")
+            else:
+                found[kind] = tuple(dict.fromkeys(roles))
+        return found
 
     def node(self, i: int, raw: Any) -> Node | None:
         where = f"nodes[{i}]"

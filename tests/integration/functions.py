@@ -15,3 +15,12 @@ def add(a: float, b: float) -> dict:
 def not_json() -> object:
     """Return something that is not JSON."""
     return {1, 2, 3}
+
+
+SCOPED_TENANT = "security-tests-scoped"
+
+
+@function("scoped_answer", tenants=[SCOPED_TENANT])
+def scoped_answer() -> dict:
+    """Callable only by the tenant named SCOPED_TENANT."""
+    return {"answer": 42}

@@ -88,6 +88,8 @@ def test_error_rate_fires_once_resolves_and_stays_silent_in_cooldown(
     service.route(r"POST /hook\?token=s3cr3t", lambda req, m: (200, {"ok": True}))
     service.route(r"POST /slack/T1/B2/xyz", lambda req, m: (200, {"ok": True}))
     wf = client.create_workflow(FLAKY)
+    # Email goes only to the domains an admin allowed (none by default).
+    client.request("PUT", "/api/settings", json={"email_allowed_domains": ["example.com"]})
     rule = client.request(
         "POST",
         "/api/workflows/monitoring/alerts",

@@ -144,10 +144,23 @@ def test_atom_up_runs_everything_on_embedded_services_and_stops_it_all(tmp_path:
         assert 'atom_step_duration_seconds_count{action_type="transform"' in exposed
         assert 'endpoint="/api/workflows/<uuid:workflow_id>/execute"' in exposed
         assert 'atom_executions{status="succeeded"}' in exposed
+        # The ML worker answers a decision (it may still be loading LightGBM: 503 until then).
+        deadline = time.monotonic() + 90
+        while True:
+            decided = requests.post(
+                f"http://127.0.0.1:{api_port}/api/decisions",
+                json={"context": {"userId": "42"}, "actions": ["a", "b"]},
+                headers={"X-API-Key": key},
+                timeout=30,
+            )
+            if decided.status_code != 503 or time.monotonic() > deadline:
+                break
+        assert decided.status_code == 201, decided.text
+        assert decided.json()["action"]["type"] in {"a", "b"}
         health = requests.get(
             f"http://127.0.0.1:{api_port}/api/workflows/monitoring/health", timeout=30
         ).json()
-        assert health["components"]["workers"]["count"] == 1
+        assert health["components"]["workers"]["count"] == 2  # the step and the ML worker
         _wait_http(f"http://127.0.0.1:{flower_port}/", timeout=30)
         assert (
             requests.get(f"http://127.0.0.1:{flower_port}/api/workers", timeout=5).status_code
@@ -157,7 +170,7 @@ def test_atom_up_runs_everything_on_embedded_services_and_stops_it_all(tmp_path:
         assert f"http://127.0.0.1:{api_port}/api" in output and key in output
         family = psutil.Process(up.pid).children(recursive=True)
         names = " ".join(" ".join(p.cmdline()) for p in family)
-        for part in ("api", "worker", "beat", "flower"):
+        for part in ("api", "worker", "worker --pool ml", "beat", "flower"):
             assert f"-m cli {part}" in names, names
     finally:
         os.killpg(up.pid, signal.SIGINT)

@@ -87,6 +87,9 @@ def test_generate_answers_the_contract_and_the_workflow_is_accepted_unchanged(
     assert [a["service"] for a in body["detected"]["actions"]] == ["asana", "slack"]
     assert 0 < body["confidence"] <= 1 and body["generation_ms"] < 1000
     assert all(set(m) == {"field", "question"} for m in body["missing"])
+    refused = call(api_url, "POST", "/api/workflows", key, json=body["workflow"])
+    assert refused.status_code == 422 and "credential 'asana'" in refused.text
+    store_credentials(api_url, key, "asana", "slack")
     created = call(api_url, "POST", "/api/workflows", key, json=body["workflow"])
     assert created.status_code == 201, created.text
 
@@ -141,6 +144,7 @@ def test_save_creates_the_workflow_and_its_schedule_and_needs_the_editor_role(
     refused = call(api_url, "POST", "/api/workflows/automation/generate", viewer, json=request)
     assert refused.status_code == 403
     editor = make_key("editor")
+    store_credentials(api_url, editor, "slack")
     saved = call(api_url, "POST", "/api/workflows/automation/generate", editor, json=request)
     assert saved.status_code == 201, saved.text
     body = saved.json()
@@ -159,6 +163,7 @@ def test_save_creates_the_workflow_and_its_schedule_and_needs_the_editor_role(
 def test_the_tenants_history_decides_a_generic_word(api_url: str, make_key):
     tenant = "history-" + make_key("viewer")[:8]
     key = make_key("editor", tenant)
+    store_credentials(api_url, key, "typeform", "discord")
     saved = call(
         api_url,
         "POST",
@@ -179,13 +184,14 @@ def test_the_tenants_history_decides_a_generic_word(api_url: str, make_key):
     assert {m["field"] for m in other["missing"]} >= {"trigger.service", "actions[0].service"}
 
 
-def _without_credentials(definition: dict) -> dict:
-    """The credential vault (issue 11) is not on this branch: give the steps a literal token
-    where they reference the tenant's credential."""
-    text = json.dumps(definition)
-    for slug in ("gmail", "asana", "slack"):
-        text = text.replace("{{ credentials.%s }}" % slug, f"token-{slug}")  # noqa: UP031
-    return json.loads(text)
+def store_credentials(api_url: str, key: str, *slugs: str) -> None:
+    """Put a token for each service in the tenant's vault: generated steps reference the
+    tenant's credential by the service's slug, and saving refuses a missing one."""
+    for slug in slugs:
+        stored = call(
+            api_url, "POST", "/api/credentials", key, json={"name": slug, "value": f"token-{slug}"}
+        )
+        assert stored.status_code == 201, stored.text
 
 
 def test_a_generated_workflow_runs_against_the_services_it_names(
@@ -205,7 +211,8 @@ def test_a_generated_workflow_runs_against_the_services_it_names(
         "event": "new_email",
     }
     client = Client(sandbox_api, key)
-    workflow = client.create_workflow(_without_credentials(body["workflow"]))
+    store_credentials(sandbox_api, key, "gmail", "asana", "slack")
+    workflow = client.create_workflow(body["workflow"])
     assert workflow["event_type"] == "gmail.new_email"
 
     email = {

@@ -326,6 +326,7 @@ def test_rules_crud_builtins_roles_and_redacted_secrets(client: Client, api_url:
     ) == (0.1, "critical", 600)
 
     secret = "https://hooks.example.com/services/T000/B000/s3cr3t-t0ken?x=1"
+    client.request("PUT", "/api/settings", json={"email_allowed_domains": ["b.example"]})
     created = client.session.post(
         api_url + RULES,
         json={

@@ -75,7 +75,7 @@ def key(api_url: str, make_key) -> Iterator[str]:
             assert gone.status_code == 204
 
 
-def test_every_operation_conforms(api_url: str, key: str):
+def test_every_operation_conforms(api_url: str, key: str, ml_worker):
     schema = _document(api_url)
     failures: dict[str, str] = {}
     operations = 0
@@ -111,7 +111,7 @@ def test_every_operation_conforms(api_url: str, key: str):
     assert failures == {}, "\n\n".join(f"{k}\n{v}" for k, v in failures.items())
 
 
-def test_stateful_sequences_conform(api_url: str, key: str):
+def test_stateful_sequences_conform(api_url: str, key: str, ml_worker):
     """Links inferred from the document (Location headers, ids in answers) chain calls."""
     schema = _document(api_url)
     machine = schema.as_state_machine()

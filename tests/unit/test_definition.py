@@ -380,7 +380,8 @@ def test_no_trigger_is_reported_with_the_other_problems():
         (
             "nodes[b].config.action_type",
             "b",
-            "unknown action type None; known: delay, http_request, log, python, transform",
+            "unknown action type None; known: database_query, decision, delay, email, "
+            "http_request, log, python, transform",
         ),
         ("nodes", None, "a workflow needs exactly one trigger node; it has none"),
     ]

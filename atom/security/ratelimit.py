@@ -1,0 +1,171 @@
+"""Rate limits per API key and per tenant, counted in Redis with the ``limits`` library (the
+engine under flask-limiter), so every API process shares one budget.
+
+Budgets (``ATOM_RATE_LIMIT_*``, in ``limits`` notation such as ``120/minute``):
+- ``execute``: starting work (execute, retry, events) per key, and per tenant on top;
+- ``webhooks``: per webhook token and client address (webhooks carry no key);
+- ``reads``: GET per key; ``writes``: other changes per key.
+A refused request is a 429 with ``Retry-After``; every limited answer carries
+``RateLimit-Limit`` and ``RateLimit-Remaining``.
+
+Failed authentication is counted per client address (``ATOM_AUTH_FAILURES_PER_MINUTE``);
+past the budget the address gets 429 before its key is even looked at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from dataclasses import dataclass
+from functools import cached_property
+
+from limits import RateLimitItem, parse
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+
+from atom.config import Settings
+from atom.errors import TooManyRequests
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the tightest budget said about a request."""
+
+    limit: int
+    remaining: int
+    reset_at: float
+
+
+class RateLimits:
+    """The platform's budgets over one Redis storage."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.enabled = settings.rate_limit_enabled
+
+    @cached_property
+    def _limiter(self) -> FixedWindowRateLimiter:
+        # The storage connects lazily: creating the app needs no Redis.
+        return FixedWindowRateLimiter(storage_from_string(self.settings.events_redis))
+
+    @cached_property
+    def items(self) -> dict[str, RateLimitItem]:
+        """The parsed budgets by name."""
+        s = self.settings
+        return {
+            "reads": parse(s.rate_limit_reads),
+            "writes": parse(s.rate_limit_writes),
+            "execute": parse(s.rate_limit_execute),
+            "tenant_execute": parse(s.rate_limit_tenant_execute),
+            "webhooks": parse(s.rate_limit_webhooks),
+            "auth_failures": parse(f"{s.auth_failures_per_minute}/minute"),
+        }
+
+    def _hit(self, budget: str, *identity: str) -> Verdict:
+        item = self.items[budget]
+        allowed = self._limiter.hit(item, "atom", budget, *identity)
+        stats = self._limiter.get_window_stats(item, "atom", budget, *identity)
+        verdict = Verdict(item.amount, max(0, stats.remaining), stats.reset_time)
+        if not allowed:
+            raise TooManyRequests(
+                f"Rate limit reached: {item.amount} per {_window(item)} for "
+                f"{budget.replace('_', ' ')}; try again after Retry-After seconds.",
+                headers=headers(verdict, refused=True),
+            )
+        return verdict
+
+    def check(self, budget: str, key_id: str, tenant_id: str) -> Verdict | None:
+        """Count one request of ``budget`` for a key (and its tenant, for execute)."""
+        if not self.enabled:
+            return None
+        verdict = self._hit(budget, key_id)
+        if budget == "execute":
+            tenant = self._hit("tenant_execute", tenant_id)
+            verdict = min(verdict, tenant, key=lambda v: v.remaining)
+        return verdict
+
+    def check_webhook(self, token: str, client: str) -> Verdict | None:
+        """Count one webhook delivery for this token from this address."""
+        if not self.enabled:
+            return None
+        digest = hashlib.sha256(token.encode()).hexdigest()[:32]
+        return self._hit("webhooks", digest, client)
+
+    def auth_blocked(self, client: str) -> None:
+        """TooManyRequests if ``client`` has failed authentication too often this minute."""
+        if not self.enabled:
+            return
+        item = self.items["auth_failures"]
+        if not self._limiter.test(item, "atom", "auth_failures", client):
+            stats = self._limiter.get_window_stats(item, "atom", "auth_failures", client)
+            raise TooManyRequests(
+                "Too many failed authentications from this address; try again later.",
+                headers=headers(Verdict(item.amount, 0, stats.reset_time), refused=True),
+            )
+
+    def auth_failed(self, client: str) -> None:
+        """Count a failed authentication from ``client``."""
+        if self.enabled:
+            self._limiter.hit(self.items["auth_failures"], "atom", "auth_failures", client)
+
+
+def _window(item: RateLimitItem) -> str:
+    return (
+        f"{item.multiples} {item.GRANULARITY.name}" if item.multiples > 1 else item.GRANULARITY.name
+    )
+
+
+def headers(verdict: Verdict, refused: bool = False) -> dict[str, str]:
+    """``RateLimit-*`` headers (and ``Retry-After`` when refused)."""
+    reset = max(1, math.ceil(verdict.reset_at - time.time()))
+    out = {
+        "RateLimit-Limit": str(verdict.limit),
+        "RateLimit-Remaining": str(0 if refused else verdict.remaining),
+        "RateLimit-Reset": str(reset),
+    }
+    if refused:
+        out["Retry-After"] = str(reset)
+    return out
+
+
+class StreamCaps:
+    """Open event streams in this process: at most ``per_key`` per API key and ``total`` in
+    all, so streams can never take every request thread (health checks included)."""
+
+    def __init__(self, per_key: int, total: int):
+        self.per_key, self.total = per_key, total
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, key_id: str) -> None:
+        """Count a new stream of ``key_id``; TooManyRequests past a cap."""
+        with self._lock:
+            mine = self._open.get(key_id, 0)
+            if mine >= self.per_key or sum(self._open.values()) >= self.total:
+                which = (
+                    f"{self.per_key} per API key"
+                    if mine >= self.per_key
+                    else f"{self.total} per API process"
+                )
+                raise TooManyRequests(
+                    f"Too many open event streams ({which}); close one, or poll "
+                    "GET /api/executions/{id} instead.",
+                    headers={"Retry-After": "5"},
+                )
+            self._open[key_id] = mine + 1
+
+    def release(self, key_id: str) -> None:
+        """A stream of ``key_id`` closed."""
+        with self._lock:
+            left = self._open.get(key_id, 0) - 1
+            if left > 0:
+                self._open[key_id] = left
+            else:
+                self._open.pop(key_id, None)
+
+    def count(self) -> int:
+        """Streams open now."""
+        with self._lock:
+            return sum(self._open.values())
