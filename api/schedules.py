@@ -8,10 +8,11 @@ from typing import Any
 from flask import url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import INCLUDE, Schema, fields, validate
+from marshmallow import Schema, fields, validate
 
 from api.context import page_of, require, session, state, tenant_id
 from atom.schedules import crud, entry
+from atom.schedules.validation import ScheduleInSchema, SchedulePatchSchema
 from atom.security.auth import Role
 from atom.statuses import FireStatus, values
 
@@ -21,36 +22,6 @@ blp = Blueprint(
     url_prefix="/api/schedules",
     description="Run workflows on a clock: cron in a timezone, or an interval.",
 )
-
-
-class ScheduleInSchema(Schema):
-    """A schedule to create; everything but workflow_id and cron or interval is optional."""
-
-    class Meta:
-        unknown = INCLUDE
-
-    workflow_id = fields.UUID(required=True)
-    cron = fields.Raw(metadata={"description": "5 fields, e.g. '0 9 * * 1-5'"})
-    interval_seconds = fields.Raw(metadata={"description": "instead of cron; 1 s or more"})
-    timezone = fields.Raw(load_default="UTC", metadata={"description": "IANA name"})
-    input = fields.Raw(load_default=dict, metadata={"description": "the runs' input"})
-    enabled = fields.Boolean(load_default=True)
-    overlap = fields.Raw(load_default="skip", metadata={"description": "skip or allow"})
-    catchup = fields.Boolean(load_default=False)
-    max_catchup = fields.Raw(load_default=10)
-
-
-class SchedulePatchSchema(Schema):
-    """Fields to change."""
-
-    cron = fields.Raw()
-    interval_seconds = fields.Raw()
-    timezone = fields.Raw()
-    input = fields.Raw()
-    enabled = fields.Boolean()
-    overlap = fields.Raw()
-    catchup = fields.Boolean()
-    max_catchup = fields.Raw()
 
 
 class ScheduleSchema(Schema):

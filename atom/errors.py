@@ -18,6 +18,7 @@ The API maps the tree to one JSON error shape in ``api/errors.py``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class AtomError(Exception):
@@ -139,3 +140,19 @@ class PermanentError(ExecutionError):
     """A failure that would repeat: bad configuration, a 4xx answer, a template error."""
 
     error_type = "PermanentError"
+
+
+def flatten(messages: Any, where: str = "") -> dict[str, list[str]]:
+    """marshmallow's nested messages as ``{field: [problems]}``, list items as ``field[i]``."""
+    if isinstance(messages, list):
+        return {where or "_schema": list(dict.fromkeys(str(m) for m in messages))}
+    flat: dict[str, list[str]] = {}
+    for key, value in messages.items():
+        if isinstance(key, int):
+            name = f"{where}[{key}]"
+        else:
+            name = f"{where}.{key}" if where and key != "_schema" else (where or key)
+        for field, problems in flatten(value, name).items():
+            known = flat.setdefault(field, [])
+            known.extend(p for p in problems if p not in known)
+    return flat

@@ -140,17 +140,19 @@ class Processes:
         self, *args: str, env: dict[str, str] | None = None, name: str | None = None
     ) -> subprocess.Popen:
         """Run ``atom ARGS`` in its own process group, logging to a file."""
-        log = open(self.log_dir / f"{name or args[0]}-{len(self.procs)}.log", "w")
+        log_path = self.log_dir / f"{name or args[0]}-{len(self.procs)}.log"
         full_env = {**os.environ, **self.settings.as_env(), **(env or {})}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", *args],
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=ROOT,
-        )
-        proc.log_path = log.name  # type: ignore[attr-defined]
+        # The child keeps its own copy of the descriptor: ours is closed at once.
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cli", *args],
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=ROOT,
+            )
+        proc.log_path = str(log_path)  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc
 

@@ -29,29 +29,13 @@ from atom.alerts.spec import (
     METRICS,
     SEVERITIES,
 )
-from atom.errors import InvalidInput, PermanentError
+from atom.errors import InvalidInput, PermanentError, flatten
 from atom.observe.stats import WINDOW_RE, parse_window
 from atom.security.netguard import REDACTED, parse
 
 _EMAIL = re.compile(r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+\.[^@\s,;<>\"]+$")
 MAX_THRESHOLD = 1e15
 MAX_RECIPIENTS = 20
-
-
-def flatten(messages: Any, where: str = "") -> dict[str, list[str]]:
-    """marshmallow's nested messages as ``{field: [problems]}``, list items as ``field[i]``."""
-    if isinstance(messages, list):
-        return {where or "_schema": list(dict.fromkeys(str(m) for m in messages))}
-    flat: dict[str, list[str]] = {}
-    for key, value in messages.items():
-        if isinstance(key, int):
-            name = f"{where}[{key}]"
-        else:
-            name = f"{where}.{key}" if where and key != "_schema" else (where or key)
-        for field, problems in flatten(value, name).items():
-            known = flat.setdefault(field, [])
-            known.extend(p for p in problems if p not in known)
-    return flat
 
 
 class StrictBoolean(fields.Boolean):

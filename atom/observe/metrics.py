@@ -26,6 +26,7 @@ from prometheus_client.samples import Sample
 from sqlalchemy import text
 
 from atom.observe.telemetry import PROCESS_DIR
+from atom.statuses import AlertStatus
 
 logger = logging.getLogger(__name__)
 
@@ -153,9 +154,10 @@ class PlatformCollector:
                 ).all()
                 alerts = session.execute(
                     text(
-                        "SELECT severity, count(*) FROM alerts WHERE status = 'firing' "
+                        "SELECT severity, count(*) FROM alerts WHERE status = :firing "
                         "GROUP BY severity"
-                    )
+                    ),
+                    {"firing": AlertStatus.FIRING.value},
                 ).all()
         except Exception as e:
             logger.warning("metrics: database unavailable: %s", type(e).__name__)

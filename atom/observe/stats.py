@@ -82,17 +82,25 @@ class RunStats:
 _DURATION = "extract(epoch FROM e.finished_at - e.started_at) * 1000"
 _FINISHED_STATS = f"""
     SELECT {{group}}
-           count(*) FILTER (WHERE e.status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE e.status = 'failed') AS failed,
-           count(*) FILTER (WHERE e.status = 'cancelled') AS cancelled,
+           count(*) FILTER (WHERE e.status = :succeeded) AS succeeded,
+           count(*) FILTER (WHERE e.status = :failed) AS failed,
+           count(*) FILTER (WHERE e.status = :cancelled) AS cancelled,
            percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY {_DURATION})
-               FILTER (WHERE e.status IN ('succeeded', 'failed') AND e.started_at IS NOT NULL)
+               FILTER (WHERE e.status IN (:succeeded, :failed) AND e.started_at IS NOT NULL)
                AS pct
     FROM executions e
     WHERE e.tenant_id = :tenant AND e.finished_at >= :since AND e.finished_at < :until
       {{where}}
     {{group_by}}
 """
+
+
+_OUTCOMES = {
+    "succeeded": ExecutionStatus.SUCCEEDED.value,
+    "failed": ExecutionStatus.FAILED.value,
+    "cancelled": ExecutionStatus.CANCELLED.value,
+}
+"""The statuses ``_FINISHED_STATS`` counts, bound as parameters (no literals in the SQL)."""
 
 
 def _stats(row: Any) -> RunStats:
@@ -111,7 +119,13 @@ def run_stats(
     where = "AND e.workflow_id = :workflow" if workflow_id else ""
     row = session.execute(
         text(_FINISHED_STATS.format(group="", where=where, group_by="")),
-        {"tenant": tenant_id, "since": since, "until": until, "workflow": workflow_id},
+        {
+            "tenant": tenant_id,
+            "since": since,
+            "until": until,
+            "workflow": workflow_id,
+            **_OUTCOMES,
+        },
     ).one()
     return _stats(row)
 
@@ -126,7 +140,7 @@ def run_stats_by_workflow(
                 group="e.workflow_id,", where="", group_by="GROUP BY e.workflow_id"
             )
         ),
-        {"tenant": tenant_id, "since": since, "until": until},
+        {"tenant": tenant_id, "since": since, "until": until, **_OUTCOMES},
     )
     return {row.workflow_id: _stats(row) for row in rows}
 

@@ -14,14 +14,12 @@ from sqlalchemy.orm import Session
 
 from atom import clock
 from atom.errors import InvalidInput, NotFound, Problem
-from atom.schedules.timing import check_timing, describe, timing_of
+from atom.schedules.timing import describe, timing_of
+from atom.schedules.validation import check_merged
 from atom.store import workflows
 from atom.store.models import Schedule, ScheduleFire
 
 logger = logging.getLogger(__name__)
-
-OVERLAP = ("skip", "allow")
-
 
 FIELDS = (
     "cron",
@@ -35,25 +33,9 @@ FIELDS = (
 )
 
 
-def _check(values: dict[str, Any]) -> list[Problem]:
-    problems = check_timing(
-        values.get("cron"), values.get("interval_seconds"), values.get("timezone", "UTC")
-    )
-    if values.get("overlap", "skip") not in OVERLAP:
-        problems.append(Problem("overlap", "must be skip or allow"))
-    max_catchup = values.get("max_catchup", 10)
-    if (
-        not isinstance(max_catchup, int)
-        or isinstance(max_catchup, bool)
-        or not 0 <= max_catchup <= 1000
-    ):
-        problems.append(Problem("max_catchup", "must be a whole number from 0 to 1000"))
-    return problems
-
-
 def create_schedule(session: Session, tenant_id: uuid.UUID, values: dict[str, Any]) -> Schedule:
     """Validate and store a schedule (its RedBeat entry is the caller's next step)."""
-    problems = _check(values)
+    problems = check_merged(values)
     try:
         workflows.get_workflow(session, tenant_id, values["workflow_id"])
     except NotFound:
@@ -104,7 +86,7 @@ def update_schedule(
     if "interval_seconds" in changes and changes["interval_seconds"] is not None:
         merged["cron"] = None
     merged.update(changes)
-    if problems := _check(merged):
+    if problems := check_merged(merged):
         raise InvalidInput(problems)
     timing_changed = any(
         merged[k] != getattr(schedule, k) for k in ("cron", "interval_seconds", "timezone")

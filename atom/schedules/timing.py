@@ -6,13 +6,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from croniter import CroniterBadDateError, croniter
+from croniter import croniter
 
-from atom.errors import Problem
 from atom.store.models import Schedule
 
 logger = logging.getLogger(__name__)
@@ -93,61 +91,6 @@ def describe(cron: str | None, interval_seconds: int | None, timezone: str) -> s
     from cron_descriptor import get_description
 
     return f"{get_description(cron)} ({timezone})"
-
-
-def check_timing(cron: Any, interval_seconds: Any, timezone: Any) -> list[Problem]:
-    """Every problem with a schedule's timing fields."""
-    problems = []
-    if (cron is None) == (interval_seconds is None):
-        problems.append(Problem("cron", "give exactly one of cron and interval_seconds"))
-    if cron is not None:
-        if not isinstance(cron, str) or len(cron) > 120 or len(cron.split()) != 5:
-            problems.append(
-                Problem(
-                    "cron",
-                    "must have 5 fields: minute hour day-of-month "
-                    "month day-of-week, e.g. '*/15 9-17 * * 1-5'",
-                )
-            )
-        elif not croniter.is_valid(cron):
-            problems.append(
-                Problem(
-                    "cron",
-                    f"{cron!r} is not a valid cron expression "
-                    "(a field is out of range or malformed)",
-                )
-            )
-        else:
-            try:
-                croniter(cron, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
-            except CroniterBadDateError:
-                problems.append(
-                    Problem("cron", f"{cron!r} never fires (no such date, such as 30 February)")
-                )
-    if interval_seconds is not None and (
-        not isinstance(interval_seconds, int)
-        or isinstance(interval_seconds, bool)
-        or not 1 <= interval_seconds <= 366 * 86400
-    ):
-        problems.append(
-            Problem("interval_seconds", "must be a whole number of seconds from 1 to 31622400")
-        )
-    if not isinstance(timezone, str):
-        problems.append(
-            Problem("timezone", "must be an IANA time zone name such as 'Europe/Berlin'")
-        )
-    else:
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            problems.append(
-                Problem(
-                    "timezone",
-                    f"{timezone!r} is not an IANA time zone name "
-                    "(such as 'UTC' or 'America/New_York')",
-                )
-            )
-    return problems
 
 
 def timing_of(schedule: Schedule) -> Timing:

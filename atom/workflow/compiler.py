@@ -24,8 +24,8 @@ Plan JSON::
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any
 
 from atom.workflow.definition import Definition, NodeType
@@ -41,8 +41,15 @@ class Block:
     parts: tuple[Block, ...] = ()
 
 
+_FLAGS = bytes.maketrans(b"01", b"\x00\x01")
+
+
 def _bits(mask: int) -> list[int]:
-    """The positions of the set bits of ``mask``, lowest first."""
+    """The positions of the set bits of ``mask``, lowest first. A mask with many bits is
+    read from its binary text by ``itertools.compress`` (in C); a sparse one bit by bit."""
+    if mask.bit_count() > 8:
+        flags = bin(mask)[:1:-1].encode().translate(_FLAGS)
+        return list(compress(range(len(flags)), flags))
     out = []
     while mask:
         low = mask & -mask
@@ -54,56 +61,58 @@ def _bits(mask: int) -> list[int]:
 class _Decomposer:
     """Decomposes ``graph`` working on sets of node positions, never copying the graph.
 
-    Every part the recursion meets is convex (a path between two of its nodes stays in it:
-    a prefix or suffix of a topological order, or a connected part of such), so reachability
-    inside a part is the whole graph's, restricted: ancestors and descendants are computed
-    once as bitsets, and each part costs time linear in its nodes and edges. Choosing the
-    split is incremental: moving node ``v`` from the after side to the before side removes
-    the orderings its non-ancestors had to it and adds the ones it lacks to the rest.
+    A node's position is its rank in the graph's topological order (ties by definition
+    order), so the topological order of any part is its bits, lowest first, and lists come
+    out in that order without sorting. Every part the recursion meets is convex (a path
+    between two of its nodes stays in it: a prefix or suffix of a topological order, or a
+    connected part of such), so reachability inside a part is the whole graph's, restricted:
+    ancestors and descendants are computed once as bitsets, and each part costs time linear
+    in its nodes and edges. Choosing the split is incremental: moving node ``v`` from the
+    after side to the before side removes the orderings its non-ancestors had to it and adds
+    the ones it lacks to the rest.
     """
 
     def __init__(self, graph: Graph):
-        self.names = graph.nodes
-        position = {n: i for i, n in enumerate(graph.nodes)}
-        self.succ = [[position[w] for w in graph.successors[n]] for n in graph.nodes]
-        self.pred_mask = [0] * len(self.names)
-        self.adjacent = [0] * len(self.names)
+        names = self.names = graph.topological_order()
+        position = {n: i for i, n in enumerate(names)}
+        declared = {n: i for i, n in enumerate(graph.nodes)}
+        self.declared = [declared[n] for n in names]
+        self.succ = [[position[w] for w in graph.successors[n]] for n in names]
+        size = len(names)
+        self.pred_mask = [0] * size
+        self.adjacent = [0] * size
         for i, targets in enumerate(self.succ):
             for j in targets:
                 self.pred_mask[j] |= 1 << i
                 self.adjacent[i] |= 1 << j
                 self.adjacent[j] |= 1 << i
-        order = self.order = [position[n] for n in graph.topological_order()]
-        self.desc = [0] * len(self.names)
-        for i in reversed(order):
+        self.desc = [0] * size
+        for i in reversed(range(size)):
             mask = 0
             for j in self.succ[i]:
                 mask |= (1 << j) | self.desc[j]
             self.desc[i] = mask
-        self.anc = [0] * len(self.names)
-        for i in order:
+        self.anc = [0] * size
+        for i in range(size):
             mask = 0
             for j in _bits(self.pred_mask[i]):
                 mask |= (1 << j) | self.anc[j]
             self.anc[i] = mask
         self.barriers: list[dict[str, Any]] = []
 
-    def decompose(self, part: int, order: list[int]) -> Block:
+    def decompose(self, part: int) -> Block:
         """The block of the nodes in the bitset ``part`` (a series is walked in a loop, so
         a long chain does not nest the recursion)."""
         series: list[Block] = []
         while True:
             pieces = self._components(part)
             if len(pieces) > 1:
-                orders: list[list[int]] = [[] for _ in pieces]
-                for i in order:
-                    orders[next(n for n, p in enumerate(pieces) if p >> i & 1)].append(i)
-                block = Block("parallel", parts=tuple(map(self.decompose, pieces, orders)))
+                block = Block("parallel", parts=tuple(map(self.decompose, pieces)))
             elif part & (part - 1) == 0:
                 block = Block("step", node=self.names[part.bit_length() - 1])
             else:
-                before, part, first_order, order = self._split(part, order)
-                first = self.decompose(before, first_order)
+                before, part = self._split(part)
+                first = self.decompose(before)
                 series.extend(first.parts if first.kind == "series" else (first,))
                 continue
             if not series:
@@ -112,72 +121,57 @@ class _Decomposer:
             return Block("series", parts=tuple(series))
 
     def _components(self, part: int) -> list[int]:
-        """Weakly connected parts of ``part``, ordered by their first node."""
+        """Weakly connected parts of ``part``, ordered by their first node in the definition."""
         pieces = []
         remaining = part
+        adjacent = self.adjacent
         while remaining:
             piece = frontier = remaining & -remaining
             while frontier:
                 grown = 0
                 for i in _bits(frontier):
-                    grown |= self.adjacent[i]
+                    grown |= adjacent[i]
                 frontier = grown & part & ~piece
                 piece |= frontier
             pieces.append(piece)
             remaining &= ~piece
+        if len(pieces) > 1:
+            declared = self.declared
+            pieces.sort(key=lambda piece: min(declared[i] for i in _bits(piece)))
         return pieces
 
-    def _order(self, part: int) -> list[int]:
-        """A topological order of ``part`` (Kahn's, ties by node order, as Graph's)."""
-        members = _bits(part)
-        waiting = {i: (self.pred_mask[i] & part).bit_count() for i in members}
-        ready = deque(i for i in members if waiting[i] == 0)
-        order = []
-        while ready:
-            i = ready.popleft()
-            order.append(i)
-            for j in self.succ[i]:
-                if j in waiting:
-                    waiting[j] -= 1
-                    if waiting[j] == 0:
-                        ready.append(j)
-        return order
-
-    def _split(self, part: int, order: list[int]) -> tuple[int, int, list[int], list[int]]:
+    def _split(self, part: int) -> tuple[int, int]:
         """The first exact series split of a connected part, else the least costly barrier."""
+        order = _bits(part)
         size = len(order)
+        anc, desc = self.anc, self.desc
         added, best, best_k = 0, -1, 0
         for k in range(1, size):
             v = order[k - 1]  # moves to the before side
-            added -= (k - 1) - (self.anc[v] & part).bit_count()
-            added += (size - k) - (self.desc[v] & part).bit_count()
+            added += size - 2 * k + 1 + (anc[v] & part).bit_count() - (desc[v] & part).bit_count()
             if added == 0:
                 best_k = k
                 break
             if best < 0 or added < best:
                 best, best_k = added, k
         before_nodes, after_nodes = order[:best_k], order[best_k:]
-        before = after = 0
-        for i in before_nodes:
-            before |= 1 << i
-        for i in after_nodes:
-            after |= 1 << i
+        before = part & ((1 << order[best_k]) - 1)
+        after = part & ~before
         if added != 0:
-            rank = {i: r for r, i in enumerate(after_nodes)}
             names = self.names
             self.barriers.append(
                 {
-                    "after": [names[i] for i in before_nodes if not self.desc[i] & before],
-                    "before": [names[i] for i in after_nodes if not self.anc[i] & after],
+                    "after": [names[i] for i in before_nodes if not desc[i] & before],
+                    "before": [names[i] for i in after_nodes if not anc[i] & after],
                     "orderings_added": [
                         [names[a], names[b]]
                         for a in before_nodes
-                        if (missing := after & ~self.desc[a])
-                        for b in sorted(_bits(missing), key=rank.__getitem__)
+                        if (missing := after & ~desc[a])
+                        for b in _bits(missing)
                     ],
                 }
             )
-        return before, after, before_nodes, after_nodes
+        return before, after
 
 
 def _tree(block: Block) -> dict[str, Any]:
@@ -214,7 +208,7 @@ def compile_graph(graph: Graph) -> dict[str, Any]:
     if not graph.nodes:
         canvas = {"type": "chain", "tasks": [finalize]}
     else:
-        block = decomposer.decompose((1 << len(graph.nodes)) - 1, decomposer.order)
+        block = decomposer.decompose((1 << len(graph.nodes)) - 1)
         parts = list(block.parts) if block.kind == "series" else [block]
         canvas = _chain(parts, tail=finalize)
     return {

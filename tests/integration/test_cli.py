@@ -123,15 +123,15 @@ def test_atom_up_runs_everything_on_embedded_services_and_stops_it_all(tmp_path:
             "FLOWER_BASIC_AUTH": "ops:secret",
         }
     )
-    log = open(tmp_path / "up.log", "w")
-    up = subprocess.Popen(
-        [sys.executable, "-m", "cli", "up", "--concurrency=2"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        start_new_session=True,
-    )
+    with open(tmp_path / "up.log", "w") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "cli", "up", "--concurrency=2"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
     try:
         _wait_http(f"http://127.0.0.1:{api_port}/api/openapi.json", timeout=90)
         key = (tmp_path / "data" / "dev-admin-key").read_text().strip()

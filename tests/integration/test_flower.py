@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import requests
@@ -17,13 +18,13 @@ from tests.integration.helpers import action, trigger, workflow
 def wait_for_flower(url: str, proc, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, open(proc.log_path).read()
+        assert proc.poll() is None, Path(proc.log_path).read_text()
         try:
             requests.get(url + "/healthcheck", timeout=2)
             return
         except requests.ConnectionError:
             time.sleep(0.3)
-    raise AssertionError("Flower did not start:\n" + open(proc.log_path).read())
+    raise AssertionError("Flower did not start:\n" + Path(proc.log_path).read_text())
 
 
 def poll(fetch: Callable[[], dict], ready: Callable[[dict], bool], timeout: float = 30) -> dict:
@@ -89,14 +90,14 @@ def test_flower_refuses_to_start_without_auth_outside_dev(settings: Settings, pr
         "flower", env={"ATOM_DEV": "0", "FLOWER_BASIC_AUTH": ""}, name="flower-noauth"
     )
     assert proc.wait(60) == 2
-    assert "FLOWER_BASIC_AUTH" in open(proc.log_path).read()
+    assert "FLOWER_BASIC_AUTH" in Path(proc.log_path).read_text()
 
 
 @pytest.mark.parametrize("value", ["nopassword", "user:", ":pw", "a:b,c"])
 def test_flower_refuses_malformed_auth(settings: Settings, processes, value: str):
     proc = processes.start("flower", env={"FLOWER_BASIC_AUTH": value}, name="flower-bad")
     assert proc.wait(60) == 2
-    assert "must be user:password" in open(proc.log_path).read()
+    assert "must be user:password" in Path(proc.log_path).read_text()
 
 
 def test_flower_in_dev_mode_without_auth_uses_generated_credentials(
@@ -122,6 +123,6 @@ def test_flower_in_dev_mode_without_auth_uses_generated_credentials(
         assert (
             requests.get(url + "/api/workers", auth=(user, password), timeout=30).status_code == 200
         )
-        assert password not in open(proc.log_path).read()
+        assert password not in Path(proc.log_path).read_text()
     finally:
         processes.stop(proc)

@@ -1,12 +1,13 @@
 """A bounded property-based run of schemathesis against the real API: every operation of the
 OpenAPI document (about 10 generated requests each, a few hundred in all), then the stateful
-phase on the links schemathesis infers; must report 0 failures (issue 9, item 10).
+phase on the links schemathesis infers; must report 0 failures (issue 9, items 10 and 3).
 
-Every check runs but one: ``positive_data_acceptance`` (a request the document allows must
-not be refused). The document cannot yet say everything the server refuses: a workflow
-definition is a graph checked by ``atom.workflow.definition``, and the input guard refuses NUL
-and lone surrogate characters in any string. Schemathesis' pytest plugin does not work with
-pytest 9 (``Function._nodeid``), so operations are driven through its Python API."""
+Every check runs on every operation, ``positive_data_acceptance`` included (a request the
+document allows must not be refused), except on the operations in ``NOT_EXPRESSIBLE``: there
+the server refuses, by design, some input a JSON Schema cannot rule out, and the reason is
+stated next to each. Everywhere else the document is as strict as the server (derandomized, so
+a run is repeatable). Schemathesis' pytest plugin does not work with pytest 9
+(``Function._nodeid``), so operations are driven through its Python API."""
 
 from __future__ import annotations
 
@@ -20,6 +21,53 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 EXAMPLES = 10
 STATEFUL_EXAMPLES = 20
+
+_DEFINITION = (
+    "a workflow definition is a graph checked by atom.workflow.definition (ids, references, "
+    "cycles, templates), every problem listed with its node"
+)
+_WINDOW = "window: the pattern says a number and s/m/h/d; the range 1s .. 30d is not a pattern"
+NOT_EXPRESSIBLE = {
+    "POST /api/workflows": _DEFINITION,
+    "POST /api/workflows/validate": _DEFINITION,
+    "PUT /api/workflows/{workflow_id}": _DEFINITION,
+    "POST /api/schedules": "exactly one of cron and interval_seconds; a cron expression that "
+    "croniter accepts and that fires; a zone in the IANA database",
+    "PATCH /api/schedules/{schedule_id}": "the same, checked on the stored schedule with the "
+    "change applied",
+    "GET /api/workflows/monitoring/metrics": _WINDOW,
+    "GET /api/workflows/{workflow_id}/health": _WINDOW,
+    "POST /api/workflows/monitoring/alerts": "the threshold's presence and range depend on the "
+    "metric; the name refuses control characters (an email Subject header)",
+    "PATCH /api/workflows/monitoring/alerts/rules/{rule_id}": "the same",
+    "POST /api/workflows/automation/generate": "the request is English text that must name "
+    "a service, event or action of the catalogue",
+}
+"""Operations where ``positive_data_acceptance`` is not run, and why."""
+
+NOT_YET_STRICT = {
+    "POST /api/credentials",
+    "POST /api/keys",
+    "PUT /api/settings",
+    "POST /api/decisions",
+    "PUT /api/models/{name}",
+    "GET /api/predictions/users/{user_id}",
+}
+"""Operations merged from main (security, ML) at the end of issue 9's work whose documents
+refuse-what-they-allow has not been reviewed yet: positive-data acceptance is not run there."""
+
+
+def _document(api_url: str):
+    """The API's document; no NUL character is generated: the input guard refuses it in every
+    string (PostgreSQL cannot store it), which a JSON Schema cannot say."""
+    schema = schemathesis.openapi.from_url(api_url + "/api/openapi.json")
+    schema.config.generation.update(allow_x00=False)
+    return schema
+
+
+def _excluded(label: str) -> list:
+    skip = label in NOT_EXPRESSIBLE or label in NOT_YET_STRICT
+    return [positive_data_acceptance] if skip else []
 
 
 @pytest.fixture
@@ -40,12 +88,14 @@ def key(api_url: str, make_key) -> Iterator[str]:
 
 
 def test_every_operation_conforms(api_url: str, key: str, ml_worker):
-    schema = schemathesis.openapi.from_url(api_url + "/api/openapi.json")
+    schema = _document(api_url)
     failures: dict[str, str] = {}
     operations = 0
+    labels: set[str] = set()
     for result in schema.get_all_operations():
         operation = result.ok()
         operations += 1
+        labels.add(operation.label)
 
         @settings(
             max_examples=EXAMPLES,
@@ -58,7 +108,7 @@ def test_every_operation_conforms(api_url: str, key: str, ml_worker):
         @given(case=operation.as_strategy())
         def run(case) -> None:
             case.call_and_validate(
-                headers={"X-API-Key": key}, excluded_checks=[positive_data_acceptance]
+                headers={"X-API-Key": key}, excluded_checks=_excluded(case.operation.label)
             )
 
         try:
@@ -69,12 +119,13 @@ def test_every_operation_conforms(api_url: str, key: str, ml_worker):
         ) as e:  # every operation is run; all failures are reported together
             failures[operation.label] = f"{type(e).__name__}: {str(e)[:1500]}"
     assert operations >= 20
+    assert labels >= set(NOT_EXPRESSIBLE), set(NOT_EXPRESSIBLE) - labels
     assert failures == {}, "\n\n".join(f"{k}\n{v}" for k, v in failures.items())
 
 
 def test_stateful_sequences_conform(api_url: str, key: str, ml_worker):
     """Links inferred from the document (Location headers, ids in answers) chain calls."""
-    schema = schemathesis.openapi.from_url(api_url + "/api/openapi.json")
+    schema = _document(api_url)
     machine = schema.as_state_machine()
 
     class Machine(machine):  # type: ignore[misc, valid-type]
@@ -82,7 +133,7 @@ def test_stateful_sequences_conform(api_url: str, key: str, ml_worker):
             return {"headers": {"X-API-Key": key}}
 
         def validate_response(self, response, case, additional_checks=(), **kwargs):
-            case.validate_response(response, excluded_checks=[positive_data_acceptance])
+            case.validate_response(response, excluded_checks=_excluded(case.operation.label))
 
     Machine.run(
         settings=settings(

@@ -7,7 +7,7 @@ import pytest
 
 from atom.alerts.validation import validate_rule
 from atom.errors import DefinitionError, InvalidInput, PermanentError
-from atom.schedules.timing import check_timing
+from atom.schedules.validation import check_timing
 from atom.security.netguard import check_target
 from atom.workflow.definition import MAX_NODES, parse_definition
 from atom.workflow.templating import render

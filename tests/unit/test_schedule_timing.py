@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from atom.schedules.timing import Timing, check_timing, describe
+from atom.schedules.timing import Timing, describe
+from atom.schedules.validation import check_timing
 
 ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -130,3 +131,31 @@ def test_good_timing_has_no_problem_and_reads_as_text():
         == "At 09:00 AM, Monday through Friday (Europe/Berlin)"
     )
     assert describe(None, 2, "UTC") == "Every 2 seconds"
+
+
+def test_schedule_schema_fills_defaults_and_lists_every_problem_by_field():
+    from atom.errors import InvalidInput
+    from atom.schedules.validation import ScheduleInSchema, SchedulePatchSchema
+
+    wf = "00000000-0000-0000-0000-000000000001"
+    loaded = ScheduleInSchema().load({"workflow_id": wf, "interval_seconds": 60})
+    assert (loaded["timezone"], loaded["overlap"], loaded["max_catchup"]) == ("UTC", "skip", 10)
+    assert loaded["input"] == {} and loaded["enabled"] is True and loaded["catchup"] is False
+    with pytest.raises(InvalidInput) as bad:
+        ScheduleInSchema().load(
+            {
+                "workflow_id": wf,
+                "interval_seconds": True,
+                "timezone": None,
+                "overlap": "queue",
+                "max_catchup": 1001,
+            }
+        )
+    errors = bad.value.errors
+    assert set(errors) == {"interval_seconds", "timezone", "overlap", "max_catchup"}, errors
+    assert "whole number" in errors["interval_seconds"][0]
+    assert errors["overlap"] == ["must be skip or allow"]
+    with pytest.raises(InvalidInput) as unknown:
+        SchedulePatchSchema().load({"workflow_id": wf})
+    assert "workflow_id" in unknown.value.errors
+    assert SchedulePatchSchema().load({"enabled": False}) == {"enabled": False}
