@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -78,6 +79,8 @@ def seed_outcomes(settings, http, base: str, n: int) -> str:
 
 
 def main() -> int:
+    # A benchmark is a flood by design: the API's write budget (300/minute) would stop it.
+    os.environ.setdefault("ATOM_RATE_LIMIT_ENABLED", "0")
     parser = argparse.ArgumentParser()
     parser.add_argument("--outcomes", type=int, default=10_000)
     parser.add_argument("--decisions", type=int, default=500)
