@@ -35,7 +35,7 @@ from atom.clock import now
 from atom.config import Settings
 from atom.errors import ExecutionError, PermanentError, RetryableError
 from atom.observe import logs, metrics
-from atom.runs import admission, engine, events, storable
+from atom.runs import engine, events, parallel_limit, storable
 from atom.runs.dispatch import HARD_LIMIT_GRACE
 from atom.runs.engine import Admission, ExecutionStatus, StepStatus
 from atom.security import vault
@@ -522,8 +522,8 @@ def register(app: Celery, settings: Settings) -> WorkerContext:
             status, tenant_id = execution.status, execution.tenant_id
             linked = execution.troubleshooting_session_id is not None
         logger.info("execution %s finished: %s", execution_id, status)
-        if (limit := admission.limit_of(app)) > 0:  # its slot is free: start the next waiting
-            admission.admit(ctx.factory, app, tenant_id, limit)
+        if (limit := parallel_limit.limit_of(app)) > 0:  # its slot is free: start the next waiting
+            parallel_limit.admit(ctx.factory, app, tenant_id, limit)
         automatic = settings.auto_recovery_enabled and settings.auto_troubleshoot
         if (status == ExecutionStatus.FAILED.value and automatic) or (
             linked and status == ExecutionStatus.SUCCEEDED.value

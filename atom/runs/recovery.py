@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from atom.clock import now
 from atom.config import Settings
-from atom.runs import admission, lifecycle
+from atom.runs import lifecycle, parallel_limit
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ RECONCILE_LOCK = 742002
 _STALLED = text("""
     SELECT e.id FROM executions e
     WHERE e.status IN ('queued', 'running') AND e.updated_at < :cutoff
-      AND e.epoch > 0  -- epoch 0: waiting for a slot (atom.runs.admission), not stalled
+      AND e.epoch > 0  -- epoch 0: waiting for a slot (atom.runs.parallel_limit), not stalled
       AND NOT EXISTS (
         SELECT 1 FROM step_runs s WHERE s.execution_id = e.id AND (
             s.updated_at >= :cutoff OR s.heartbeat_at >= :alive OR s.retry_at >= :cutoff))
@@ -102,8 +102,8 @@ def ids_in_broker(url: str) -> set[str] | None:
 
 def reconcile(factory: sessionmaker[Session], app: Celery, settings: Settings) -> Report:
     """One pass of the self-healing loop; only one runs at a time (advisory lock)."""
-    if admission.limit_of(app) > 0:
-        admission.admit_all(factory, app, admission.limit_of(app))
+    if parallel_limit.limit_of(app) > 0:
+        parallel_limit.admit_all(factory, app, parallel_limit.limit_of(app))
     with factory.begin() as session:
         got = session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": RECONCILE_LOCK})
         candidates = stalled(session, settings) if got else []

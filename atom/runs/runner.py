@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from atom.errors import Conflict
-from atom.runs import admission, dispatch, engine
+from atom.runs import dispatch, engine, parallel_limit
 from atom.store import workflows
 from atom.store.models import Execution
 
@@ -32,7 +32,7 @@ def start_execution(
     idempotency_key: str | None = None,
 ) -> Execution:
     """Create an execution of the workflow's current version and send it to the workers (or,
-    over the tenant's MAX_PARALLEL_EXECUTIONS, leave it queued: ``atom.runs.admission``).
+    over the tenant's MAX_PARALLEL_EXECUTIONS, leave it queued: ``atom.runs.parallel_limit``).
 
     With an ``idempotency_key`` already used in the tenant, the execution started with it is
     returned and nothing is started (two concurrent requests with one key meet at the unique
@@ -52,7 +52,7 @@ def start_execution(
             if idempotency_key is not None:
                 execution.idempotency_key = idempotency_key
                 session.flush()
-            admission.send_or_wait(session, outbox, execution, admission.limit_of(app))
+            parallel_limit.send_or_wait(session, outbox, execution, parallel_limit.limit_of(app))
     except IntegrityError:
         if idempotency_key is None:
             raise

@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from atom.errors import NotFound
-from atom.runs import admission, dispatch, engine
+from atom.runs import dispatch, engine, parallel_limit
 from atom.schedules.entry import sync_entries_safely
 from atom.schedules.timing import MAX_SLOTS_PER_SWEEP, timing_of
 from atom.statuses import ACTIVE_EXECUTION, FireStatus
@@ -127,7 +127,9 @@ def fire(
             return "disabled"
         fired = record_fire(session, schedule, fire_time, source)
         if fired.execution is not None:
-            admission.send_or_wait(session, outbox, fired.execution, admission.limit_of(app))
+            parallel_limit.send_or_wait(
+                session, outbox, fired.execution, parallel_limit.limit_of(app)
+            )
     return fired.status
 
 
@@ -212,5 +214,7 @@ def _sweep_one(
             )
             counts["catchup" if slot in caught_up else "late"] += 1
             if fired.execution is not None:
-                admission.send_or_wait(session, outbox, fired.execution, admission.limit_of(app))
+                parallel_limit.send_or_wait(
+                    session, outbox, fired.execution, parallel_limit.limit_of(app)
+                )
         schedule.checked_until = slots[-1] if len(slots) == MAX_SLOTS_PER_SWEEP else horizon
