@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+import uuid
 
 from flask import Flask, Response, g, request
 
@@ -29,6 +30,7 @@ from atom.ml.client import MLClient
 from atom.observe import logs, metrics
 from atom.observe.probe import Probe
 from atom.runs import engine, events
+from atom.runs import triggers as triggers_store
 from atom.security import audit, ratelimit
 from atom.security.ratelimit import RateLimits, StreamCaps
 from atom.security.redaction import LogRedactor
@@ -82,7 +84,9 @@ def create_app(settings: Settings) -> Flask:
         probe=probe,
         metrics=metrics.registry(settings.metrics_root, probe),
         limits=RateLimits(settings),
-        streams=StreamCaps(settings.sse_max_per_key, settings.sse_max_per_process),
+        streams=StreamCaps(
+            settings.sse_max_per_key, settings.sse_max_per_process, settings.events_redis
+        ),
     )
     app.extensions[decisions.ML_CLIENT] = MLClient(settings)
     api = errors.AtomApi(app)
@@ -142,17 +146,30 @@ def _protect(app: Flask) -> None:
         rule = request.url_rule.rule if request.url_rule else ""
         if rule.startswith("/api/hooks/") and request.method == "POST":
             token = str((request.view_args or {}).get("token", ""))
-            limits = app.extensions["atom"].limits
-            g.rate_verdict = limits.check_webhook(token, client_address())
+            app_state = app.extensions["atom"]
+            with app_state.factory() as db:  # whose it is, for the audit log (never the token)
+                hook = triggers_store.webhook_for_token(db, token)
+                if hook is not None:
+                    g.webhook_audit = (hook.tenant_id, hook.id)
+            g.rate_verdict = app_state.limits.check_webhook(token, client_address())
 
     @app.after_request
     def finish(response: Response) -> Response:
         verdict = g.pop("rate_verdict", None)
         if verdict is not None:
             response.headers.update(ratelimit.headers(verdict))
-        if request.method in AUDITED_METHODS and "key_id" in g and request.url_rule:
-            _audit(app, response)
+        if request.method in AUDITED_METHODS and request.url_rule:
+            if "key_id" in g:
+                _audit(app, response)
+            elif "webhook_audit" in g:
+                _audit_webhook(app, response)
         return response
+
+
+def _audit_webhook(app: Flask, response: Response) -> None:
+    """A delivery to a webhook: the tenant, no key, the webhook's id (never its token)."""
+    tenant, webhook_id = g.webhook_audit
+    _record(app, response, tenant, None, ("webhook.deliver", "webhook", str(webhook_id)))
 
 
 def _audit(app: Flask, response: Response) -> None:
@@ -161,15 +178,26 @@ def _audit(app: Flask, response: Response) -> None:
         body = response.get_json(silent=True)
         created = str(body.get("id")) if isinstance(body, dict) and body.get("id") else None
     assert request.url_rule is not None
-    action, target_type, target_id = audit.describe(
+    described = audit.describe(
         request.method, request.url_rule.rule, request.view_args or {}, created
     )
+    _record(app, response, g.tenant_id, g.key_id, described)
+
+
+def _record(
+    app: Flask,
+    response: Response,
+    tenant_id: uuid.UUID,
+    key_id: uuid.UUID | None,
+    described: tuple[str, str, str | None],
+) -> None:
+    action, target_type, target_id = described
     try:
         with app.extensions["atom"].factory() as db:
             audit.record(
                 db,
-                tenant_id=g.tenant_id,
-                key_id=g.key_id,
+                tenant_id=tenant_id,
+                key_id=key_id,
                 action=action,
                 target_type=target_type,
                 target_id=target_id,

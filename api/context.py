@@ -54,6 +54,22 @@ def tenant_id() -> uuid.UUID:
     return g.tenant_id
 
 
+def principal() -> permissions.Principal:
+    """The request's key as ``metadata.permissions`` sees it (its role and id)."""
+    return permissions.Principal(role=g.role, key_id=g.key_id)
+
+
+def check_workflow(workflow_id: uuid.UUID | None, *kinds: str) -> None:
+    """404 if the request's key may not view the workflow, 403 if it may not do one of
+    ``kinds`` (run, edit) with it; for routes whose workflow comes in the body or through
+    another object (a schedule, a session)."""
+    db = session()
+    try:
+        permissions.check(db, tenant_id(), workflow_id, principal(), *kinds)
+    finally:
+        db.rollback()
+
+
 def _key_from_request() -> str | None:
     key = request.headers.get("X-API-Key")
     if key:
@@ -82,7 +98,7 @@ def budget() -> str:
 _RUN_ENDINGS = ("/execute", "/pause", "/resume", "/cancel", "/retry")
 
 
-def _check_workflow_permissions(db: Session, tenant: uuid.UUID, role: str) -> None:
+def _check_workflow_permissions(db: Session, tenant: uuid.UUID, who: permissions.Principal) -> None:
     """Apply the workflow's ``metadata.permissions`` to a request about one workflow or one
     of its executions (view for reads, run for commands, edit for changes)."""
     args = request.view_args or {}
@@ -99,7 +115,7 @@ def _check_workflow_permissions(db: Session, tenant: uuid.UUID, role: str) -> No
     else:
         kind = "edit"
     try:
-        permissions.check(db, tenant, workflow_id, kind, role)
+        permissions.check(db, tenant, workflow_id, who, kind)
     finally:
         db.rollback()
 
@@ -124,7 +140,7 @@ def require(role: Role) -> Callable:
             db.rollback()  # end the read-only auth transaction before the view's own work
             g.rate_verdict = limits.check(budget(), str(record.id), str(record.tenant_id))
             guard.check_request(state().settings.webhook_max_bytes)
-            _check_workflow_permissions(db, record.tenant_id, record.role)
+            _check_workflow_permissions(db, record.tenant_id, principal())
             return view(*args, **kwargs)
 
         setattr(wrapper, guard.AUTHENTICATED, True)

@@ -12,7 +12,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import func, select
 
-from api.context import require, session, state, tenant_id
+from api.context import check_workflow, principal, require, session, state, tenant_id
 from api.schemas import (
     AlertRuleChangesSchema,
     AlertRuleInSchema,
@@ -27,6 +27,7 @@ from api.schemas import (
 )
 from atom.alerts import rules, views
 from atom.observe import health, stats
+from atom.security import permissions
 from atom.security.auth import Role
 from atom.statuses import AlertStatus
 from atom.store import workflows
@@ -65,7 +66,9 @@ class Metrics(MethodView):
         """Executions by status, success rate, duration p50/p95/p99, per workflow; queue
         depths and workers."""
         window = args["window"]
-        report = stats.window_metrics(session(), tenant_id(), stats.parse_window(window))
+        db = session()
+        visible = permissions.visible_ids(db, tenant_id(), principal())
+        report = stats.window_metrics(db, tenant_id(), stats.parse_window(window), visible=visible)
         probe = state().probe
         try:
             report["queues"] = probe.queues()
@@ -87,13 +90,14 @@ class Alerts(MethodView):
         db = session()
         if rules.ensure_default_rules(db, tenant_id()):
             db.commit()
-        return views.overview(db, tenant_id())
+        return views.overview(db, tenant_id(), principal())
 
     @require(Role.EDITOR)
     @blp.arguments(AlertRuleInSchema)
     @blp.response(201, AlertRuleSchema)
     def post(self, document: dict[str, Any]):
         """Create a rule; 422 lists every problem."""
+        check_workflow(document.get("workflow_id"), "view")
         db = session()
         rule = rules.create_rule(db, tenant_id(), document)
         db.commit()
@@ -109,13 +113,16 @@ class AlertRuleItem(MethodView):
     @blp.response(200, AlertRuleSchema)
     def get(self, rule_id: uuid.UUID):
         """The rule (channel URLs redacted)."""
-        return views.rule_view(rules.get_rule(session(), tenant_id(), rule_id))
+        rule = rules.get_rule(session(), tenant_id(), rule_id)
+        check_workflow(rule.workflow_id, "view")
+        return views.rule_view(rule)
 
     @require(Role.EDITOR)
     @blp.arguments(AlertRuleChangesSchema)
     @blp.response(200, AlertRuleSchema)
     def patch(self, changes: dict[str, Any], rule_id: uuid.UUID):
         """Change some fields (tune a built-in rule); disabling resolves its alerts."""
+        check_workflow(rules.get_rule(session(), tenant_id(), rule_id).workflow_id, "view")
         db = session()
         rule = rules.update_rule(db, tenant_id(), rule_id, changes)
         db.commit()
@@ -126,6 +133,7 @@ class AlertRuleItem(MethodView):
     @blp.alt_response(409, description="A built-in rule can only be disabled")
     def delete(self, rule_id: uuid.UUID):
         """Delete the rule and its alerts."""
+        check_workflow(rules.get_rule(session(), tenant_id(), rule_id).workflow_id, "view")
         db = session()
         rules.delete_rule(db, tenant_id(), rule_id)
         db.commit()

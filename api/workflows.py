@@ -9,7 +9,7 @@ from flask import request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
-from api.context import page_of, require, session, state, tenant_id
+from api.context import page_of, principal, require, session, state, tenant_id
 from api.schemas import (
     DefinitionSchema,
     ExecuteSchema,
@@ -21,8 +21,10 @@ from api.schemas import (
 )
 from atom.errors import InvalidInput
 from atom.runs import engine, runner
+from atom.security import permissions
 from atom.security.auth import Role
 from atom.store import workflows
+from atom.store.models import Workflow
 
 # Seconds a client is told to wait when the step queue is full.
 BACKLOG_RETRY_AFTER_S = 5
@@ -46,7 +48,12 @@ class WorkflowCollection(MethodView):
     def get(self, args: dict[str, Any], pagination_parameters: Any):
         """List workflows, newest first (``?name=`` filters by part of the name)."""
         db = session()
-        query = workflows.list_query(tenant_id(), args.get("name"))
+        query = permissions.restrict(
+            workflows.list_query(tenant_id(), args.get("name")),
+            Workflow.id,
+            tenant_id(),
+            principal(),
+        )
         page = page_of(db, query, pagination_parameters)
         versions = workflows.versions_of(db, page)
         return [workflows.workflow_view(w, versions.get(w.id)) for w in page]

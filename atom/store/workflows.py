@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from atom.clock import now
 from atom.errors import NotFound
-from atom.security import vault
+from atom.security import permissions, vault
 from atom.store.models import Workflow, WorkflowVersion
 from atom.workflow.compiler import compile_plan
 from atom.workflow.definition import Definition, parse_definition
@@ -35,6 +35,7 @@ def create_workflow(
     """Validate, compile and store a new workflow at version 1."""
     definition, plan = validate(document)
     vault.check_references(session, tenant_id, list(definition.nodes))
+    permissions.check_key_entries(session, tenant_id, definition.permissions)
     workflow = Workflow(id=uuid.uuid4(), tenant_id=tenant_id, version=1)
     _describe(workflow, definition)
     session.add(workflow)
@@ -106,6 +107,7 @@ def update_workflow(
     """Store a new version; executions already running keep the version they started on."""
     definition, plan = validate(document)
     vault.check_references(session, tenant_id, list(definition.nodes))
+    permissions.check_key_entries(session, tenant_id, definition.permissions)
     workflow = get_workflow(session, tenant_id, workflow_id, for_update=True)
     workflow.version += 1
     workflow.updated_at = now()

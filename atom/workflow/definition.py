@@ -117,8 +117,9 @@ class Definition:
     connections: tuple[Connection, ...]
     on_failure: FailurePolicy = FailurePolicy.FAIL_FAST
     permissions: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    """``metadata.permissions``: the roles that may ``view``, ``run`` and ``edit`` it (an
-    absent kind: every role its endpoint allows)."""
+    """``metadata.permissions``: who may ``view``, ``run`` and ``edit`` it: roles,
+    ``key:<API key id>`` entries and, in ``run``, ``webhook`` (an absent kind: every role its
+    endpoint allows)."""
 
     @property
     def trigger(self) -> Node:
@@ -189,6 +190,26 @@ class Definition:
 
 PERMISSION_KINDS = ("view", "run", "edit")
 ROLES = ("viewer", "operator", "editor", "admin")
+KEY_ENTRY_PREFIX = "key:"
+WEBHOOK_ENTRY = "webhook"
+"""In ``run`` only: deliveries to the workflow's webhook URL (which carry no key)."""
+_KEY_ENTRY = re.compile(
+    r"^key:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+_PERMISSION_ENTRIES = f"roles ({', '.join(ROLES)}), 'key:<API key id>' or, in run, 'webhook'"
+
+
+def permission_entry_problem(kind: str, entry: Any) -> str | None:
+    """Why ``entry`` cannot stand in ``metadata.permissions.<kind>``, or None."""
+    if isinstance(entry, str):
+        if entry in ROLES or _KEY_ENTRY.match(entry):
+            return None
+        if entry == WEBHOOK_ENTRY:
+            return None if kind == "run" else "'webhook' may only be listed in run"
+        if entry.startswith(KEY_ENTRY_PREFIX):
+            return "must be 'key:' followed by an API key id (a UUID)"
+    return f"{entry!r} is not one of {_PERMISSION_ENTRIES}"
+
 
 _CONFIG_ALIASES = {"actionType": "action_type", "eventType": "event_type"}
 
@@ -274,14 +295,24 @@ class _Parser:
             self.problem("metadata.permissions", "must be an object {view, run, edit}")
             return {}
         found: dict[str, tuple[str, ...]] = {}
-        for kind, roles in raw.items():
+        for kind, entries in raw.items():
             where = f"metadata.permissions.{kind}"
             if kind not in PERMISSION_KINDS:
                 self.problem(where, f"is not one of {', '.join(PERMISSION_KINDS)}")
-            elif not isinstance(roles, list) or any(r not in ROLES for r in roles):
-                self.problem(where, f"must be a list of roles ({', '.join(ROLES)})")
-            else:
-                found[kind] = tuple(dict.fromkeys(roles))
+                continue
+            if not isinstance(entries, list):
+                self.problem(where, f"must be a list of {_PERMISSION_ENTRIES}")
+                continue
+            good = True
+            for i, entry in enumerate(entries):
+                problem = permission_entry_problem(kind, entry)
+                if problem:
+                    self.problem(f"{where}[{i}]", problem)
+                    good = False
+            if good:
+                found[kind] = tuple(
+                    dict.fromkeys(e.lower() if _KEY_ENTRY.match(e) else e for e in entries)
+                )
         return found
 
     def node(self, i: int, raw: Any) -> Node | None:
