@@ -427,6 +427,55 @@ def test_event_streams_are_capped_and_health_keeps_answering(limited, make_key):
     opened[-1].close()
 
 
+def test_event_stream_caps_are_per_key_across_api_processes(limited, make_key):
+    from api.app import create_app
+    from atom.errors import TooManyRequests
+    from atom.security.ratelimit import StreamCaps
+
+    base, limited_settings = limited
+    other = make_server("127.0.0.1", 0, create_app(limited_settings), threaded=True)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    second = f"http://127.0.0.1:{other.server_port}"
+    key = make_key("admin")
+    client = Client(base, key)
+    run = client.execute(
+        client.create_workflow(_chain("slow2", action("w", "delay", seconds=30)))["id"]
+    )
+    path = f"/api/executions/{run['id']}/events"
+    opened: list[requests.Response] = []
+
+    def stream(where: str) -> requests.Response:
+        response = requests.get(where + path, headers={"X-API-Key": key}, stream=True, timeout=30)
+        opened.append(response)
+        return response
+
+    try:
+        assert [stream(base).status_code, stream(base).status_code] == [200, 200]
+        refused = stream(second)  # another API process: the key's two slots are taken
+        assert refused.status_code == 429, refused.text
+        assert "across API processes" in refused.json()["message"]
+        client.request("POST", f"/api/executions/{run['id']}/cancel")  # the streams end
+        deadline = time.monotonic() + 10
+        while stream(second).status_code != 200:  # an ended stream frees its slot everywhere
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        for response in opened:
+            response.close()
+        other.shutdown()
+
+    # a process that dies holding slots (no release, no heartbeat) frees them after the TTL
+    crashed = StreamCaps(2, 10, limited_settings.events_redis, ttl=1)
+    alive = StreamCaps(2, 10, limited_settings.events_redis, ttl=1)
+    gone = str(uuid.uuid4())
+    crashed.acquire(gone), crashed.acquire(gone)
+    with pytest.raises(TooManyRequests):
+        alive.acquire(gone)
+    time.sleep(2.1)
+    alive.release(alive.acquire(gone))
+    assert alive.count() == 0
+
+
 # --- hole 3: Redis password, Flower -------------------------------------------------------
 
 
