@@ -90,6 +90,7 @@ def create_app(settings: Settings) -> Flask:
     )
     app.extensions[decisions.ML_CLIENT] = MLClient(settings)
     api = errors.AtomApi(app)
+    security.document(api.spec)
     errors.register(app)
     api.register_blueprint(monitoring.blp)  # before workflows: its paths are more specific
     api.register_blueprint(generation.blp)  # before workflows: /api/workflows/automation/...
