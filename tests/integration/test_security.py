@@ -228,6 +228,127 @@ def test_credentials_are_used_by_steps_and_never_shown(
     assert "credential 'crm_token' does not exist" in by_node(failed)["tpl"]["error"]["message"]
 
 
+def _serve_api(processes: Processes, *args: str, env: dict | None = None) -> tuple[str, object]:
+    """``atom api ARGS`` on a free port, once it answers: (base URL, process)."""
+    from cli.embedded import free_port
+
+    port = free_port()
+    proc = processes.start("api", "--port", str(port), *args, env=env, name="api-scan")
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.get(base + "/api/workflows/monitoring/health", timeout=5)
+            return base, proc
+        except requests.ConnectionError:
+            assert proc.poll() is None and time.monotonic() < deadline, Path(
+                proc.log_path
+            ).read_text()
+            time.sleep(0.3)
+
+
+def test_a_full_run_leaks_no_secret(
+    processes: Processes,
+    settings: Settings,
+    make_key,
+    worker: subprocess.Popen,
+    service: LoopbackService,
+):
+    """Vault values in headers (a template and ``auth: {credential}``), the webhook token, the
+    Redis password, the vault's key and the API key: searched for in every log line (API and
+    workers at DEBUG), every response body and every event of a run that uses them."""
+    from tests.conftest import wait_for_worker
+
+    _echo(service)
+    debug = {"ATOM_LOG_LEVEL": "DEBUG"}
+    base, api = _serve_api(processes, "--workers", "1", env=debug)
+    scan_worker = processes.start(
+        "worker", "--concurrency=1", "--loglevel=DEBUG", "-n", "scan@%h", env=debug, name="w-scan"
+    )
+    wait_for_worker(settings, scan_worker, hostname="scan@" + __import__("socket").gethostname())
+    api_key = make_key("admin")
+    client = Client(base, api_key)
+    token_value = "tok-" + uuid.uuid4().hex
+    password = "pw-" + uuid.uuid4().hex
+    client.request("POST", "/api/credentials", json={"name": "bearer", "value": token_value})
+    client.request(
+        "POST",
+        "/api/credentials",
+        json={"name": "basic", "value": {"username": "bot", "password": password}},
+    )
+    nodes = [
+        trigger(kind="webhook"),
+        _http(
+            "tpl",
+            service.url + "/echo",
+            method="POST",
+            headers={"Authorization": "Bearer {{ credentials.bearer }}"},
+            json={"token": "{{ credentials.bearer }}"},
+        ),
+        _http("basic", service.url + "/echo", auth={"credential": "basic"}),
+        action("say", "log", message="using {{ credentials.bearer }}"),
+    ]
+    wf = client.create_workflow(
+        workflow("leaky?", nodes, [("start", "tpl"), ("tpl", "basic"), ("basic", "say")])
+    )
+    hook_token = client.request("POST", f"/api/workflows/{wf['id']}/webhook")["token"]
+    answers: list[str] = []
+    delivered = requests.post(f"{base}/api/hooks/{hook_token}", json={"n": 1}, timeout=30)
+    assert delivered.status_code == 202
+    answers.append(delivered.text)
+    run = client.wait(delivered.json()["id"])
+    assert run["status"] == "succeeded", run
+    assert service.calls("POST", "/echo")[0].headers["Authorization"] == f"Bearer {token_value}"
+    basic = service.calls("GET", "/echo")[0].headers["Authorization"].split()[1]
+    answers += [json.dumps(data) for _, data in client.events(run["id"])]
+    for path in (
+        f"/api/executions/{run['id']}",
+        "/api/executions",
+        f"/api/workflows/{wf['id']}",
+        "/api/workflows",
+        "/api/credentials",
+        "/api/audit?page_size=100",
+        "/api/keys",
+        "/api/workflows/monitoring/metrics",
+        "/api/workflows/monitoring/alerts",
+        "/api/workflows/monitoring/status",
+        "/api/workflows/monitoring/health",
+        f"/api/workflows/{wf['id']}/health",
+        "/metrics",
+    ):
+        answer = requests.get(base + path, headers={"X-API-Key": api_key}, timeout=30)
+        assert answer.status_code == 200, (path, answer.text)
+        answers.append(answer.text)
+    time.sleep(1)  # the last log lines reach the files
+    logs = {
+        name: Path(proc.log_path).read_text()  # type: ignore[attr-defined]
+        for name, proc in (("api", api), ("worker", worker), ("debug worker", scan_worker))
+    }
+    # the scan reads what it should: the delivery's request line, the run's step lines
+    assert "/api/hooks/***" in logs["api"] and '"status": 202' in logs["api"]
+    assert "using ***" in logs["worker"] + logs["debug worker"]  # the log step ran, masked
+    redis_password = urlsplit(settings.redis_url or "").password
+    assert redis_password
+    secrets_ = {
+        "bearer credential": token_value,
+        "basic password": password,
+        "basic header": basic,
+        "webhook token": hook_token,
+        "redis password": redis_password,
+        "vault key": settings.secret_key,
+        "api key": api_key,
+    }
+    found = [
+        (what, where)
+        for what, secret in secrets_.items()
+        for where, text in [*((f"answer {i}", a) for i, a in enumerate(answers)), *logs.items()]
+        if secret and secret in text
+    ]
+    assert found == []
+    processes.stop(scan_worker)
+    processes.stop(api)
+
+
 def test_viewers_and_operators_cannot_touch_the_vault(client: Client, api_url: str):
     for role in ("viewer", "operator"):
         key = _same_tenant_key(client, role)
