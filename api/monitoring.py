@@ -26,6 +26,7 @@ from api.schemas import (
     WorkflowHealthSchema,
 )
 from atom.alerts import rules, views
+from atom.errors import InvalidInput, NotFound
 from atom.observe import health, stats
 from atom.security import permissions
 from atom.security.auth import Role
@@ -41,6 +42,15 @@ blp = Blueprint(
     url_prefix="/api/workflows",
     description="Monitoring: health, run statistics, alert rules and alerts.",
 )
+
+
+def _referenced(workflow_id: uuid.UUID | None) -> None:
+    """A rule may name only a workflow the key may view: another is a 422, like an unknown
+    one (``metadata.permissions``)."""
+    try:
+        check_workflow(workflow_id, "view")
+    except NotFound as e:
+        raise InvalidInput({"workflow_id": [f"no workflow {workflow_id}"]}) from e
 
 
 @blp.route("/monitoring/health")
@@ -97,7 +107,7 @@ class Alerts(MethodView):
     @blp.response(201, AlertRuleSchema)
     def post(self, document: dict[str, Any]):
         """Create a rule; 422 lists every problem."""
-        check_workflow(document.get("workflow_id"), "view")
+        _referenced(document.get("workflow_id"))
         db = session()
         rule = rules.create_rule(db, tenant_id(), document)
         db.commit()
@@ -123,6 +133,7 @@ class AlertRuleItem(MethodView):
     def patch(self, changes: dict[str, Any], rule_id: uuid.UUID):
         """Change some fields (tune a built-in rule); disabling resolves its alerts."""
         check_workflow(rules.get_rule(session(), tenant_id(), rule_id).workflow_id, "view")
+        _referenced(changes.get("workflow_id"))
         db = session()
         rule = rules.update_rule(db, tenant_id(), rule_id, changes)
         db.commit()

@@ -871,6 +871,16 @@ def test_permissions_filter_every_list_in_sql_and_name_keys(client: Client, api_
     assert _raw(f"{api_url}/api/schedules", editor, "POST", json=body).status_code == 403
     hook = f"{api_url}/api/workflows/{guarded['id']}/webhook"
     assert _raw(hook, editor, "POST").status_code == 403
+    # a workflow only admins may see cannot be named by an editor's alert rule (like none)
+    admins_only = client.create_workflow(
+        _chain("admins-only", action("a", "log", message="x"))
+        | {"metadata": {"permissions": {"view": []}}}
+    )
+    named = {"name": "x", "metric": "error_rate", "threshold": 0.5}
+    rules = f"{api_url}/api/workflows/monitoring/alerts"
+    refused = _raw(rules, editor, "POST", json=named | {"workflow_id": admins_only["id"]})
+    assert refused.status_code == 422 and "workflow_id" in refused.json()["errors"]
+    assert _raw(rules, editor, "POST", json=named | {"workflow_id": guarded["id"]}).ok
 
 
 def test_permission_entries_are_validated_by_name(client: Client):
