@@ -159,12 +159,15 @@ def _steps_read(source: str) -> tuple[str, ...]:
         return ()  # syntax_errors reports it
     found: list[str] = []
     for node in tree.find_all((ast.Getattr, ast.Getitem)):
-        if not (isinstance(node.node, ast.Name) and node.node.name == "steps"):
+        owner = getattr(node, "node", None)
+        if not (isinstance(owner, ast.Name) and owner.name == "steps"):
             continue
         if isinstance(node, ast.Getattr):
             found.append(node.attr)
-        elif isinstance(node.arg, ast.Const) and isinstance(node.arg.value, str):
-            found.append(node.arg.value)
+        elif isinstance(node, ast.Getitem):
+            key = node.arg
+            if isinstance(key, ast.Const) and isinstance(key.value, str):
+                found.append(key.value)
     return tuple(dict.fromkeys(found))
 
 
