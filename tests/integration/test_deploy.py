@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -310,7 +311,17 @@ def test_help_starts_nothing(process: str, tmp_path: Path):
     assert list(tmp_path.iterdir()) == []  # no embedded server's data folder
 
 
-def test_one_off_commands_start_only_postgres_and_stop_it(tmp_path: Path):
+@pytest.fixture
+def own_dir() -> Iterator[Path]:
+    """A folder outside pytest's base temp: pytest makes that one 0700 whenever a session
+    starts, and the embedded PostgreSQL runs as the 'pgserver' user when we are root."""
+    with tempfile.TemporaryDirectory(prefix="atom-one-off-") as made:
+        os.chmod(made, 0o755)
+        yield Path(made)
+
+
+def test_one_off_commands_start_only_postgres_and_stop_it(own_dir: Path):
+    tmp_path = own_dir
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     env["ATOM_SECRET_KEY"] = "a-secret-for-the-vault-of-this-test"
     data = str(tmp_path / ".atom")
