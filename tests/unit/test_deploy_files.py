@@ -378,9 +378,22 @@ def helm_render(values: dict | None = None) -> list[dict]:
     given = {"secret": {"values": SECRETS}} if values is None else values
     rendered = chart.render(given, name="atom", namespace="atom", is_install=True)
     docs: list[dict] = []
-    for text in rendered.values():
-        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    for name, text in rendered.items():
+        if not name.endswith("NOTES.txt"):  # what `helm install` prints, not an object
+            docs.extend(d for d in yaml.safe_load_all(text) if d)
     return docs
+
+
+def test_the_helm_chart_tells_how_to_reach_it_and_make_a_first_key(parse_only):
+    import helm_python
+
+    chart = helm_python.Chart.load(str(HELM))
+    notes = chart.render({"secret": {"values": SECRETS}}, name="atom", namespace="prod")
+    text = notes["atom/templates/NOTES.txt"]
+    assert "port-forward svc/atom-api 5058" in text and "/api/docs" in text
+    command = "exec deploy/atom-api -- atom keys create --tenant default --role admin"
+    assert command in text
+    parse_only(command.split(" -- atom ")[1].split())  # a command the CLI has
 
 
 def test_the_helm_chart_lints_renders_and_follows_the_kubernetes_schemas():
