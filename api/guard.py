@@ -1,4 +1,6 @@
-"""Input PostgreSQL cannot store, refused at the door with a 422 instead of a 500 later.
+"""Bodies and queries checked at the door, for every endpoint: a body not declared JSON is a
+415 naming the expected type, a body that is not valid JSON a 400 saying where it breaks, and
+input PostgreSQL cannot store a 422 instead of a 500 later.
 
 Python's JSON parser accepts ``NaN`` and ``Infinity`` (JSONB does not), strings may carry NUL
 or lone surrogates (neither text nor JSONB columns take them), and nesting or numbers past
@@ -71,7 +73,8 @@ def check_content_type(webhook: bool) -> None:
     abort(415, message=f"The body must be JSON with 'Content-Type: {JSON_TYPE}'; {said}.")
 
 
-def _not_json(error: json.JSONDecodeError) -> NoReturn:
+def not_json(error: json.JSONDecodeError) -> NoReturn:
+    """Abort with a 400 that says where the body stops being JSON (line, column, character)."""
     where = f"line {error.lineno}, column {error.colno}"
     abort(
         400,
@@ -101,7 +104,7 @@ def check_request(webhook_max_bytes: int) -> None:
             try:
                 document = json.loads(raw, parse_constant=_no_constant)
             except json.JSONDecodeError as e:
-                _not_json(e)
+                not_json(e)
             except (RecursionError, ValueError) as e:
                 raise InvalidInput(
                     {"body": [f"cannot be read: {type(e).__name__}: {str(e)[:120]}"]}
