@@ -491,3 +491,19 @@ def test_the_helm_chart_has_one_beat_and_takes_the_database_url_from_a_secret():
     plain = helm_render({"secret": {"values": SECRETS}, "keda": {"enabled": False}})
     assert _kinds(plain, "ScaledObject") == {}
     assert _kinds(plain, "Deployment")["atom-worker"]["spec"]["replicas"] == 1
+
+
+def test_helm_pods_roll_when_the_settings_change():
+    def checksums(values: dict) -> dict[str, dict]:
+        return {
+            name: doc["spec"]["template"]["metadata"]["annotations"]
+            for name, doc in _kinds(helm_render(values), "Deployment").items()
+        }
+
+    base = checksums({"secret": {"values": SECRETS}})
+    louder = checksums({"secret": {"values": SECRETS}, "config": {"ATOM_LOG_LEVEL": "DEBUG"}})
+    moved = checksums({"secret": {"values": {**SECRETS, "DATABASE_URL": "postgresql://x/y"}}})
+    for name in base:
+        assert louder[name]["checksum/config"] != base[name]["checksum/config"]
+        assert louder[name]["checksum/secret"] == base[name]["checksum/secret"]
+        assert moved[name]["checksum/secret"] != base[name]["checksum/secret"]

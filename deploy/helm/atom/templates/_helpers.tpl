@@ -67,3 +67,11 @@ volumes:
   - name: tmp
     emptyDir: {}
 {{- end -}}
+
+{{/* Pods roll when the settings the chart made change (envFrom is read only at start). */}}
+{{- define "atom.podAnnotations" -}}
+checksum/config: {{ include (print .Template.BasePath "/config.yaml") . | sha256sum }}
+{{- if not .Values.secret.existingSecret }}
+checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- end }}
+{{- end -}}
