@@ -396,16 +396,33 @@ def test_the_helm_chart_tells_how_to_reach_it_and_make_a_first_key(parse_only):
     parse_only(command.split(" -- atom ")[1].split())  # a command the CLI has
 
 
-def test_the_helm_chart_lints_renders_and_follows_the_kubernetes_schemas():
+VARIANTS = {
+    "defaults": {"secret": {"values": SECRETS}},
+    "own secret, no KEDA, no Flower": {
+        "secret": {"existingSecret": "atom-prod"},
+        "keda": {"enabled": False},
+        "flower": {"enabled": False},
+        "migrate": {"enabled": False},
+        "imagePullSecrets": [{"name": "registry"}],
+    },
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_helm_chart_lints_renders_and_follows_the_kubernetes_schemas(variant: str):
     import helm_python
     import kubernetes_validate
 
-    report = helm_python.lint(
-        str(HELM), {"secret": {"values": SECRETS}}, strict=True, kube_version=f"v{K8S_VERSION}"
-    )
+    values = VARIANTS[variant]
+    report = helm_python.lint(str(HELM), values, strict=True, kube_version=f"v{K8S_VERSION}")
     assert report["errors"] == [] and report["total_charts_linted"] == 1
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
-    docs = helm_render()
+    docs = helm_render(values)
+    if variant != "defaults":
+        for doc in docs:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        assert len(_kinds(docs, "Deployment")) == 4 and _kinds(docs, "Job") == {}
+        return
     checked = 0
     for doc in docs:
         if doc["apiVersion"].startswith("keda.sh/"):
