@@ -6,8 +6,10 @@ import hmac
 import logging
 import time
 import uuid
+from importlib import resources
+from pathlib import Path
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, request, send_from_directory
 
 from api import (
     decisions,
@@ -42,6 +44,14 @@ access_log = logging.getLogger("atom.api.access")
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The Prometheus text exposition format, version 0.0.4."""
 
+SWAGGER_ASSETS_URL = "/api/docs/assets/"
+"""Where /api/docs loads Swagger UI's scripts and styles from: this server, not a CDN."""
+
+
+def swagger_ui_dist() -> Path:
+    """Swagger UI's dist/ folder, as the pinned ``flask-swagger-ui`` package ships it."""
+    return Path(str(resources.files("flask_swagger_ui") / "dist"))
+
 
 def create_app(settings: Settings) -> Flask:
     """A Flask app serving the ATOM API for ``settings``."""
@@ -57,7 +67,7 @@ def create_app(settings: Settings) -> Flask:
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        OPENAPI_SWAGGER_UI_URL=SWAGGER_ASSETS_URL,
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         API_SPEC_OPTIONS={
             "components": {
@@ -108,6 +118,13 @@ def create_app(settings: Settings) -> Flask:
     guard.install(app, settings.webhook_max_bytes)
     _protect(app)
     generation.warm_up(settings)
+
+    assets = swagger_ui_dist()
+
+    @app.get(SWAGGER_ASSETS_URL + "<path:name>")
+    def swagger_ui_asset(name: str) -> Response:
+        """Swagger UI's own files (the page at /api/docs needs no network)."""
+        return send_from_directory(assets, name, max_age=86400)
 
     @app.get("/metrics")
     def prometheus_metrics() -> Response:

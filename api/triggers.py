@@ -12,6 +12,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from api import guard
 from api.context import check_workflow, principal, require, session, state, tenant_id
 from api.schemas import ExecutionSchema
 from atom.errors import InvalidInput, Problem
@@ -101,8 +102,10 @@ class Hook(MethodView):
         raw = request.get_data(cache=False)
         try:
             body = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError as e:  # the input guard answers first; kept as a backstop
+            guard.not_json(e)
         except ValueError as e:
-            raise InvalidInput([Problem("body", f"is not valid JSON: {e}")]) from e
+            raise InvalidInput([Problem("body", f"cannot be read: {e}")]) from e
         execution = runner.start_execution(
             app_state.factory,
             app_state.celery,

@@ -64,7 +64,8 @@ class WorkflowCollection(MethodView):
     def post(self, document: dict[str, Any]):
         """Create a workflow from a definition; 422 lists every problem."""
         db = session()
-        workflow, version = workflows.create_workflow(db, tenant_id(), document)
+        allowlist = state().settings.http_allowlist
+        workflow, version = workflows.create_workflow(db, tenant_id(), document, allowlist)
         db.commit()
         location = url_for("workflows.WorkflowItem", workflow_id=workflow.id)
         return workflows.workflow_view(workflow, version), 201, {"Location": location}
@@ -79,7 +80,7 @@ class WorkflowValidation(MethodView):
     @blp.response(200, ValidationResultSchema)
     def post(self, document: dict[str, Any]):
         """Validate and compile a definition: 200 with the plan, or 422 with every problem."""
-        _definition, plan = workflows.validate(document)
+        _definition, plan = workflows.validate(document, state().settings.http_allowlist)
         return {"valid": True, "plan": plan}
 
 
@@ -101,7 +102,10 @@ class WorkflowItem(MethodView):
     def put(self, document: dict[str, Any], workflow_id: uuid.UUID):
         """Store a new version; running executions keep the version they started on."""
         db = session()
-        workflow, version = workflows.update_workflow(db, tenant_id(), workflow_id, document)
+        allowlist = state().settings.http_allowlist
+        workflow, version = workflows.update_workflow(
+            db, tenant_id(), workflow_id, document, allowlist
+        )
         db.commit()
         return workflows.workflow_view(workflow, version)
 

@@ -16,7 +16,12 @@ from typing import Any
 from atom.actions import ACTIONS, is_template
 from atom.errors import DefinitionError, Problem
 from atom.workflow.graph import Graph
-from atom.workflow.templating import expression_error, syntax_errors
+from atom.workflow.templating import (
+    expression_error,
+    expression_step_references,
+    step_references,
+    syntax_errors,
+)
 
 MAX_NODES = 500
 """The largest workflow accepted (validation and compilation of 500 nodes and up to 5,000
@@ -566,6 +571,39 @@ class _Parser:
                     )
 
 
+def unknown_step_references(definition: Definition) -> list[Problem]:
+    """Templates (and condition expressions) reading ``steps.<id>`` of a step the workflow
+    does not have: they would fail only when they run. Checked when a definition is saved
+    (``atom.store.workflows.validate``), not when a stored one loads, so a version saved
+    before this check still runs as it did."""
+    known = [n.id for n in definition.nodes]
+    listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+    problems: list[Problem] = []
+    for node in definition.nodes:
+        where = f"nodes[{node.id}].config"
+        found = step_references({k: v for k, v in node.config.items() if k != "expression"}, where)
+        expression = node.config.get("expression")
+        if node.type is NodeType.CONDITION and isinstance(expression, str):
+            found += [
+                (f"{where}.expression", expression, step)
+                for step in expression_step_references(expression)
+            ]
+        for location, source, step in found:
+            if step in known:
+                continue
+            kind = "expression" if location.endswith(".expression") else "template"
+            shown = source if len(source) <= 120 else source[:117] + "..."
+            problems.append(
+                Problem(
+                    location,
+                    f"the {kind} {shown!r} reads step {step!r}, which workflow "
+                    f"{definition.name!r} does not have (its steps: {listed})",
+                    node.id,
+                )
+            )
+    return problems
+
+
 def parse_definition(document: Any) -> Definition:
     """Build a Definition from a JSON document, or raise DefinitionError with every problem."""
     parser = _Parser()
@@ -586,4 +624,5 @@ __all__ = [
     "TriggerRule",
     "is_template",
     "parse_definition",
+    "unknown_step_references",
 ]

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, Undefined
+from jinja2 import nodes as ast
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from atom.errors import PermanentError
@@ -147,3 +148,43 @@ def expression_error(expression: str) -> str | None:
     except _COMPILE_ERRORS as e:
         return f"expression does not parse: {type(e).__name__}: {e}"[:300]
     return None
+
+
+@lru_cache(maxsize=4096)
+def _steps_read(source: str) -> tuple[str, ...]:
+    """The step ids a template reads as ``steps.<id>`` or ``steps['<id>']`` (in order, once)."""
+    try:
+        tree = _ENV.parse(source)
+    except _COMPILE_ERRORS:
+        return ()  # syntax_errors reports it
+    found: list[str] = []
+    for node in tree.find_all((ast.Getattr, ast.Getitem)):
+        owner = getattr(node, "node", None)
+        if not (isinstance(owner, ast.Name) and owner.name == "steps"):
+            continue
+        if isinstance(node, ast.Getattr):
+            found.append(node.attr)
+        elif isinstance(node, ast.Getitem):
+            key = node.arg
+            if isinstance(key, ast.Const) and isinstance(key.value, str):
+                found.append(key.value)
+    return tuple(dict.fromkeys(found))
+
+
+def step_references(value: Any, where: str) -> list[tuple[str, str, str]]:
+    """``(location, template, step id)`` for every step a template inside ``value`` reads."""
+    found: list[tuple[str, str, str]] = []
+    if isinstance(value, str) and _is_template(value):
+        found.extend((where, value, step) for step in _steps_read(value))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            found.extend(step_references(v, f"{where}.{k}"))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found.extend(step_references(v, f"{where}[{i}]"))
+    return found
+
+
+def expression_step_references(expression: str) -> tuple[str, ...]:
+    """The step ids a bare expression (a condition) reads."""
+    return _steps_read("{{ " + expression + " }}")
