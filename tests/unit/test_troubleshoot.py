@@ -132,6 +132,26 @@ def test_status_codes_and_database_transience() -> None:
     assert not database_is_transient('relation "orders" does not exist')
 
 
+def test_database_outages_are_transient_unless_the_statement_is_at_fault() -> None:
+    # Outages nobody listed by name are still outages: a retry after a wait may pass.
+    for line in (
+        "org.postgresql.util.PSQLException: Connection to db:5432 refused",
+        "OperationalError: FATAL: the database system is starting up",
+        "redis.exceptions.BusyLoadingError: Redis is loading the dataset in memory",
+        "MongoNetworkTimeoutError: connection 3 to mongo:27017 timed out",
+    ):
+        assert database_is_transient(line), line
+    # What the step sent is wrong: the same statement fails the same way.
+    for line in (
+        'psycopg2.errors.UndefinedColumn: column "emial" does not exist',
+        'ERROR: syntax error at or near "SELEC"',
+        "IntegrityError: insert or update on table violates foreign key constraint",
+        "django.db.utils.OperationalError: FATAL: password authentication failed for user",
+        "DataError: value too long / integer out of range",
+    ):
+        assert not database_is_transient(line), line
+
+
 def test_retry_after_as_seconds_or_date() -> None:
     now = T0
     assert retry_after_seconds({"retry-after": "7"}, now) == 7.0
