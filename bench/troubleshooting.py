@@ -476,13 +476,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--records", type=int, default=400)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--e2e", type=int, default=0)
+    parser.add_argument("--concurrency", type=int, default=4, help="worker processes (e2e)")
     args = parser.parse_args(argv)
     if args.records:
         records_mode(args.records, args.seed)
     if args.e2e:
         from bench.troubleshooting_e2e import run
 
-        run(args.e2e, args.seed)
+        run(args.e2e, args.seed, args.concurrency)
 
 
 if __name__ == "__main__":
