@@ -30,6 +30,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def quiet(service: LoopbackService | None) -> None:
+    """No traceback on stderr for a dropped connection or a client that gave up (timeouts)."""
+    if service is not None and service.server is not None:
+        service.server.handle_error = lambda request, address: None  # type: ignore[method-assign]
+
+
 class Fault:
     """One injected fault: its workflow, the step it hits, and the service behind it."""
 
@@ -50,13 +56,22 @@ class Fault:
                 else (200, {"ok": 1})
             )
         elif kind == "upstream_5xx":
-            span = rng.uniform(2, 6)
-            self._answer = lambda: (
-                (503, {"e": 1})
-                if time.monotonic() - (self.started or 0) < span
-                else (200, {"ok": 1})
-            )
+            # A burst that outlasts the step's own policy (2 tries), however long the run
+            # waited in the queue: counted in calls, not seconds.
+            burst = rng.randint(3, 5)
+            self._answer = lambda: (503, {"e": 1}) if self.calls <= burst else (200, {"ok": 1})
+        elif kind == "connection" and rng.random() < 0.5:
+            # The connection is dropped without an answer for the first calls.
+            dropped = rng.randint(3, 5)
+
+            def drop() -> tuple:
+                if self.calls <= dropped:
+                    raise ConnectionAbortedError("dropped on purpose")
+                return 200, {"ok": 1}
+
+            self._answer = drop
         elif kind == "connection":
+            # Nothing listens (connection refused) for 2-5 s from the run's submission.
             port = _free_port()
             self.url = f"http://127.0.0.1:{port}{self.path}"
             self.later = LoopbackService(port=port)
@@ -78,9 +93,9 @@ class Fault:
         self.fetch = fetch
 
     def arm(self) -> None:
-        """The service that is down comes back a few seconds after the runs start."""
+        """The service that is down comes back a few seconds after the run is submitted."""
         if self.later is not None:
-            threading.Timer(self.down_for, self.later.start).start()
+            threading.Timer(self.down_for, lambda: quiet(self.later.start())).start()
 
     def _route(self, request: Any, match: Any) -> tuple:
         self.calls += 1
@@ -280,6 +295,7 @@ def run(count: int, seed: int, concurrency: int = 4) -> None:
     beat = start([sys.executable, "-m", "cli", "beat"], settings, data / "beat.log")
     app = make_celery(settings)
     service = LoopbackService().start()
+    quiet(service)
     server = None
     faults: list[Fault] = []
     try:
