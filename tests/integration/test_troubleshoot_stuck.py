@@ -161,7 +161,8 @@ def test_runs_waiting_for_a_worker(
 ) -> None:
     """One run's worker comes: resolved automatically. The other's never does: after the
     bound, needs attention. Both told on every channel of the tenant, email allowlisted."""
-    client.request("PUT", "/api/settings", json={"email_allowed_domains": ["example.com"]})
+    both = {"email_allowed_domains": ["example.com", "elsewhere.org"]}
+    client.request("PUT", "/api/settings", json=both)
     client.request(
         "POST",
         "/api/workflows/monitoring/alerts",
@@ -180,6 +181,9 @@ def test_runs_waiting_for_a_worker(
             ],
         },
     )
+
+    # The allowlist narrows after the rule was saved: delivery checks it again.
+    client.request("PUT", "/api/settings", json={"email_allowed_domains": ["example.com"]})
 
     def queued_on(queue: str) -> str:
         node = action("work", "transform", output={"done": True})
@@ -226,7 +230,8 @@ def test_runs_waiting_for_a_worker(
         MAX_WAIT + 30,
         "the bound on waiting",
     )
-    assert "atom worker --queues ts-never" in ended["decisions"][-1]["reason"]
+    why = next(d for d in ended["decisions"] if d["decision"] == "needs_attention")["reason"]
+    assert "atom worker --queues ts-never" in why
     assert client.execution(never)["status"] in ("queued", "running")  # nothing was lost
     client.request("POST", f"/api/executions/{never}/cancel")
 
