@@ -6,8 +6,10 @@ module explains and records, and never acts on the run itself, so the two never 
 
 - ``redrive``: the run is about to be re-driven. A step whose heartbeat stopped lost its
   worker (category ``worker_lost``, at that step); without one, the message that carried
-  the run was lost (a broker restart, a process that died between commit and send). The
-  session records the reconciler's re-drive as an automatic resolution already applied.
+  the run was lost (a broker restart, a process that died between commit and send), unless
+  a live worker holds it reserved (prefetched behind busy processes: a backlog, nothing is
+  recorded). The session records the reconciler's re-drive as an automatic resolution
+  already applied.
 - ``waiting``: the run's message waits in the broker. When a worker consumes every queue
   the run needs, it is a backlog, not a fault, and nothing is recorded. When no worker
   consumes the queue of a step that is ready to run, the session says so (``worker_lost``:
@@ -64,6 +66,19 @@ def consumed_queues(app: Celery, timeout: float = 1.0) -> set[str] | None:
     return {q.get("name") for queues in answer.values() for q in queues or [] if q.get("name")}
 
 
+def reserved_ids(app: Celery, timeout: float = 1.0) -> str | None:
+    """What the live workers hold reserved (prefetched, not started), as one text to look
+    execution ids up in; None when nobody answered."""
+    try:
+        answer = app.control.inspect(timeout=timeout).reserved() or {}
+    except Exception:
+        logger.warning("reconcile: could not ask the workers what they hold", exc_info=True)
+        return None
+    if not answer:
+        return None
+    return " ".join(str(task.get("args")) for tasks in answer.values() for task in tasks or [])
+
+
 def _ready(definition: Definition, steps: dict[str, Any]) -> list[str]:
     """Nodes not yet done whose predecessors have all ended: where a run waits."""
     done = {StepStatus.SUCCEEDED.value, StepStatus.SKIPPED.value}
@@ -92,6 +107,13 @@ class Explainer:
         self.factory, self.app, self.settings = factory, app, settings
         self._queues: set[str] | None = None
         self._asked = False
+        self._reserved: str | None = None
+
+    def reserved(self) -> str | None:
+        """What the workers hold reserved, asked once."""
+        if self._reserved is None:
+            self._reserved = reserved_ids(self.app) or ""
+        return self._reserved
 
     def queues(self) -> set[str] | None:
         """The queues live workers consume, asked once."""
@@ -103,7 +125,7 @@ class Explainer:
     def __call__(self, execution_id: uuid.UUID, finding: str) -> None:
         with self.factory.begin() as session:
             session.info[sessions.SETTINGS] = self.settings
-            explain(session, execution_id, finding, self.settings, self.queues)
+            explain(session, execution_id, finding, self.settings, self.queues, self.reserved)
 
 
 def explain(
@@ -112,6 +134,7 @@ def explain(
     finding: str,
     settings: Settings,
     queues: Any = None,
+    reserved: Any = None,
 ) -> TroubleshootingSession | None:
     """Record the reconciler's ``finding`` (``redrive`` or ``waiting``) about a stalled run:
     open its session, or add to the one it has; returns the session (None: nothing to say)."""
@@ -136,7 +159,7 @@ def explain(
         row = None  # an earlier, ended session (a failure before a retry): a new one
     if finding == WAITING:
         return _waiting(session, execution, row, settings, queues)
-    return _redrive(session, execution, row, settings)
+    return _redrive(session, execution, row, settings, reserved)
 
 
 def _context_issue(session: Session, execution: Execution, settings: Settings):
@@ -183,6 +206,7 @@ def _redrive(
     execution: Execution,
     row: TroubleshootingSession | None,
     settings: Settings,
+    reserved: Any = None,
 ) -> TroubleshootingSession | None:
     redrives = (
         sum(1 for d in row.decisions if d.get("decision") == "retried" and d.get("by") == ORIGIN)
@@ -207,13 +231,16 @@ def _redrive(
         if found:
             issue = found[0]
         else:
+            held = reserved() if callable(reserved) else reserved
+            if held and str(execution.id) in held:
+                return None  # a busy worker holds its message: a backlog, not a fault
             issue = Issue(
                 Category.WORKER_LOST,
                 _first_ready(ctx.definition, ctx.run.steps),
                 True,
                 f"execution {execution.id} made no progress for {settings.stall_seconds:g} s "
-                "and the broker holds no message for it: the message that carried it was lost "
-                "(a broker restart, or a process that died between saving and sending it)",
+                "and neither the broker nor a worker holds a message for it: the message was "
+                "lost (a broker restart, or a process that died between saving and sending it)",
                 0.7,
                 [
                     {
