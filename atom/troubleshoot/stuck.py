@@ -66,17 +66,20 @@ def consumed_queues(app: Celery, timeout: float = 1.0) -> set[str] | None:
     return {q.get("name") for queues in answer.values() for q in queues or [] if q.get("name")}
 
 
-def reserved_ids(app: Celery, timeout: float = 1.0) -> str | None:
-    """What the live workers hold reserved (prefetched, not started), as one text to look
-    execution ids up in; None when nobody answered."""
+def held_ids(app: Celery, timeout: float = 1.0) -> str | None:
+    """The tasks live workers hold (reserved behind busy processes, or just started), as one
+    text to look execution ids up in; None when nobody answered."""
     try:
-        answer = app.control.inspect(timeout=timeout).reserved() or {}
+        inspect = app.control.inspect(timeout=timeout)
+        answers = [inspect.reserved() or {}, inspect.active() or {}]
     except Exception:
         logger.warning("reconcile: could not ask the workers what they hold", exc_info=True)
         return None
-    if not answer:
+    if not any(answers):
         return None
-    return " ".join(str(task.get("args")) for tasks in answer.values() for task in tasks or [])
+    return " ".join(
+        str(task.get("args")) for answer in answers for tasks in answer.values() for task in tasks
+    )
 
 
 def _ready(definition: Definition, steps: dict[str, Any]) -> list[str]:
@@ -110,9 +113,9 @@ class Explainer:
         self._reserved: str | None = None
 
     def reserved(self) -> str | None:
-        """What the workers hold reserved, asked once."""
+        """What the workers hold, asked once."""
         if self._reserved is None:
-            self._reserved = reserved_ids(self.app) or ""
+            self._reserved = held_ids(self.app) or ""
         return self._reserved
 
     def queues(self) -> set[str] | None:
@@ -208,6 +211,12 @@ def _redrive(
     settings: Settings,
     reserved: Any = None,
 ) -> TroubleshootingSession | None:
+    held = reserved() if callable(reserved) else reserved
+    if held and str(execution.id) in held:
+        # A live worker holds its message (prefetched behind busy processes, or taken a
+        # moment ago): a backlog or a race, not a lost worker. The reconciler's re-send is
+        # harmless (the older copy exits) and not worth a finding.
+        return None
     redrives = (
         sum(1 for d in row.decisions if d.get("decision") == "retried" and d.get("by") == ORIGIN)
         if row is not None
@@ -216,6 +225,14 @@ def _redrive(
     if row is not None and row.origin != ORIGIN:
         # A session of its own (a retry the troubleshooter sent) stalled: note the re-drive.
         sessions._decide(row, "redriven", by=ORIGIN, epoch=execution.epoch + 1)
+        return row
+    if (
+        row is not None
+        and any(d.get("decision") == "waiting_for_worker" for d in row.decisions)
+        and not _context_issue(session, execution, settings)[1]
+    ):
+        # It waited for a worker and one has just taken it (the message left the broker
+        # before the step started): the re-send is the reconciler's race, not a lost worker.
         return row
     if row is not None and redrives >= settings.troubleshoot_max_retries:
         sessions._finish(
@@ -231,9 +248,6 @@ def _redrive(
         if found:
             issue = found[0]
         else:
-            held = reserved() if callable(reserved) else reserved
-            if held and str(execution.id) in held:
-                return None  # a busy worker holds its message: a backlog, not a fault
             issue = Issue(
                 Category.WORKER_LOST,
                 _first_ready(ctx.definition, ctx.run.steps),
