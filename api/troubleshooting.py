@@ -89,7 +89,11 @@ class SessionSchema(Schema):
     workflow_id = fields.UUID()
     execution_id = fields.UUID(allow_none=True)
     status = fields.String(validate=validate.OneOf(sessions.STATUSES))
-    origin = fields.String()
+    origin = fields.String(
+        metadata={
+            "description": "api (a person asked), auto (a failed run), reconciler (a stuck run)"
+        }
+    )
     auto_resolve = fields.Boolean()
     summary = fields.String()
     issues = fields.List(fields.Nested(IssueSchema))

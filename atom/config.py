@@ -161,6 +161,27 @@ def _split(value: str | None) -> tuple[str, ...]:
     return tuple(item.strip() for item in (value or "").split(",") if item.strip())
 
 
+NOTICE_CHANNELS = ("webhook", "slack", "email")
+
+
+def _channels(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A list of alert channel types; ``none`` for none, unset for all of them."""
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return NOTICE_CHANNELS
+    if raw in {"none", "off", "0", "false", "no"}:
+        return ()
+    chosen = _split(raw)
+    unknown = [c for c in chosen if c not in NOTICE_CHANNELS]
+    if unknown:
+        raise ConfigError(
+            name,
+            f"{', '.join(unknown)}: channel types are {', '.join(NOTICE_CHANNELS)} or none",
+            raw,
+        )
+    return tuple(dict.fromkeys(chosen))
+
+
 def _number(env: Mapping[str, str], name: str, default: float, kind: type = int):
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -198,6 +219,9 @@ class Settings:
     """Automatic retries per execution, at most."""
     troubleshoot_max_wait: float = 300.0
     """The longest wait (s) before an automatic retry (a longer Retry-After needs a person)."""
+    troubleshoot_notify: tuple[str, ...] = NOTICE_CHANNELS
+    """Which of the tenant's alert channels carry troubleshooting notices (needs attention,
+    resolved automatically, automatic resolution failed); empty for none."""
     max_parallel_executions: int = 0
     flower_port: int = 5555
     flower_basic_auth: str | None = field(default=None, repr=False)
@@ -280,6 +304,7 @@ class Settings:
             auto_troubleshoot=_flag(env.get("ATOM_AUTO_TROUBLESHOOT"), True),
             troubleshoot_max_retries=_number(env, "ATOM_TROUBLESHOOT_MAX_RETRIES", 3),
             troubleshoot_max_wait=_number(env, "ATOM_TROUBLESHOOT_MAX_WAIT", 300, float),
+            troubleshoot_notify=_channels(env, "ATOM_TROUBLESHOOT_NOTIFY"),
             max_parallel_executions=_number(env, "MAX_PARALLEL_EXECUTIONS", 0),
             flower_port=_number(env, "FLOWER_PORT", 5555),
             flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
@@ -389,6 +414,7 @@ class Settings:
             "ATOM_AUTO_TROUBLESHOOT": "1" if self.auto_troubleshoot else "0",
             "ATOM_TROUBLESHOOT_MAX_RETRIES": str(self.troubleshoot_max_retries),
             "ATOM_TROUBLESHOOT_MAX_WAIT": str(self.troubleshoot_max_wait),
+            "ATOM_TROUBLESHOOT_NOTIFY": ",".join(self.troubleshoot_notify) or "none",
             "ATOM_FUNCTION_MODULES": ",".join(self.function_modules),
             "FLOWER_PORT": str(self.flower_port),
             "ATOM_LOG_LEVEL": self.log_level,

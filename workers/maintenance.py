@@ -13,6 +13,7 @@ from atom.celery_app import EVALUATE_ALERTS, FIRE_SCHEDULE, RECONCILE, SWEEP_SCH
 from atom.observe.probe import Probe
 from atom.runs import recovery
 from atom.schedules import firing
+from atom.troubleshoot import stuck
 from workers.tasks import DB_ERRORS, WorkerContext
 
 logger = logging.getLogger("atom.maintenance")
@@ -33,7 +34,10 @@ def register(app: Celery, ctx: WorkerContext) -> None:
     def reconcile() -> dict:
         if not ctx.settings.auto_recovery_enabled:
             return {"enabled": False}
-        report = recovery.reconcile(ctx.factory, app, ctx.settings)
+        # The troubleshooter explains and records what the reconciler finds (stuck runs).
+        explainer = stuck.Explainer(ctx.factory, app, ctx.settings)
+        observe = explainer if ctx.settings.auto_troubleshoot else None
+        report = recovery.reconcile(ctx.factory, app, ctx.settings, observe)
         if report.redriven:
             logger.warning(
                 "reconcile: re-drove %d stalled executions: %s",
