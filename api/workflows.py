@@ -7,9 +7,9 @@ from typing import Any
 
 from flask import request, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import Blueprint
 
-from api.context import page_of, require, session, state, tenant_id
+from api.context import page_of, refuse_when_saturated, require, session, state, tenant_id
 from api.schemas import (
     DefinitionSchema,
     ExecuteSchema,
@@ -23,9 +23,6 @@ from atom.errors import InvalidInput
 from atom.runs import engine, runner
 from atom.security.auth import Role
 from atom.store import workflows
-
-# Seconds a client is told to wait when the step queue is full.
-BACKLOG_RETRY_AFTER_S = 5
 
 blp = Blueprint(
     "workflows",
@@ -141,17 +138,8 @@ class WorkflowExecute(MethodView):
     @blp.alt_response(429, description="Too many steps waiting for a worker; see Retry-After")
     def post(self, body: dict[str, Any], workflow_id: uuid.UUID):
         """Start an execution; ``input`` is what templates see as ``input``."""
+        refuse_when_saturated()
         app_state = state()
-        limit = app_state.settings.max_queue_depth
-        backlog = app_state.probe.step_backlog() if limit else None
-        if backlog is not None and backlog >= limit:
-            # Backpressure: Redis holds a bounded number of step messages under a flood.
-            abort(
-                429,
-                message=f"{backlog} steps are waiting for a worker (ATOM_MAX_QUEUE_DEPTH is "
-                f"{limit}); nothing was started. Try again later.",
-                headers={"Retry-After": str(BACKLOG_RETRY_AFTER_S)},
-            )
         execution = runner.start_execution(
             app_state.factory,
             app_state.celery,

@@ -24,7 +24,7 @@ from celery import Celery
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from atom.clock import now
+from atom.clock import db_now
 from atom.config import Settings
 from atom.runs import lifecycle, parallel_limit
 
@@ -58,8 +58,9 @@ class Report:
 
 
 def stalled(session: Session, settings: Settings, limit: int = 100) -> list[uuid.UUID]:
-    """Executions with no progress for ``stall_seconds`` (across all tenants: maintenance)."""
-    stamp = now()
+    """Executions with no progress for ``stall_seconds`` (across all tenants: maintenance);
+    ages are measured on the database's clock, which wrote the stamps."""
+    stamp = db_now(session)
     rows = session.execute(
         _STALLED,
         {
