@@ -181,8 +181,8 @@ def test_a_time_limit_that_fires_while_the_outcome_is_recorded_fails_the_step_pr
 
     stack.worker()
     client = stack.api()
-    slow = action("slow", "delay", seconds=1)
-    slow["timeout"] = 2
+    slow = action("slow", "delay", seconds=1.5)
+    slow["timeout"] = 3
     doc = workflow(
         "limit-while-recording",
         [trigger(), slow, action("after", "transform", output="never")],
@@ -197,8 +197,8 @@ def test_a_time_limit_that_fires_while_the_outcome_is_recorded_fails_the_step_pr
     db = create_engine(stack.settings.database_url or "")
     try:
         with db.connect() as conn, conn.begin():
-            # The action (1 s) ends and its worker waits on this lock to record it; the
-            # soft limit (2 s) fires meanwhile and is raised once the write gets through.
+            # The action (1.5 s) ends and its worker waits on this lock to record it; the
+            # soft limit (3 s) fires meanwhile and is raised once the write gets through.
             conn.execute(
                 text(
                     "SELECT 1 FROM step_runs WHERE execution_id = :e AND node_id = 'slow' "
@@ -217,7 +217,7 @@ def test_a_time_limit_that_fires_while_the_outcome_is_recorded_fails_the_step_pr
     step = by_node(done)["slow"]
     assert step["status"] == "failed", step
     assert step["error"]["type"] == "TimeoutError", step
-    assert "timed out after 2 s" in step["error"]["message"], step
+    assert "timed out after 3 s" in step["error"]["message"], step
     assert step["attempts"] == 1, step
     assert by_node(done)["after"]["status"] in {"cancelled", "skipped"}
     assert took < 10
