@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 
 from celery import Celery
 from sqlalchemy import select
@@ -148,9 +149,18 @@ def send_residual(factory: sessionmaker[Session], app: Celery, execution_id: uui
 
 
 def redrive(
-    factory: sessionmaker[Session], app: Celery, execution_id: uuid.UUID, reason: str
+    factory: sessionmaker[Session],
+    app: Celery,
+    execution_id: uuid.UUID,
+    reason: str,
+    still_stalled: Callable[[Session, Execution], bool] | None = None,
 ) -> bool:
-    """Bump the epoch of a stalled execution and send what is left of it (self-healing)."""
+    """Bump the epoch of a stalled execution and send what is left of it (self-healing).
+
+    ``still_stalled`` checks again under the execution's row lock: the execution was found
+    stalled a moment ago, and a delivery may have claimed a step since (a message a worker
+    held while Redis restarted, say). Re-driving it then would hand a live step to a second
+    delivery, and its side effect would happen twice."""
     with factory.begin() as session:
         execution = session.scalar(
             select(Execution).where(Execution.id == execution_id).with_for_update(skip_locked=True)
@@ -159,6 +169,8 @@ def redrive(
             ExecutionStatus.QUEUED,
             ExecutionStatus.RUNNING,
         ):
+            return False
+        if still_stalled is not None and not still_stalled(session, execution):
             return False
         execution.epoch += 1
         execution.updated_at = db_now(session)

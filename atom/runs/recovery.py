@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import cast
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from atom.clock import db_now
 from atom.config import Settings
 from atom.runs import lifecycle, parallel_limit
+from atom.store.models import Execution
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,28 @@ _STALLED = text("""
     ORDER BY e.updated_at
     LIMIT :limit
 """)
+
+
+_PROGRESS = text("""
+    SELECT EXISTS (
+        SELECT 1 FROM step_runs s WHERE s.execution_id = :id AND (
+            s.updated_at >= :cutoff OR s.heartbeat_at >= :alive OR s.retry_at >= :cutoff))
+""")
+
+
+def _still_stalled(settings: Settings) -> Callable[[Session, Execution], bool]:
+    """The stall test of ``_STALLED`` for one execution, under its row lock (``redrive``)."""
+
+    def check(session: Session, execution: Execution) -> bool:
+        stamp = db_now(session)
+        cutoff = stamp - timedelta(seconds=settings.stall_seconds)
+        alive = stamp - timedelta(seconds=settings.heartbeat_timeout)
+        if execution.updated_at >= cutoff:
+            return False
+        params = {"id": execution.id, "cutoff": cutoff, "alive": alive}
+        return not session.execute(_PROGRESS, params).scalar_one()
+
+    return check
 
 
 @dataclass(frozen=True)
@@ -126,6 +150,7 @@ def reconcile(factory: sessionmaker[Session], app: Celery, settings: Settings) -
             app,
             execution_id,
             f"no progress for {settings.stall_seconds:g} s and no message in the broker",
+            _still_stalled(settings),
         ):
             redriven.append(str(execution_id))
     return Report(len(candidates), redriven, waiting)
