@@ -50,6 +50,7 @@ _STALLED = text("""
 """)
 
 
+_STARTED = text("SELECT pg_postmaster_start_time()")
 _PROGRESS = text("""
     SELECT EXISTS (
         SELECT 1 FROM step_runs s WHERE s.execution_id = :id AND (
@@ -83,8 +84,17 @@ class Report:
 
 def stalled(session: Session, settings: Settings, limit: int = 100) -> list[uuid.UUID]:
     """Executions with no progress for ``stall_seconds`` (across all tenants: maintenance);
-    ages are measured on the database's clock, which wrote the stamps."""
+    ages are measured on the database's clock, which wrote the stamps.
+
+    Nothing while PostgreSQL has been up for less than ``stall_seconds + heartbeat_timeout``:
+    during an outage no worker could write a heartbeat or record a step's end (it waits to,
+    in-process), so a step would look dead that is not, and re-driving it would run it twice.
+    """
     stamp = db_now(session)
+    uptime = (stamp - session.execute(_STARTED).scalar_one()).total_seconds()
+    if uptime < settings.stall_seconds + settings.heartbeat_timeout:
+        logger.info("reconcile: the database started %.0f s ago; waiting before judging", uptime)
+        return []
     rows = session.execute(
         _STALLED,
         {
