@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -260,7 +261,12 @@ def test_chaos_two_beats_with_the_active_one_killed(stack: Stack, service: Loopb
     schedule = client.request(
         "POST",
         "/api/schedules",
-        json={"workflow_id": workflow_id, "interval_seconds": 1, "overlap": "allow"},
+        json={
+            "workflow_id": workflow_id,
+            "interval_seconds": 1,
+            "overlap": "allow",
+            "input": {"order": "scheduled"},
+        },
     )
     path = f"/api/schedules/{schedule['id']}/fires?page_size=100"
     wait_until(lambda: len(client.request("GET", path)) >= 5, 30, "five fires")
@@ -286,11 +292,14 @@ def test_chaos_two_beats_with_the_active_one_killed(stack: Stack, service: Loopb
         watch.close()
     times = [f["fire_time"] for f in fires]
     statuses = Counter(f["status"] for f in fires)
+    stamps = sorted(datetime.fromisoformat(t) for t in times)
+    span = int((stamps[-1] - stamps[0]).total_seconds()) + 1
     print(
-        f"[beats] standby active {took:.1f} s after the kill; fires {dict(statuses)} "
-        f"over {len(times)} slots"
+        f"[beats] standby active {took:.1f} s after the kill; fires {dict(statuses)}; "
+        f"{len(times)} of the {span} slots in that span recorded"
     )
     assert len(times) == len(set(times)), "a slot was fired twice"
+    assert len(times) == span, "a slot in the span has no record"
     assert statuses["failed"] == 0, fires
     assert took <= LOCK_TIMEOUT + 5
     check(figures)
