@@ -86,13 +86,14 @@ def stalled(session: Session, settings: Settings, limit: int = 100) -> list[uuid
     """Executions with no progress for ``stall_seconds`` (across all tenants: maintenance);
     ages are measured on the database's clock, which wrote the stamps.
 
-    Nothing while PostgreSQL has been up for less than ``stall_seconds + heartbeat_timeout``:
-    during an outage no worker could write a heartbeat or record a step's end (it waits to,
-    in-process), so a step would look dead that is not, and re-driving it would run it twice.
+    Nothing while PostgreSQL has been up for less than ``stall_seconds``: "no progress for
+    that long" means nothing while the database could not take any. During an outage no
+    worker could write a heartbeat or record a step's end (it waits to, in-process, retrying
+    at least every 5 s), so a live step would look dead, and re-driving it would run it twice.
     """
     stamp = db_now(session)
     uptime = (stamp - session.execute(_STARTED).scalar_one()).total_seconds()
-    if uptime < settings.stall_seconds + settings.heartbeat_timeout:
+    if uptime < settings.stall_seconds:
         logger.info("reconcile: the database started %.0f s ago; waiting before judging", uptime)
         return []
     rows = session.execute(
