@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import Celery
 from flask import current_app, g, request
+from flask_smorest import abort
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,6 +36,27 @@ class AppState:
     """The prometheus_client registry ``/metrics`` renders."""
     limits: RateLimits
     streams: StreamCaps
+
+
+# Seconds a client is told to wait when the step queue is full.
+BACKLOG_RETRY_AFTER_S = 5
+
+
+def refuse_when_saturated() -> None:
+    """Backpressure on every route that starts runs (execute, webhooks, events): past
+    ``ATOM_MAX_QUEUE_DEPTH`` step messages waiting in the broker, answer 429 with
+    ``Retry-After`` and start nothing, so Redis holds a bounded number of messages under a
+    flood. An unreachable broker is not saturation: runs are then accepted and sent later."""
+    app_state = state()
+    limit = app_state.settings.max_queue_depth
+    backlog = app_state.probe.step_backlog() if limit else None
+    if backlog is not None and backlog >= limit:
+        abort(
+            429,
+            message=f"{backlog} steps are waiting for a worker (ATOM_MAX_QUEUE_DEPTH is "
+            f"{limit}); nothing was started. Try again later.",
+            headers={"Retry-After": str(BACKLOG_RETRY_AFTER_S)},
+        )
 
 
 def state() -> AppState:

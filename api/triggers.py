@@ -13,7 +13,15 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from api import guard
-from api.context import check_workflow, principal, require, session, state, tenant_id
+from api.context import (
+    check_workflow,
+    principal,
+    refuse_when_saturated,
+    require,
+    session,
+    state,
+    tenant_id,
+)
 from api.schemas import ExecutionSchema
 from atom.errors import InvalidInput, Problem
 from atom.ml import behaviour
@@ -88,6 +96,7 @@ class Hook(MethodView):
 
     @blp.response(202, ExecutionSchema)
     @blp.alt_response(413, description="Body over ATOM_WEBHOOK_MAX_BYTES")
+    @blp.alt_response(429, description="Too many steps waiting for a worker; see Retry-After")
     def post(self, token: str):
         """Start the workflow; the JSON body becomes the execution's input.
 
@@ -106,6 +115,7 @@ class Hook(MethodView):
             guard.not_json(e)
         except ValueError as e:
             raise InvalidInput([Problem("body", f"cannot be read: {e}")]) from e
+        refuse_when_saturated()  # after the token check: an unknown token stays a 404
         execution = runner.start_execution(
             app_state.factory,
             app_state.celery,
@@ -124,10 +134,13 @@ class Events(MethodView):
     @require(Role.OPERATOR)
     @blp.arguments(EventInSchema)
     @blp.response(202, EventOutSchema)
+    @blp.alt_response(429, description="Too many steps waiting for a worker; see Retry-After")
     def post(self, event: dict[str, Any]):
         """Start every workflow of this tenant whose trigger is this event type."""
         db = session()
         matching = triggers.workflows_for_event(db, tenant_id(), event["type"], principal())
+        if matching:
+            refuse_when_saturated()
         user = behaviour.user_of(event)
         if user is not None:  # the history of user-behaviour predictions (atom.ml)
             behaviour.record(db, tenant_id(), user, event["type"], event["timestamp"])

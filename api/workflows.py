@@ -7,9 +7,17 @@ from typing import Any
 
 from flask import request, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import Blueprint
 
-from api.context import page_of, principal, require, session, state, tenant_id
+from api.context import (
+    page_of,
+    principal,
+    refuse_when_saturated,
+    require,
+    session,
+    state,
+    tenant_id,
+)
 from api.schemas import (
     DefinitionSchema,
     ExecuteSchema,
@@ -25,9 +33,6 @@ from atom.security import permissions
 from atom.security.auth import Role
 from atom.store import workflows
 from atom.store.models import Workflow
-
-# Seconds a client is told to wait when the step queue is full.
-BACKLOG_RETRY_AFTER_S = 5
 
 blp = Blueprint(
     "workflows",
@@ -152,17 +157,8 @@ class WorkflowExecute(MethodView):
     @blp.alt_response(429, description="Too many steps waiting for a worker; see Retry-After")
     def post(self, body: dict[str, Any], workflow_id: uuid.UUID):
         """Start an execution; ``input`` is what templates see as ``input``."""
+        refuse_when_saturated()
         app_state = state()
-        limit = app_state.settings.max_queue_depth
-        backlog = app_state.probe.step_backlog() if limit else None
-        if backlog is not None and backlog >= limit:
-            # Backpressure: Redis holds a bounded number of step messages under a flood.
-            abort(
-                429,
-                message=f"{backlog} steps are waiting for a worker (ATOM_MAX_QUEUE_DEPTH is "
-                f"{limit}); nothing was started. Try again later.",
-                headers={"Retry-After": str(BACKLOG_RETRY_AFTER_S)},
-            )
         execution = runner.start_execution(
             app_state.factory,
             app_state.celery,

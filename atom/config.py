@@ -252,6 +252,12 @@ class Settings:
     """Deliveries of a step whose worker died before it is failed as ``worker_lost``."""
     max_step_output_bytes: int = 1024 * 1024
     """Largest rendered input, and largest output, of one step (as JSON)."""
+    max_execution_bytes: int = 16 * 1024 * 1024
+    """Largest total of every step's stored input and output in one execution (as JSON)."""
+    infra_retries: int = 10
+    """Deliveries of a step or finalize retried after a database error, with backoff,
+    before the delivery gives up (the step is then failed as ``infrastructure_error`` when
+    the database lets it be recorded; the reconciler otherwise)."""
     max_queue_depth: int = 10_000
     """Step messages waiting in the broker past which ``execute`` answers 429 (0: no limit)."""
     rate_limit_enabled: bool = True
@@ -334,6 +340,8 @@ class Settings:
             step_timeout=float(env.get("ATOM_STEP_TIMEOUT") or 300),
             max_deliveries=int(env.get("ATOM_MAX_DELIVERIES") or 3),
             max_step_output_bytes=int(env.get("ATOM_MAX_STEP_OUTPUT_BYTES") or 1024 * 1024),
+            max_execution_bytes=int(env.get("ATOM_MAX_EXECUTION_BYTES") or 16 * 1024 * 1024),
+            infra_retries=int(env.get("ATOM_INFRA_RETRIES") or 10),
             max_queue_depth=int(env.get("ATOM_MAX_QUEUE_DEPTH") or 10_000),
             rate_limit_enabled=_flag(env.get("ATOM_RATE_LIMIT_ENABLED"), True),
             rate_limit_reads=env.get("ATOM_RATE_LIMIT_READS") or "1200/minute",
@@ -428,6 +436,8 @@ class Settings:
             "ATOM_STEP_TIMEOUT": str(self.step_timeout),
             "ATOM_MAX_DELIVERIES": str(self.max_deliveries),
             "ATOM_MAX_STEP_OUTPUT_BYTES": str(self.max_step_output_bytes),
+            "ATOM_MAX_EXECUTION_BYTES": str(self.max_execution_bytes),
+            "ATOM_INFRA_RETRIES": str(self.infra_retries),
             "ATOM_MAX_QUEUE_DEPTH": str(self.max_queue_depth),
             "ATOM_RATE_LIMIT_ENABLED": "1" if self.rate_limit_enabled else "0",
             "ATOM_RATE_LIMIT_READS": self.rate_limit_reads,

@@ -6,7 +6,7 @@ import logging
 import os
 from datetime import datetime
 
-from celery import Celery
+from celery import Celery, Task
 
 from atom.alerts import evaluation as alerts
 from atom.celery_app import EVALUATE_ALERTS, FIRE_SCHEDULE, RECONCILE, SWEEP_SCHEDULES
@@ -52,21 +52,31 @@ def register(app: Celery, ctx: WorkerContext) -> None:
 
     @app.task(
         name=FIRE_SCHEDULE,
+        bind=True,
         acks_late=True,
         ignore_result=True,
-        max_retries=None,
+        # Past these the slot is left to the sweeper, which accounts for every slot.
+        max_retries=ctx.settings.infra_retries,
         autoretry_for=DB_ERRORS,
         retry_backoff=1,
         retry_backoff_max=10,
     )
-    def fire_schedule(schedule_id: str, fire_time: str) -> str:
-        return firing.fire(
-            ctx.factory,
-            app,
-            schedule_id,
-            datetime.fromisoformat(fire_time),
-            ctx.settings.schedule_misfire_grace,
-        )
+    def fire_schedule(self: Task, schedule_id: str, fire_time: str) -> str:
+        try:
+            return firing.fire(
+                ctx.factory,
+                app,
+                schedule_id,
+                datetime.fromisoformat(fire_time),
+                ctx.settings.schedule_misfire_grace,
+                saturated=firing.saturation(probe().step_backlog, ctx.settings.max_queue_depth),
+            )
+        except firing.TooEarly as early:
+            # Sent by a beat whose clock runs ahead: wait for the slot by the database's clock.
+            logger.warning(
+                "schedule %s: fire for %s came early (%s)", schedule_id, fire_time, early
+            )
+            raise self.retry(countdown=early.seconds + 0.05, max_retries=None) from None
 
     @app.task(name=SWEEP_SCHEDULES, acks_late=True, ignore_result=True)
     def sweep_schedules() -> dict:
@@ -76,6 +86,7 @@ def register(app: Celery, ctx: WorkerContext) -> None:
             app,
             grace=settings.schedule_grace,
             misfire_grace=settings.schedule_misfire_grace,
+            saturated=firing.saturation(probe().step_backlog, settings.max_queue_depth),
         )
         if any(counts.values()):
             logger.warning("schedule sweep: %s", counts)

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from atom.clock import now
+from atom.clock import DB_CLOCK, db_now
 from atom.errors import NotFound
 from atom.runs import events
 from atom.security.redaction import redact_step_input
@@ -120,7 +120,7 @@ def create_execution(
     )
     session.add(execution)
     session.flush()
-    stamp = now()
+    stamp = db_now(session)
     for node in definition.nodes:
         is_trigger = node.type is NodeType.TRIGGER
         session.add(
@@ -272,7 +272,7 @@ def claim_step(
     session: Session, step: StepRun, rendered_input: Any, task_id: str | None = None
 ) -> None:
     """Mark a step running under this delivery and count the attempt."""
-    stamp = now()
+    stamp = db_now(session)
     step.status = StepStatus.RUNNING
     step.attempts += 1
     step.input = rendered_input
@@ -288,11 +288,12 @@ def claim_step(
 
 def schedule_retry(session: Session, step: StepRun, error: dict[str, Any], delay: float) -> None:
     """A failed attempt: the step waits (pending) for its retry in ``delay`` seconds."""
+    stamp = db_now(session)
     step.status = StepStatus.PENDING
     step.error = {**error, "retry_in_s": round(delay, 3)}
-    step.retry_at = now() + timedelta(seconds=delay)
+    step.retry_at = stamp + timedelta(seconds=delay)
     step.heartbeat_at = None
-    step.updated_at = now()
+    step.updated_at = stamp
     session.flush()
     announce_step(session, step)
 
@@ -304,7 +305,7 @@ def mark_running(session: Session, execution: Execution) -> None:
     result = session.execute(
         update(Execution)
         .where(Execution.id == execution.id, Execution.status == ExecutionStatus.QUEUED)
-        .values(status=ExecutionStatus.RUNNING, started_at=now(), updated_at=now())
+        .values(status=ExecutionStatus.RUNNING, started_at=DB_CLOCK(), updated_at=DB_CLOCK())
     )
     if result.rowcount:  # type: ignore[attr-defined]
         events.emit(
@@ -326,7 +327,7 @@ def end_step(
     step.status = status
     step.output = output
     step.error = error
-    step.finished_at = now()
+    step.finished_at = db_now(session)
     step.updated_at = step.finished_at
     session.flush()
     announce_step(session, step)
@@ -357,7 +358,7 @@ def fail_fast(
             Execution.error.is_(None),
             Execution.status.in_([ExecutionStatus.QUEUED, ExecutionStatus.RUNNING]),
         )
-        .values(error=error, updated_at=now())
+        .values(error=error, updated_at=DB_CLOCK())
     )
 
 
@@ -448,7 +449,7 @@ def finalize(session: Session, execution: Execution) -> None:
         return
     definition = load_definition(session, execution.version_id)
     steps = {s.node_id: s for s in steps_of(session, execution)}
-    stamp = now()
+    stamp = db_now(session)
     failed = sorted(
         (s for s in steps.values() if s.status == StepStatus.FAILED),
         key=lambda s: s.finished_at or stamp,

@@ -10,6 +10,10 @@ A refused request is a 429 with ``Retry-After``; every limited answer carries
 
 Failed authentication is counted per client address (``ATOM_AUTH_FAILURES_PER_MINUTE``);
 past the budget the address gets 429 before its key is even looked at.
+
+With Redis unreachable the limits fail open (logged once per outage): a rate limit protects
+the platform, it does not decide what is correct, and execute must still take runs (202,
+sent when the broker is back) rather than answer 500 (issue 10, fault 7).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import redis
 from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
@@ -32,6 +37,8 @@ from atom.config import Settings
 from atom.errors import TooManyRequests
 
 logger = logging.getLogger(__name__)
+# What the limits' Redis storage raises when Redis is down (OSError: a refused socket).
+STORAGE_ERRORS = (redis.RedisError, OSError)
 
 
 @dataclass(frozen=True)
@@ -68,10 +75,25 @@ class RateLimits:
             "auth_failures": parse(f"{s.auth_failures_per_minute}/minute"),
         }
 
-    def _hit(self, budget: str, *identity: str) -> Verdict:
+    _outage = False
+
+    def _storage_down(self, error: Exception) -> None:
+        if not self._outage:
+            logger.warning(
+                "rate limits: Redis unreachable (%s); requests are not limited until it is back",
+                type(error).__name__,
+            )
+        self._outage = True
+
+    def _hit(self, budget: str, *identity: str) -> Verdict | None:
         item = self.items[budget]
-        allowed = self._limiter.hit(item, "atom", budget, *identity)
-        stats = self._limiter.get_window_stats(item, "atom", budget, *identity)
+        try:
+            allowed = self._limiter.hit(item, "atom", budget, *identity)
+            stats = self._limiter.get_window_stats(item, "atom", budget, *identity)
+        except STORAGE_ERRORS as e:
+            self._storage_down(e)
+            return None
+        self._outage = False
         verdict = Verdict(item.amount, max(0, stats.remaining), stats.reset_time)
         if not allowed:
             raise TooManyRequests(
@@ -86,9 +108,10 @@ class RateLimits:
         if not self.enabled:
             return None
         verdict = self._hit(budget, key_id)
-        if budget == "execute":
+        if budget == "execute" and verdict is not None:
             tenant = self._hit("tenant_execute", tenant_id)
-            verdict = min(verdict, tenant, key=lambda v: v.remaining)
+            if tenant is not None:
+                verdict = min(verdict, tenant, key=lambda v: v.remaining)
         return verdict
 
     def check_webhook(self, token: str, client: str) -> Verdict | None:
@@ -103,17 +126,26 @@ class RateLimits:
         if not self.enabled:
             return
         item = self.items["auth_failures"]
-        if not self._limiter.test(item, "atom", "auth_failures", client):
+        try:
+            if self._limiter.test(item, "atom", "auth_failures", client):
+                return
             stats = self._limiter.get_window_stats(item, "atom", "auth_failures", client)
-            raise TooManyRequests(
-                "Too many failed authentications from this address; try again later.",
-                headers=headers(Verdict(item.amount, 0, stats.reset_time), refused=True),
-            )
+        except STORAGE_ERRORS as e:
+            self._storage_down(e)
+            return
+        raise TooManyRequests(
+            "Too many failed authentications from this address; try again later.",
+            headers=headers(Verdict(item.amount, 0, stats.reset_time), refused=True),
+        )
 
     def auth_failed(self, client: str) -> None:
         """Count a failed authentication from ``client``."""
-        if self.enabled:
+        if not self.enabled:
+            return
+        try:
             self._limiter.hit(self.items["auth_failures"], "atom", "auth_failures", client)
+        except STORAGE_ERRORS as e:
+            self._storage_down(e)
 
 
 def _window(item: RateLimitItem) -> str:
