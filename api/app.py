@@ -30,6 +30,7 @@ from atom.observe import logs, metrics
 from atom.observe.probe import Probe
 from atom.runs import engine, events
 from atom.security import audit, ratelimit
+from atom.security.auth import KeyCache
 from atom.security.ratelimit import RateLimits, StreamCaps
 from atom.security.redaction import LogRedactor
 from atom.store.db import make_engine, make_sessionmaker
@@ -83,6 +84,7 @@ def create_app(settings: Settings) -> Flask:
         metrics=metrics.registry(settings.metrics_root, probe),
         limits=RateLimits(settings),
         streams=StreamCaps(settings.sse_max_per_key, settings.sse_max_per_process),
+        keys=KeyCache(settings.key_cache_seconds),
     )
     app.extensions[decisions.ML_CLIENT] = MLClient(settings)
     api = errors.AtomApi(app)
@@ -150,7 +152,13 @@ def _protect(app: Flask) -> None:
         verdict = g.pop("rate_verdict", None)
         if verdict is not None:
             response.headers.update(ratelimit.headers(verdict))
-        if request.method in AUDITED_METHODS and "key_id" in g and request.url_rule:
+        audited = g.pop("audited", None)  # by the view, in its own transaction
+        if (
+            request.method in AUDITED_METHODS
+            and "key_id" in g
+            and request.url_rule
+            and audited != response.status_code
+        ):
             _audit(app, response)
         return response
 

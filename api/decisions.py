@@ -10,7 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import EXCLUDE, Schema, fields
 
-from api.context import page_of, require, session, state, tenant_id
+from api.context import audit_with, page_of, require, session, state, tenant_id
 from atom.celery_app import ML_DECIDE, ML_EXPLAIN, ML_PREDICT_RUN, ML_PREDICT_USER, ML_TRAIN
 from atom.errors import InvalidInput
 from atom.ml import behaviour, store
@@ -150,6 +150,7 @@ class Decisions(MethodView):
         decision = store.record_decision(
             db, model, uuid.uuid4(), body["context"], row, offered, answer
         )
+        audit_with(db, 201, str(decision.id))  # one commit for the decision and its audit entry
         db.commit()
         location = url_for("decisions.DecisionItem", decision_id=decision.id)
         return store.decision_view(decision, model.name), 201, {"Location": location}

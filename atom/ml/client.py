@@ -63,9 +63,20 @@ class MLClient:
         """
         retry_after = max(1, int(round(self.timeout)))
         try:
-            result = self.app.send_task(task, kwargs=kwargs, queue=ML_QUEUE, expires=self.timeout)
+            # Straight to the queue (kombu's default exchange): publishing through the
+            # ``atom.ml`` exchange costs a binding lookup in Redis on every message.
+            result = self.app.send_task(
+                task,
+                kwargs=kwargs,
+                queue=ML_QUEUE,
+                exchange="",
+                routing_key=ML_QUEUE,
+                expires=self.timeout,
+            )
         except OperationalError as e:
             raise MLUnavailable(f"the ML pool cannot be reached ({e})", retry_after) from e
+        # The answer arrives on the result's pub/sub channel (no polling). Its stored copy
+        # is not deleted here: the ML pool keeps results for a minute only (workers.ml).
         try:
             answer = result.get(timeout=self.timeout, disable_sync_subtasks=False)
         except CeleryTimeout as e:
@@ -74,8 +85,6 @@ class MLClient:
                 "`atom worker --pool ml`, or try again",
                 retry_after,
             ) from e
-        finally:
-            result.forget()
         if isinstance(answer, dict) and "error" in answer:
             error = answer["error"]
             if error.get("status") == 422:

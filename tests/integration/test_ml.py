@@ -141,6 +141,14 @@ def test_bad_input_is_422_or_404_never_500(api: Api, api_url: str, make_key):
         "POST", "/api/decisions", json={"context": {"x": 1}, "actions": ["a", "b"]}
     )
     assert status == 201 and first["model"] == "default"
+    # Audited in the decision's own transaction; refused requests are audited too.
+    status, entries, _ = api(
+        "GET", "/api/audit", params={"target_type": "decision", "page_size": 100}
+    )
+    assert status == 200, entries
+    seen = [(e["action"], e["target_id"], e["status"]) for e in entries]
+    assert ("decision.create", first["id"], 201) in seen
+    assert ("decision.create", None, 422) in seen
     status, answer, _ = api(
         "POST", "/api/decisions", json={"context": {"x": 1}, "actions": ["a", "z"]}
     )
