@@ -87,7 +87,9 @@ def create_app(settings: Settings) -> Flask:
         keys=KeyCache(settings.key_cache_seconds),
     )
     app.extensions[decisions.ML_CLIENT] = MLClient(settings)
+    app.url_map.converters["model_name"] = decisions.ModelName
     api = errors.AtomApi(app)
+    api.register_converter(decisions.ModelName, lambda _: decisions.MODEL_NAME_DOC)
     errors.register(app)
     api.register_blueprint(monitoring.blp)  # before workflows: its paths are more specific
     api.register_blueprint(generation.blp)  # before workflows: /api/workflows/automation/...
