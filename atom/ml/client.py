@@ -75,11 +75,13 @@ class MLClient:
             )
         except OperationalError as e:
             raise MLUnavailable(f"the ML pool cannot be reached ({e})", retry_after) from e
-        # The answer arrives on the result's pub/sub channel (no polling). Its stored copy
-        # is not deleted here: the ML pool keeps results for a minute only (workers.ml).
+        # The answer arrives on the result's pub/sub channel (no polling), which Celery
+        # leaves once the answer is in. Its stored copy is not deleted on the way (a round
+        # trip): the ML pool keeps results for a minute only (workers.ml).
         try:
             answer = result.get(timeout=self.timeout, disable_sync_subtasks=False)
         except CeleryTimeout as e:
+            result.forget()  # no answer: leave the channel now
             raise MLUnavailable(
                 f"no ML worker answered within {self.timeout:g} s; start one with "
                 "`atom worker --pool ml`, or try again",
