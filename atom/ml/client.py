@@ -72,6 +72,10 @@ class MLClient:
                 exchange="",
                 routing_key=ML_QUEUE,
                 expires=self.timeout,
+                # Celery would render the arguments (a whole context) for monitors; a
+                # decision's context is the tenant's data, and rendering it costs time.
+                argsrepr="()",
+                kwargsrepr="{...}",
             )
         except OperationalError as e:
             raise MLUnavailable(f"the ML pool cannot be reached ({e})", retry_after) from e
