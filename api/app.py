@@ -34,6 +34,7 @@ from atom.observe.probe import Probe
 from atom.runs import engine, events
 from atom.runs import triggers as triggers_store
 from atom.security import audit, ratelimit
+from atom.security.auth import KeyCache
 from atom.security.ratelimit import RateLimits, StreamCaps
 from atom.security.redaction import LogRedactor
 from atom.store.db import make_engine, make_sessionmaker
@@ -97,10 +98,13 @@ def create_app(settings: Settings) -> Flask:
         streams=StreamCaps(
             settings.sse_max_per_key, settings.sse_max_per_process, settings.events_redis
         ),
+        keys=KeyCache(settings.key_cache_seconds),
     )
     app.extensions[decisions.ML_CLIENT] = MLClient(settings)
+    app.url_map.converters["model_name"] = decisions.ModelName
     api = errors.AtomApi(app)
     security.document(api.spec)
+    api.register_converter(decisions.ModelName, lambda _: decisions.MODEL_NAME_DOC)
     errors.register(app)
     api.register_blueprint(monitoring.blp)  # before workflows: its paths are more specific
     api.register_blueprint(generation.blp)  # before workflows: /api/workflows/automation/...
@@ -176,7 +180,8 @@ def _protect(app: Flask) -> None:
         verdict = g.pop("rate_verdict", None)
         if verdict is not None:
             response.headers.update(ratelimit.headers(verdict))
-        if request.method in AUDITED_METHODS and request.url_rule:
+        audited = g.pop("audited", None)  # by the view, in its own transaction
+        if request.method in AUDITED_METHODS and request.url_rule and audited != response.status_code:
             if "key_id" in g:
                 _audit(app, response)
             elif "webhook_audit" in g:

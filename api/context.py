@@ -19,8 +19,8 @@ from atom.config import Settings
 from atom.errors import Unauthorized
 from atom.observe import logs
 from atom.observe.probe import Probe
-from atom.security import permissions
-from atom.security.auth import Role, authenticate
+from atom.security import audit, permissions
+from atom.security.auth import REVOCATIONS_KEY, KeyCache, Role
 from atom.security.ratelimit import RateLimits, StreamCaps
 
 
@@ -36,6 +36,8 @@ class AppState:
     """The prometheus_client registry ``/metrics`` renders."""
     limits: RateLimits
     streams: StreamCaps
+    keys: KeyCache
+    """API keys this process found valid recently (bounded; see ``KeyCache``)."""
 
 
 # Seconds a client is told to wait when the step queue is full.
@@ -150,16 +152,19 @@ def require(role: Role) -> Callable:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             db = session()
-            limits = state().limits
-            limits.auth_blocked(client_address())
+            app = state()
+            limits = app.limits
+            # One Redis round trip: the address's failed authentications, and the key
+            # revocation counter that tells whether this process's key cache is current.
+            revocations = limits.auth_blocked(client_address(), also=REVOCATIONS_KEY)
             try:
-                record = authenticate(db, _key_from_request(), role)
+                record = app.keys.authenticate(db, _key_from_request(), role, revocations)
             except Unauthorized:
                 limits.auth_failed(client_address())
                 raise
             g.tenant_id, g.role, g.key_id = record.tenant_id, record.role, record.id
             logs.update(tenant=str(record.tenant_id))
-            db.rollback()  # end the read-only auth transaction before the view's own work
+            db.rollback()  # end the read-only auth transaction (if any) before the view's work
             g.rate_verdict = limits.check(budget(), str(record.id), str(record.tenant_id))
             guard.check_request(state().settings.webhook_max_bytes)
             _check_workflow_permissions(db, record.tenant_id, principal())
@@ -174,6 +179,27 @@ def require(role: Role) -> Callable:
         return wrapper
 
     return decorator
+
+
+def audit_with(db: Session, status: int, created_id: str | None = None) -> None:
+    """Add this request's audit entry to the view's own transaction (one commit instead of a
+    second one after the answer); ``api.app`` records it separately only if the answer's
+    status turns out other than ``status``."""
+    assert request.url_rule is not None
+    action, target_type, target_id = audit.describe(
+        request.method, request.url_rule.rule, request.view_args or {}, created_id
+    )
+    audit.record(
+        db,
+        tenant_id=g.tenant_id,
+        key_id=g.key_id,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        client=client_address(),
+        status=status,
+    )
+    g.audited = status
 
 
 def page_of(db: Session, query: Select, pagination: Any) -> list[Any]:

@@ -309,6 +309,9 @@ class KeyItem(MethodView):
         db = session()
         auth.revoke_key(db, tenant_id(), key_id)
         db.commit()
+        # Every API process empties its key cache on its next request (auth.KeyCache).
+        state().keys.forget_all()
+        state().limits.bump(auth.REVOCATIONS_KEY)
 
 
 @settings_blp.route("")

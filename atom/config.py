@@ -267,6 +267,9 @@ class Settings:
     rate_limit_tenant_execute: str = "600/minute"
     rate_limit_webhooks: str = "120/minute"
     auth_failures_per_minute: int = 20
+    key_cache_seconds: float = 10.0
+    """How long an API process trusts a key it looked up without asking PostgreSQL again (a
+    revocation reaches every process at once through Redis; this bounds it if that is lost)."""
     sse_max_per_key: int = 5
     sse_max_per_process: int = 32
     db_query_allow_own: bool = False
@@ -350,6 +353,7 @@ class Settings:
             rate_limit_tenant_execute=env.get("ATOM_RATE_LIMIT_TENANT_EXECUTE") or "600/minute",
             rate_limit_webhooks=env.get("ATOM_RATE_LIMIT_WEBHOOKS") or "120/minute",
             auth_failures_per_minute=int(env.get("ATOM_AUTH_FAILURES_PER_MINUTE") or 20),
+            key_cache_seconds=_number(env, "ATOM_KEY_CACHE_SECONDS", 10, float),
             sse_max_per_key=int(env.get("ATOM_SSE_MAX_PER_KEY") or 5),
             sse_max_per_process=int(env.get("ATOM_SSE_MAX_PER_PROCESS") or 32),
             db_query_allow_own=_flag(env.get("ATOM_DB_QUERY_ALLOW_OWN"), False),
@@ -446,6 +450,7 @@ class Settings:
             "ATOM_RATE_LIMIT_TENANT_EXECUTE": self.rate_limit_tenant_execute,
             "ATOM_RATE_LIMIT_WEBHOOKS": self.rate_limit_webhooks,
             "ATOM_AUTH_FAILURES_PER_MINUTE": str(self.auth_failures_per_minute),
+            "ATOM_KEY_CACHE_SECONDS": str(self.key_cache_seconds),
             "ATOM_SSE_MAX_PER_KEY": str(self.sse_max_per_key),
             "ATOM_SSE_MAX_PER_PROCESS": str(self.sse_max_per_process),
             "ATOM_DB_QUERY_ALLOW_OWN": "1" if self.db_query_allow_own else "0",

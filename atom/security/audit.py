@@ -28,6 +28,8 @@ _SINGULAR = {
     "keys": "key",
     "settings": "settings",
     "alerts": "alert_rule",
+    "decisions": "decision",
+    "models": "model",
 }
 _VERB = {"POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
 

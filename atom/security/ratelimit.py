@@ -14,6 +14,11 @@ past the budget the address gets 429 before its key is even looked at.
 With Redis unreachable the limits fail open (logged once per outage): a rate limit protects
 the platform, it does not decide what is correct, and execute must still take runs (202,
 sent when the broker is back) rather than answer 500 (issue 10, fault 7).
+
+Cost per request: one Redis round trip for the failed-authentication check (which also reads
+the key-revocation counter, ``atom.security.auth.KeyCache``) and one for the budgets (a Lua
+script doing ``limits``' fixed-window hit on each counter and returning its TTL, where
+``limits`` itself would take three round trips per counter).
 """
 
 from __future__ import annotations
@@ -85,58 +90,98 @@ class RateLimits:
             )
         self._outage = True
 
-    def _hit(self, budget: str, *identity: str) -> Verdict | None:
-        item = self.items[budget]
+    @property
+    def _storage(self) -> Any:
+        """The ``limits`` Redis storage (its client, and its key naming)."""
+        return self._limiter.storage
+
+    @cached_property
+    def _redis(self) -> Any:
+        return self._storage.get_connection()
+
+    @cached_property
+    def _hit_script(self) -> Any:
+        return self._redis.register_script(_HIT_LUA)
+
+    def _key(self, budget: str, *identity: str) -> str:
+        """The Redis key ``limits`` keeps this budget's counter under."""
+        return self._storage.prefixed_key(self.items[budget].key_for("atom", budget, *identity))
+
+    def _hit(self, *budgets: tuple[str, tuple[str, ...]]) -> Verdict | None:
+        """Count one request against each budget in order, in one Redis round trip; stop at
+        the first that is spent (later ones are not charged). The tightest verdict; None
+        while Redis is unreachable (fail open)."""
+        items = [self.items[name] for name, _ in budgets]
+        args: list[int] = [1]
+        for item in items:
+            args += [item.amount, item.get_expiry()]
         try:
-            allowed = self._limiter.hit(item, "atom", budget, *identity)
-            stats = self._limiter.get_window_stats(item, "atom", budget, *identity)
+            answer = self._hit_script(keys=[self._key(n, *i) for n, i in budgets], args=args)
         except STORAGE_ERRORS as e:
             self._storage_down(e)
             return None
         self._outage = False
-        verdict = Verdict(item.amount, max(0, stats.remaining), stats.reset_time)
-        if not allowed:
-            raise TooManyRequests(
-                f"Rate limit reached: {item.amount} per {_window(item)} for "
-                f"{budget.replace('_', ' ')}; try again after Retry-After seconds.",
-                headers=headers(verdict, refused=True),
-            )
-        return verdict
+        clock = time.time()
+        verdicts = []
+        for k, item in enumerate(items[: len(answer) // 2]):
+            count, ttl = int(answer[2 * k]), int(answer[2 * k + 1])
+            verdict = Verdict(item.amount, max(0, item.amount - count), clock + max(ttl, 0))
+            if count > item.amount:
+                name = budgets[k][0]
+                raise TooManyRequests(
+                    f"Rate limit reached: {item.amount} per {_window(item)} for "
+                    f"{name.replace('_', ' ')}; try again after Retry-After seconds.",
+                    headers=headers(verdict, refused=True),
+                )
+            verdicts.append(verdict)
+        return min(verdicts, key=lambda v: v.remaining)
 
     def check(self, budget: str, key_id: str, tenant_id: str) -> Verdict | None:
         """Count one request of ``budget`` for a key (and its tenant, for execute)."""
         if not self.enabled:
             return None
-        verdict = self._hit(budget, key_id)
-        if budget == "execute" and verdict is not None:
-            tenant = self._hit("tenant_execute", tenant_id)
-            if tenant is not None:
-                verdict = min(verdict, tenant, key=lambda v: v.remaining)
-        return verdict
+        if budget == "execute":
+            return self._hit((budget, (key_id,)), ("tenant_execute", (tenant_id,)))
+        return self._hit((budget, (key_id,)))
 
     def check_webhook(self, token: str, client: str) -> Verdict | None:
         """Count one webhook delivery for this token from this address."""
         if not self.enabled:
             return None
         digest = hashlib.sha256(token.encode()).hexdigest()[:32]
-        return self._hit("webhooks", digest, client)
+        return self._hit(("webhooks", (digest, client)))
 
-    def auth_blocked(self, client: str) -> None:
-        """TooManyRequests if ``client`` has failed authentication too often this minute."""
+    def auth_blocked(self, client: str, also: str | None = None) -> Any:
+        """TooManyRequests if ``client`` has failed authentication too often this minute.
+
+        Returns the value of the Redis key ``also`` (the key-revocation counter), read in the
+        same round trip; with rate limits off it is read alone, and a Redis error reads as a
+        value never seen before (so nothing cached is trusted).
+        """
         if not self.enabled:
-            return
+            if also is None:
+                return None
+            try:
+                return self._redis.get(also)
+            except Exception:
+                return object()
         item = self.items["auth_failures"]
+        keys = [self._key("auth_failures", client)] + ([also] if also else [])
         try:
-            if self._limiter.test(item, "atom", "auth_failures", client):
-                return
-            stats = self._limiter.get_window_stats(item, "atom", "auth_failures", client)
+            values = self._redis.mget(keys)
+            if int(values[0] or 0) >= item.amount:
+                stats = self._limiter.get_window_stats(item, "atom", "auth_failures", client)
+            else:
+                stats = None
         except STORAGE_ERRORS as e:
             self._storage_down(e)
-            return
-        raise TooManyRequests(
-            "Too many failed authentications from this address; try again later.",
-            headers=headers(Verdict(item.amount, 0, stats.reset_time), refused=True),
-        )
+            return object() if also else None  # a value never seen: nothing cached is trusted
+        if stats is not None:
+            raise TooManyRequests(
+                "Too many failed authentications from this address; try again later.",
+                headers=headers(Verdict(item.amount, 0, stats.reset_time), refused=True),
+            )
+        return values[1] if also else None
 
     def auth_failed(self, client: str) -> None:
         """Count a failed authentication from ``client``."""
@@ -146,6 +191,30 @@ class RateLimits:
             self._limiter.hit(self.items["auth_failures"], "atom", "auth_failures", client)
         except STORAGE_ERRORS as e:
             self._storage_down(e)
+
+    def bump(self, key: str) -> None:
+        """Increment the Redis counter ``key`` (a key revocation); best effort."""
+        try:
+            self._redis.incr(key)
+        except Exception:  # the key cache's age bound still applies
+            logger.warning("could not announce a key revocation in Redis", exc_info=True)
+
+
+_HIT_LUA = """
+-- KEYS: counters; ARGV: cost, then (limit, window seconds) per counter.
+-- The fixed-window hit of ``limits`` (INCRBY, EXPIRE on the first hit) plus its TTL, for
+-- each counter in order, stopping after the first one past its limit.
+local cost = tonumber(ARGV[1])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local n = redis.call('INCRBY', key, cost)
+  if n == cost then redis.call('EXPIRE', key, ARGV[2 * i + 1]) end
+  out[#out + 1] = n
+  out[#out + 1] = redis.call('TTL', key)
+  if n > tonumber(ARGV[2 * i]) then break end
+end
+return out
+"""
 
 
 def _window(item: RateLimitItem) -> str:

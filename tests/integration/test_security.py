@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -417,6 +418,58 @@ def test_keys_expire_are_revoked_and_are_shown_once(client: Client, api_url: str
     assert set(invalid.value.body["errors"]) == {"role", "expires_in", "extra"}
     operator = _same_tenant_key(client, "operator")
     assert _raw(f"{api_url}/api/keys", operator).status_code == 403
+
+
+def _serve(app) -> tuple[str, Callable[[], None]]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}", server.shutdown
+
+
+def test_a_revocation_reaches_every_api_process_at_once_and_the_key_cache_is_bounded(
+    settings_with: Callable[..., Settings], make_key
+):
+    """Two apps stand for two API processes, each with its own key cache: a key revoked
+    through one is refused by the other on its next request (the Redis revocation counter),
+    and a key revoked behind the API's back (in SQL) within ATOM_KEY_CACHE_SECONDS."""
+    from sqlalchemy import update
+
+    from api.app import create_app
+    from atom.security.auth import hash_key
+    from atom.store.db import make_engine, make_sessionmaker
+    from atom.store.models import ApiKey
+
+    cached = settings_with(key_cache_seconds=1.5)
+    app_two = create_app(cached)
+    (one, stop_one), (two, stop_two) = _serve(create_app(cached)), _serve(app_two)
+    cache = app_two.extensions["atom"].keys
+    engine = make_engine(cached.database_url or "")
+    try:
+        tenant = f"cache-{uuid.uuid4().hex[:8]}"
+        admin = make_key("admin", tenant=tenant)
+        made = Client(one, admin).request("POST", "/api/keys", json={"role": "viewer"})
+        assert _raw(f"{two}/api/workflows", made["key"]).status_code == 200
+        assert cache.holds(made["key"])
+        assert _raw(f"{one}/api/keys/{made['id']}", admin, "DELETE").status_code == 204
+        refused = _raw(f"{two}/api/workflows", made["key"])
+        assert refused.status_code == 401 and "revoked" in refused.json()["message"]
+
+        behind = make_key("viewer", tenant=tenant)
+        assert _raw(f"{two}/api/workflows", behind).status_code == 200
+        with make_sessionmaker(engine).begin() as db:  # no API call: no counter bump
+            db.execute(
+                update(ApiKey)
+                .where(ApiKey.key_hash == hash_key(behind))
+                .values(revoked_at=datetime.now(UTC))
+            )
+        assert cache.holds(behind)  # trusted without asking PostgreSQL...
+        time.sleep(1.6)
+        assert _raw(f"{two}/api/workflows", behind).status_code == 401  # ...for 1.5 s at most
+        assert not cache.holds(behind)
+    finally:
+        stop_one()
+        stop_two()
+        engine.dispose()
 
 
 # --- audit -----------------------------------------------------------------------------------
