@@ -245,6 +245,22 @@ class Settings:
     ml_concurrency: int = 2
     ml_retrain_every: int = 50
     ml_retrain_interval: float = 3600.0
+    metric_retention_days: float = 30.0
+    """Days a metric point (custom or derived) is kept; older ones are pruned."""
+    anomaly_interval: float = 30.0
+    """Seconds between anomaly-scoring passes (0: no scoring)."""
+    anomaly_bucket: float = 300.0
+    """Seconds per point of the derived error-rate series (failed / finished in the bucket)."""
+    anomaly_settle: float = 2.0
+    """Seconds a finished run is left to commit before it becomes a metric point."""
+    anomaly_context: int = 500
+    """Scored points sent before the new ones, as the detector's history."""
+    anomaly_max_series: int = 200
+    """Series scored per pass, at most (the rest wait for the next pass)."""
+    anomaly_max_points: int = 2000
+    """New points of one series scored per call, at most."""
+    anomaly_sensitivity: float = 0.5
+    """The detector's sensitivity for stored scores (moves its threshold, not the scores)."""
     catalogue_base_url: str | None = None
     """Replaces every catalogue service's API base with ``<url>/<slug>`` (tests, sandboxes)."""
 
@@ -325,6 +341,14 @@ class Settings:
             ml_concurrency=int(env.get("ATOM_ML_CONCURRENCY") or 2),
             ml_retrain_every=int(env.get("ATOM_ML_RETRAIN_EVERY") or 50),
             ml_retrain_interval=float(env.get("ATOM_ML_RETRAIN_INTERVAL") or 3600),
+            metric_retention_days=_number(env, "ATOM_METRIC_RETENTION_DAYS", 30, float),
+            anomaly_interval=_number(env, "ATOM_ANOMALY_INTERVAL", 30, float),
+            anomaly_bucket=_number(env, "ATOM_ANOMALY_BUCKET", 300, float),
+            anomaly_settle=_number(env, "ATOM_ANOMALY_SETTLE", 2, float),
+            anomaly_context=_number(env, "ATOM_ANOMALY_CONTEXT", 500),
+            anomaly_max_series=_number(env, "ATOM_ANOMALY_MAX_SERIES", 200),
+            anomaly_max_points=_number(env, "ATOM_ANOMALY_MAX_POINTS", 2000),
+            anomaly_sensitivity=_number(env, "ATOM_ANOMALY_SENSITIVITY", 0.5, float),
             catalogue_base_url=env.get("ATOM_CATALOGUE_BASE_URL") or None,
         )
 
@@ -418,6 +442,14 @@ class Settings:
             "ATOM_ML_CONCURRENCY": str(self.ml_concurrency),
             "ATOM_ML_RETRAIN_EVERY": str(self.ml_retrain_every),
             "ATOM_ML_RETRAIN_INTERVAL": str(self.ml_retrain_interval),
+            "ATOM_METRIC_RETENTION_DAYS": str(self.metric_retention_days),
+            "ATOM_ANOMALY_INTERVAL": str(self.anomaly_interval),
+            "ATOM_ANOMALY_BUCKET": str(self.anomaly_bucket),
+            "ATOM_ANOMALY_SETTLE": str(self.anomaly_settle),
+            "ATOM_ANOMALY_CONTEXT": str(self.anomaly_context),
+            "ATOM_ANOMALY_MAX_SERIES": str(self.anomaly_max_series),
+            "ATOM_ANOMALY_MAX_POINTS": str(self.anomaly_max_points),
+            "ATOM_ANOMALY_SENSITIVITY": str(self.anomaly_sensitivity),
         }
         optional = {
             "DATABASE_URL": self.database_url,

@@ -1,0 +1,45 @@
+"""Metric tasks on the ``atom.maintenance`` queue, fired by beat: score new metric points on
+the ML pool (``atom.anomaly.scoring``) and prune points past the retention."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from celery import Celery
+
+from atom.anomaly import scoring
+from atom.anomaly import series as metric_series
+from atom.celery_app import PRUNE_METRICS, SCORE_METRICS
+from atom.ml.client import MLClient
+from atom.observe.probe import Probe
+from workers.tasks import WorkerContext
+
+logger = logging.getLogger("atom.maintenance")
+
+
+def register(app: Celery, ctx: WorkerContext) -> None:
+    """Register the metric tasks on ``app``."""
+    per_process: dict[int, tuple[Probe, MLClient]] = {}  # they hold connections
+
+    def clients() -> tuple[Probe, MLClient]:
+        pid = os.getpid()
+        if pid not in per_process:
+            per_process.clear()
+            per_process[pid] = (Probe(ctx.factory, app, ctx.settings), MLClient(ctx.settings))
+        return per_process[pid]
+
+    @app.task(name=SCORE_METRICS, acks_late=True, ignore_result=True)
+    def score_metrics() -> dict:
+        settings = ctx.settings
+        if not settings.monitoring_enabled or settings.anomaly_interval <= 0:
+            return {"enabled": False}
+        probe, ml = clients()
+        return scoring.score_pass(ctx.factory, ml.call, settings, probe.queues)
+
+    @app.task(name=PRUNE_METRICS, acks_late=True, ignore_result=True)
+    def prune_metrics() -> dict:
+        pruned = metric_series.prune(ctx.factory, ctx.settings.metric_retention_days)
+        if any(pruned.values()):
+            logger.info("metrics: pruned %s", pruned)
+        return pruned
