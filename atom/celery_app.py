@@ -33,6 +33,7 @@ ML_RETRAIN_DUE = "atom.ml.retrain_due"
 ML_PREDICT_RUN = "atom.ml.predict_run"
 ML_PING = "atom.ml.ping"
 ML_PREDICT_USER = "atom.ml.predict_user"
+ML_ANOMALY_SCORE = "atom.ml.anomaly_score"
 
 
 class NoWaitRedisBackend(RedisBackend):
