@@ -323,13 +323,26 @@ class MetricPointSchema(Schema):
     )
 
 
+class RecordedPointSchema(Schema):
+    """A point as recorded (it is scored later)."""
+
+    class Meta:
+        ordered = True
+
+    series_id = fields.UUID()
+    kind = fields.String()
+    name = fields.String()
+    workflow_id = fields.UUID(allow_none=True)
+    unit = fields.String()
+    timestamp = fields.DateTime()
+    value = fields.Float()
+
+
 class RecordedMetricsSchema(Schema):
     """What was recorded."""
 
     recorded = fields.Integer()
-    points = fields.List(
-        fields.Nested(MetricPointSchema(exclude=("id", "scored", "score", "expected")))
-    )
+    points = fields.List(fields.Nested(RecordedPointSchema))
 
 
 class MetricPointsArgs(Schema):

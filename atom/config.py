@@ -253,8 +253,9 @@ class Settings:
     """Seconds per point of the derived error-rate series (failed / finished in the bucket)."""
     anomaly_settle: float = 2.0
     """Seconds a finished run is left to commit before it becomes a metric point."""
-    anomaly_context: int = 500
-    """Scored points sent before the new ones, as the detector's history."""
+    anomaly_context: int = 4100
+    """Scored points sent before the new ones, as the detector's history: at least the
+    detector's memory (``atom.ml.anomaly.MEMORY``, 4057) for the scores of a whole series."""
     anomaly_max_series: int = 200
     """Series scored per pass, at most (the rest wait for the next pass)."""
     anomaly_max_points: int = 2000
@@ -345,7 +346,7 @@ class Settings:
             anomaly_interval=_number(env, "ATOM_ANOMALY_INTERVAL", 30, float),
             anomaly_bucket=_number(env, "ATOM_ANOMALY_BUCKET", 300, float),
             anomaly_settle=_number(env, "ATOM_ANOMALY_SETTLE", 2, float),
-            anomaly_context=_number(env, "ATOM_ANOMALY_CONTEXT", 500),
+            anomaly_context=_number(env, "ATOM_ANOMALY_CONTEXT", 4100),
             anomaly_max_series=_number(env, "ATOM_ANOMALY_MAX_SERIES", 200),
             anomaly_max_points=_number(env, "ATOM_ANOMALY_MAX_POINTS", 2000),
             anomaly_sensitivity=_number(env, "ATOM_ANOMALY_SENSITIVITY", 0.5, float),

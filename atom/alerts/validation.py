@@ -159,7 +159,7 @@ def _name(value: str) -> None:
 
 class AlertRuleInSchema(Schema):
     """An alert rule as a user writes it. Defaults: comparison ``>`` (``<`` for workers),
-    window 5m, severity medium, cooldown 300 s, no channels, enabled."""
+    window 5m (1h for anomaly), severity medium, cooldown 300 s, no channels, enabled."""
 
     class Meta:
         unknown = RAISE
@@ -179,10 +179,9 @@ class AlertRuleInSchema(Schema):
         }
     )
     window = fields.String(
-        load_default="5m",
         validate=_window,
         metadata={
-            "description": "a number and s, m, h or d, 1s .. 30d",
+            "description": "a number and s, m, h or d, 1s .. 30d; default 5m (1h for anomaly)",
             "pattern": WINDOW_RE.pattern,
         },
     )
@@ -283,7 +282,8 @@ def validate_rule(doc: Any) -> dict[str, Any]:
     fields_ = AlertRuleInSchema().load(doc)
     spec = METRICS[fields_["metric"]]
     fields_["name"] = fields_["name"].strip()
-    fields_["window"] = fields_["window"].strip()
+    default_window = ANOMALY_WINDOW if fields_["metric"] == "anomaly" else "5m"
+    fields_["window"] = fields_.get("window", default_window).strip()
     fields_.setdefault("comparison", spec.comparison)
     fields_["threshold"] = float(fields_.get("threshold", spec.threshold))
     if fields_["metric"] == "anomaly":
@@ -293,8 +293,6 @@ def validate_rule(doc: Any) -> dict[str, Any]:
         fields_["series"] = canonical_selector(selector)
         wf = fields_["series"].get("workflow_id")
         fields_["workflow_id"] = uuid.UUID(wf) if wf else None
-        if isinstance(doc, dict) and "window" not in doc:
-            fields_["window"] = ANOMALY_WINDOW
     else:
         fields_["series"] = None
     return fields_
