@@ -283,7 +283,9 @@ def validate_rule(doc: Any) -> dict[str, Any]:
     spec = METRICS[fields_["metric"]]
     fields_["name"] = fields_["name"].strip()
     default_window = ANOMALY_WINDOW if fields_["metric"] == "anomaly" else "5m"
-    fields_["window"] = fields_.get("window", default_window).strip()
+    # Stored in its plain form ("5m"): whitespace inside would not fit the column.
+    number, unit = WINDOW_RE.match(fields_.get("window", default_window)).groups()  # type: ignore[union-attr]
+    fields_["window"] = f"{int(number)}{unit}"
     fields_.setdefault("comparison", spec.comparison)
     fields_["threshold"] = float(fields_.get("threshold", spec.threshold))
     if fields_["metric"] == "anomaly":

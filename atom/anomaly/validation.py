@@ -87,7 +87,10 @@ class MetricPointFields(Schema):
         ),
         metadata={"example": "orders.processed", "pattern": NAME_RE.pattern},
     )
-    value = FiniteNumber(required=True, metadata={"description": "a finite number"})
+    value = FiniteNumber(
+        required=True,
+        metadata={"description": "a finite number", "minimum": -MAX_VALUE, "maximum": MAX_VALUE},
+    )
     unit = fields.String(
         load_default="",
         validate=[validate.Length(max=32), _no_controls],
