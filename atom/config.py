@@ -190,6 +190,9 @@ class Settings:
     dev: bool = False
     worker_concurrency: int = 8
     max_request_bytes: int = 1024 * 1024
+    ml_max_body: int = 4 * 1024 * 1024
+    """The largest body of a model-work request (anomaly detect, decisions, model declare and
+    train): ``ATOM_ML_MAX_BODY``; every other route keeps ``ATOM_MAX_REQUEST_BYTES``."""
     monitoring_enabled: bool = True
     auto_recovery_enabled: bool = True
     auto_troubleshoot: bool = True
@@ -275,6 +278,7 @@ class Settings:
             dev=_flag(env.get("ATOM_DEV"), False),
             worker_concurrency=_number(env, "ATOM_WORKER_CONCURRENCY", 8),
             max_request_bytes=_number(env, "ATOM_MAX_REQUEST_BYTES", 1024 * 1024),
+            ml_max_body=_number(env, "ATOM_ML_MAX_BODY", 4 * 1024 * 1024),
             monitoring_enabled=_flag(env.get("WORKFLOW_MONITORING_ENABLED"), True),
             auto_recovery_enabled=_flag(env.get("WORKFLOW_AUTO_RECOVERY_ENABLED"), True),
             auto_troubleshoot=_flag(env.get("ATOM_AUTO_TROUBLESHOOT"), True),
@@ -415,6 +419,7 @@ class Settings:
             "ATOM_DB_QUERY_ALLOW_OWN": "1" if self.db_query_allow_own else "0",
             "ATOM_DB_QUERY_ALLOWLIST": ",".join(self.db_query_allowlist),
             "ATOM_ML_TIMEOUT": str(self.ml_timeout),
+            "ATOM_ML_MAX_BODY": str(self.ml_max_body),
             "ATOM_ML_CONCURRENCY": str(self.ml_concurrency),
             "ATOM_ML_RETRAIN_EVERY": str(self.ml_retrain_every),
             "ATOM_ML_RETRAIN_INTERVAL": str(self.ml_retrain_interval),
