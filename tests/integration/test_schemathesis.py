@@ -42,6 +42,8 @@ NOT_EXPRESSIBLE = {
     "PATCH /api/workflows/monitoring/alerts/rules/{rule_id}": "the same",
     "POST /api/workflows/automation/generate": "the request is English text that must name "
     "a service, event or action of the catalogue",
+    "POST /api/anomaly/detect": "the series' timestamps must be in time order, and an ISO 8601 "
+    "one must be a moment Python's datetime can hold",
 }
 """Operations where ``positive_data_acceptance`` is not run, and why."""
 
