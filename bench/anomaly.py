@@ -448,7 +448,8 @@ def main(args: list[str] | None = None) -> None:
     }
     if opts.ablation:
         for part in anomaly.PARTS:
-            detectors[f"atom-{part}"] = atom_detector(**{part: False})
+            on = part == "lightgbm"  # off by default: the ablation switches it on
+            detectors[f"atom{'+' if on else '-'}{part}"] = atom_detector(**{part: on})
     corpus = [make(k, s) for k in kinds for s in seeds]
     dev_corpus = [make(k, s) for k in kinds for s in dev_seeds]
     started = time.perf_counter()

@@ -23,7 +23,8 @@ How a point is scored (every window below ends before the point, or at it):
    chosen forecast's base) against the median of the ``SHIFT_BASE`` points before them, in
    robust spreads of that difference over the previous ``SHIFT_HISTORY`` points: a slow drift,
    or a shift the forecast has absorbed. It counts only when it beats ``RECORD_FACTOR`` x its
-   own maximum over the previous ``RECORD_WINDOW`` points: a sustained change is news once.
+   own maximum over the ``RECORD_WINDOW`` points before the latest ``RECORD_GAP``, and every
+   point since: a lasting change scores while it grows, not at every point after.
 4. **Score.** ``z`` is the larger surprise; the score is ``z**2 / (z**2 + 16)`` (0.5 at four
    robust standard deviations). ``sensitivity`` only moves the threshold:
    ``threshold = 0.9 - 0.6 * sensitivity`` (0.6 by default, about 4.9 deviations). The
@@ -68,12 +69,19 @@ TAIL_WINDOW = 1024
 RECORD_WINDOW = 256
 """A level surprise counts only when it is a record over this many points."""
 RECORD_FACTOR = 1.25
-"""... by this factor (a sustained change is news once, not at every point)."""
+"""... by this factor (a sustained change is news once, not at every point)..."""
+RECORD_GAP = 32
+"""... leaving out the latest this many points (a slowly growing surprise can still count)."""
 MAX_LAG = 4200
 """The farthest back (in points) a seasonal forecast may look."""
 MEMORY = (
     RECORD_WINDOW
-    + max(SELECT_WINDOW, SHIFT_HISTORY + SHIFT_BASE + SHIFT_RECENT, TAIL_WINDOW + SELECT_WINDOW)
+    + RECORD_GAP
+    + max(
+        SELECT_WINDOW,
+        SHIFT_HISTORY + SHIFT_BASE + SHIFT_RECENT,
+        TAIL_WINDOW + SELECT_WINDOW,
+    )
     + SCALE_WINDOW
     + OFFSET_WINDOW
     + MAX_LAG
@@ -86,7 +94,7 @@ PERIODS = {"daily": 86_400.0, "weekly": 604_800.0}
 """Seasonal periods, seconds."""
 SCORE_HALF = 4.0
 """The surprise (robust standard deviations) that scores 0.5."""
-PARTS = ("seasonal", "shift", "records", "tails")
+PARTS = ("seasonal", "shift", "records", "tails", "lightgbm")
 """Parts of the detector that ``score_series(parts=...)`` can switch off (bench ablation)."""
 
 
@@ -144,11 +152,11 @@ def _rolling_mean(a: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(count > 0, mean, np.nan), count
 
 
-def _rolling_max(a: np.ndarray, window: int) -> np.ndarray:
-    """Max of a[i-window:i] (strictly past; 0 before the start)."""
+def _rolling_max(a: np.ndarray, window: int, lag: int = 1) -> np.ndarray:
+    """Max of a[i-lag-window+1 : i-lag+1] (0 before the start)."""
     if len(a) == 0:
         return a
-    return np.nan_to_num(_past_view(np.nan_to_num(a), window), nan=0.0).max(axis=1)
+    return np.nan_to_num(_past_view(np.nan_to_num(a), window, lag), nan=0.0).max(axis=1)
 
 
 def _lagged(t: np.ndarray, xs: np.ndarray, back: float) -> np.ndarray:
@@ -209,17 +217,61 @@ def _candidate(x: np.ndarray, forecast: np.ndarray, level: np.ndarray, min_count
     return _Candidate(forecast, level, scale, np.nan_to_num(fit, nan=np.inf), eligible)
 
 
-def _candidates(t: np.ndarray, x: np.ndarray, seasonal: bool) -> list[_Candidate]:
+def _candidates(t: np.ndarray, x: np.ndarray, use: dict[str, bool]) -> list[_Candidate]:
     """The local level, and the daily and weekly seasonal forecasts."""
-    found = [_candidate(x, _rolling_median(x, LEVEL_WINDOW)[0], x, 1)]
-    if seasonal:
+    level = _rolling_median(x, LEVEL_WINDOW)[0]
+    found = [_candidate(x, level, x, 1)]
+    bases = []
+    if use["seasonal"]:
         xs = _smoothed(x)
         for period in PERIODS.values():
             base = _seasonal_base(t, xs, period)
+            bases.append(base)
             offset, count = _rolling_median(x - base, OFFSET_WINDOW)
             forecast = np.where(count > 0, base + offset, np.nan)
             found.append(_candidate(x, forecast, x - base, MIN_SEASONAL))
+    if use["lightgbm"]:
+        found.append(_candidate(x, _gbm_forecast(t, x, level, bases), x, MIN_SEASONAL))
     return found
+
+
+GBM_REFIT = 1000
+GBM_TRAIN = 3000
+
+
+def _gbm_forecast(t: np.ndarray, x: np.ndarray, level: np.ndarray, bases: list) -> np.ndarray:
+    """A LightGBM L1 forecast of each point from lags, seasonal bases and the calendar,
+    relative to the local level; refit every GBM_REFIT points on the GBM_TRAIN before."""
+    import lightgbm as lgb
+
+    n = len(x)
+    prev = np.concatenate([[np.nan], x[:-1]])
+    prev2 = np.concatenate([[np.nan, np.nan], x[:-2]])[:n]
+    dt = np.concatenate([[np.nan], np.diff(t)])
+    hours = (t % 86_400.0) / 3600.0
+    weekday = ((t // 86_400.0).astype(int) + 3) % 7
+    columns = [prev - level, prev2 - level, hours, weekday, dt]
+    columns += [b - level for b in bases]
+    features = np.stack(columns, axis=1)
+    target = x - level
+    out = np.full(n, np.nan)
+    params = {
+        "objective": "l1",
+        "num_leaves": 15,
+        "min_data_in_leaf": 20,
+        "learning_rate": 0.1,
+        "verbose": -1,
+        "num_threads": 1,
+        "deterministic": True,
+    }
+    for c in range(GBM_REFIT, n, GBM_REFIT):
+        lo = max(1, c - GBM_TRAIN)
+        ok = ~np.isnan(target[lo:c])
+        data = lgb.Dataset(features[lo:c][ok], target[lo:c][ok])
+        booster = lgb.train(params, data, num_boost_round=60)
+        hi = min(n, c + GBM_REFIT)
+        out[c:hi] = level[c:hi] + booster.predict(features[c:hi])
+    return out
 
 
 def _choose(candidates: list[_Candidate]) -> tuple[np.ndarray, ...]:
@@ -238,11 +290,10 @@ def _choose(candidates: list[_Candidate]) -> tuple[np.ndarray, ...]:
     return pick, forecast, scale, eligible
 
 
-def _shift_surprise(candidates: list[_Candidate], pick: np.ndarray, scale: np.ndarray):
+def _shift_surprise(candidates: list[_Candidate], pick: np.ndarray) -> np.ndarray:
     """How far the median of the latest SHIFT_RECENT levels (this point included) is from
     the median of the SHIFT_BASE before them, in robust spreads of that same difference over
     the previous SHIFT_HISTORY points (at least what it is for independent noise)."""
-    rows = np.arange(len(pick))
     z = np.zeros(len(pick))
     for c, cand in enumerate(candidates):
         chosen = pick == c
@@ -258,7 +309,7 @@ def _shift_surprise(candidates: list[_Candidate], pick: np.ndarray, scale: np.nd
         spread = np.maximum(np.nan_to_num(spread, nan=0.0), floor)
         ok = chosen & (count >= SHIFT_BASE // 8)
         z[ok] = np.abs(d[ok]) / spread[ok]
-    return np.nan_to_num(z, nan=0.0)[rows]
+    return np.nan_to_num(z, nan=0.0)
 
 
 def _tail_factor(z: np.ndarray) -> np.ndarray:
@@ -269,9 +320,12 @@ def _tail_factor(z: np.ndarray) -> np.ndarray:
 
 
 def _records(z: np.ndarray) -> np.ndarray:
-    """``z`` where it beats RECORD_FACTOR x its maximum over the previous RECORD_WINDOW
-    points, else 0: a sustained change scores at its onset, not at every point."""
-    return np.where(z > RECORD_FACTOR * _rolling_max(z, RECORD_WINDOW), z, 0.0)
+    """``z`` where it beats RECORD_FACTOR x its maximum over RECORD_WINDOW points ending
+    RECORD_GAP before it and every point since, else 0: a sustained change scores while it
+    grows, not at every point."""
+    older = _rolling_max(z, RECORD_WINDOW, RECORD_GAP)
+    latest = _rolling_max(z, RECORD_GAP - 1, 1)
+    return np.where((z > RECORD_FACTOR * older) & (z > latest), z, 0.0)
 
 
 def _surprises(
@@ -280,7 +334,7 @@ def _surprises(
     """Per valid point: the surprise z, the forecast, and the scale used."""
     if len(x) == 0:
         return x, x, x
-    candidates = _candidates(t, x, use["seasonal"])
+    candidates = _candidates(t, x, use)
     pick, forecast, scale, eligible = _choose(candidates)
     z = np.where(eligible, np.abs(x - forecast) / scale, 0.0)
     if use["tails"]:
@@ -289,7 +343,7 @@ def _surprises(
     keep = _records if use["records"] else (lambda a: a)
     surprise = z
     if use["shift"]:
-        surprise = np.maximum(surprise, keep(_shift_surprise(candidates, pick, scale)))
+        surprise = np.maximum(surprise, keep(_shift_surprise(candidates, pick)))
     return surprise, np.where(eligible, forecast, np.nan), scale
 
 
@@ -317,7 +371,7 @@ def score_series(
 ) -> dict[str, Any]:
     """Score every point of a series (see the module docstring); ``None`` values are gaps.
     ``parts`` switches parts of the detector off (``PARTS``; for the bench's ablation)."""
-    use = {part: True for part in PARTS} | (parts or {})
+    use = {part: part != "lightgbm" for part in PARTS} | (parts or {})
     n = len(values)
     if len(timestamps) != n:
         raise ValueError(f"{len(timestamps)} timestamps for {n} values")
