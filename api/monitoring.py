@@ -33,7 +33,7 @@ from api.schemas import (
     WorkflowHealthSchema,
 )
 from atom.alerts import rules, views
-from atom.anomaly import series as metric_series
+from atom.anomaly import store as metric_series
 from atom.observe import health, stats
 from atom.security.auth import Role
 from atom.statuses import AlertStatus

@@ -190,6 +190,9 @@ class Settings:
     dev: bool = False
     worker_concurrency: int = 8
     max_request_bytes: int = 1024 * 1024
+    ml_max_body: int = 4 * 1024 * 1024
+    """The largest body of a model-work request (anomaly detect, decisions, model declare and
+    train): ``ATOM_ML_MAX_BODY``; every other route keeps ``ATOM_MAX_REQUEST_BYTES``."""
     monitoring_enabled: bool = True
     auto_recovery_enabled: bool = True
     auto_troubleshoot: bool = True
@@ -253,9 +256,10 @@ class Settings:
     """Seconds per point of the derived error-rate series (failed / finished in the bucket)."""
     anomaly_settle: float = 2.0
     """Seconds a finished run is left to commit before it becomes a metric point."""
-    anomaly_context: int = 4100
+    anomaly_context: int = 8192
     """Scored points sent before the new ones, as the detector's history: at least the
-    detector's memory (``atom.ml.anomaly.MEMORY``, 4057) for the scores of a whole series."""
+    detector's memory (``atom.ml.anomaly.MEMORY``) gives the scores of the whole series;
+    fewer is cheaper and approximate."""
     anomaly_max_series: int = 200
     """Series scored per pass, at most (the rest wait for the next pass)."""
     anomaly_max_points: int = 2000
@@ -292,6 +296,7 @@ class Settings:
             dev=_flag(env.get("ATOM_DEV"), False),
             worker_concurrency=_number(env, "ATOM_WORKER_CONCURRENCY", 8),
             max_request_bytes=_number(env, "ATOM_MAX_REQUEST_BYTES", 1024 * 1024),
+            ml_max_body=_number(env, "ATOM_ML_MAX_BODY", 4 * 1024 * 1024),
             monitoring_enabled=_flag(env.get("WORKFLOW_MONITORING_ENABLED"), True),
             auto_recovery_enabled=_flag(env.get("WORKFLOW_AUTO_RECOVERY_ENABLED"), True),
             auto_troubleshoot=_flag(env.get("ATOM_AUTO_TROUBLESHOOT"), True),
@@ -346,7 +351,7 @@ class Settings:
             anomaly_interval=_number(env, "ATOM_ANOMALY_INTERVAL", 30, float),
             anomaly_bucket=_number(env, "ATOM_ANOMALY_BUCKET", 300, float),
             anomaly_settle=_number(env, "ATOM_ANOMALY_SETTLE", 2, float),
-            anomaly_context=_number(env, "ATOM_ANOMALY_CONTEXT", 4100),
+            anomaly_context=_number(env, "ATOM_ANOMALY_CONTEXT", 8192),
             anomaly_max_series=_number(env, "ATOM_ANOMALY_MAX_SERIES", 200),
             anomaly_max_points=_number(env, "ATOM_ANOMALY_MAX_POINTS", 2000),
             anomaly_sensitivity=_number(env, "ATOM_ANOMALY_SENSITIVITY", 0.5, float),
@@ -440,6 +445,7 @@ class Settings:
             "ATOM_DB_QUERY_ALLOW_OWN": "1" if self.db_query_allow_own else "0",
             "ATOM_DB_QUERY_ALLOWLIST": ",".join(self.db_query_allowlist),
             "ATOM_ML_TIMEOUT": str(self.ml_timeout),
+            "ATOM_ML_MAX_BODY": str(self.ml_max_body),
             "ATOM_ML_CONCURRENCY": str(self.ml_concurrency),
             "ATOM_ML_RETRAIN_EVERY": str(self.ml_retrain_every),
             "ATOM_ML_RETRAIN_INTERVAL": str(self.ml_retrain_interval),

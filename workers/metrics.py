@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 
 from celery import Celery
 
 from atom.anomaly import scoring
-from atom.anomaly import series as metric_series
+from atom.anomaly import store as metric_series
 from atom.celery_app import PRUNE_METRICS, SCORE_METRICS
 from atom.ml.client import MLClient
 from atom.observe.probe import Probe
 from workers.tasks import WorkerContext
 
 logger = logging.getLogger("atom.maintenance")
+
+SCORING_TIMEOUT = 30.0
+"""Seconds the scoring pass waits for one series' scores (at least ATOM_ML_TIMEOUT)."""
 
 
 def register(app: Celery, ctx: WorkerContext) -> None:
@@ -26,7 +30,12 @@ def register(app: Celery, ctx: WorkerContext) -> None:
         pid = os.getpid()
         if pid not in per_process:
             per_process.clear()
-            per_process[pid] = (Probe(ctx.factory, app, ctx.settings), MLClient(ctx.settings))
+            # A series with a long history takes the pool a second or more: scoring waits
+            # longer than a request would (it blocks nobody).
+            patient = replace(
+                ctx.settings, ml_timeout=max(ctx.settings.ml_timeout, SCORING_TIMEOUT)
+            )
+            per_process[pid] = (Probe(ctx.factory, app, ctx.settings), MLClient(patient))
         return per_process[pid]
 
     @app.task(name=SCORE_METRICS, acks_late=True, ignore_result=True)

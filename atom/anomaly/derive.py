@@ -26,7 +26,7 @@ from sqlalchemy import TextClause, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from atom.anomaly.series import add_points, ensure_series
+from atom.anomaly.store import add_points, ensure_series
 from atom.clock import now
 from atom.config import Settings
 from atom.statuses import ExecutionStatus, StepStatus

@@ -28,6 +28,7 @@ _SINGULAR = {
     "keys": "key",
     "settings": "settings",
     "alerts": "alert_rule",
+    "anomaly": "anomaly",
 }
 _VERB = {"POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
 

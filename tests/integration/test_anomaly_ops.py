@@ -90,7 +90,7 @@ def test_scoring_waits_for_the_ml_pool_and_resumes(
 def test_custom_metrics_record_read_paginate_isolate_validate_and_prune(
     client: Client, api_url: str, make_key, settings: Settings, settings_with
 ):
-    from atom.anomaly import series
+    from atom.anomaly import store
 
     wf = client.create_workflow(
         workflow("metered", [trigger(), action("a", "log", message="hi")], [("start", "a")])
@@ -204,7 +204,7 @@ def test_custom_metrics_record_read_paginate_isolate_validate_and_prune(
     # Retention: points older than it go, with the series they leave empty.
     factory = _factory(settings)
     try:
-        pruned = series.prune(factory, retention_days=1 / 24)  # one hour
+        pruned = store.prune(factory, retention_days=1 / 24)  # one hour
         assert pruned["points"] >= 25
     finally:
         factory.kw["bind"].dispose()

@@ -50,6 +50,8 @@ NOT_EXPRESSIBLE = {
     "POST /api/workflows/monitoring/metrics/batch": _TIMESTAMP,
     "GET /api/workflows/monitoring/metrics/points": "name is required for some kinds and "
     "workflow_id for the others; " + _TIMESTAMP,
+    "POST /api/anomaly/detect": "the series' timestamps must be in time order, and an ISO 8601 "
+    "one must be a moment Python's datetime can hold",
 }
 """Operations where ``positive_data_acceptance`` is not run, and why."""
 
