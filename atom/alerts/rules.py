@@ -152,7 +152,10 @@ def update_rule(
         ]
         if fixed:
             raise InvalidInput({k: ["a built-in rule keeps its metric and scope"] for k in fixed})
-    fields = validate_rule({**rule_doc(rule), **changes})
+    merged = {**rule_doc(rule), **changes}
+    if merged.get("metric") != "anomaly" and "series" not in changes:
+        merged["series"] = None  # a rule turned away from anomaly leaves its selector
+    fields = validate_rule(merged)
     _check_workflow(session, tenant_id, fields)
     for key, value in fields.items():
         setattr(rule, key, value)

@@ -235,6 +235,14 @@ def test_anomaly_rule_validation_and_the_builtin_rule(client: Client, api_url: s
     )
     assert step["series"] == {"kind": "step_duration", "name": "http_request"}
     assert step["threshold"] == 0.9
+    moved = client.request(
+        "PATCH", f"{RULES}/rules/{rule['id']}", json={"series": {"kind": "workflow_error_rate"}}
+    )
+    assert moved["series"] == {"kind": "workflow_error_rate", "workflow_id": wf["id"]}
+    plain = client.request(
+        "PATCH", f"{RULES}/rules/{step['id']}", json={"metric": "queue_depth", "threshold": 50}
+    )
+    assert (plain["metric"], plain["series"], plain["comparison"]) == ("queue_depth", None, ">=")
 
     bad = {
         "name": "x",
