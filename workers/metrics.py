@@ -24,18 +24,23 @@ SCORING_TIMEOUT = 30.0
 
 def register(app: Celery, ctx: WorkerContext) -> None:
     """Register the metric tasks on ``app``."""
-    per_process: dict[int, tuple[Probe, MLClient]] = {}  # they hold connections
+    per_process: dict[int, tuple[Probe, MLClient, MLClient]] = {}  # they hold connections
 
-    def clients() -> tuple[Probe, MLClient]:
+    def clients() -> tuple[Probe, MLClient, MLClient]:
         pid = os.getpid()
         if pid not in per_process:
             per_process.clear()
             # A series with a long history takes the pool a second or more: scoring waits
-            # longer than a request would (it blocks nobody).
+            # longer than a request would; whether the pool is up at all is asked with the
+            # usual timeout, so a pool that is down holds this worker slot only that long.
             patient = replace(
                 ctx.settings, ml_timeout=max(ctx.settings.ml_timeout, SCORING_TIMEOUT)
             )
-            per_process[pid] = (Probe(ctx.factory, app, ctx.settings), MLClient(patient))
+            per_process[pid] = (
+                Probe(ctx.factory, app, ctx.settings),
+                MLClient(patient),
+                MLClient(ctx.settings),
+            )
         return per_process[pid]
 
     @app.task(name=SCORE_METRICS, acks_late=True, ignore_result=True)
@@ -43,8 +48,8 @@ def register(app: Celery, ctx: WorkerContext) -> None:
         settings = ctx.settings
         if not settings.monitoring_enabled or settings.anomaly_interval <= 0:
             return {"enabled": False}
-        probe, ml = clients()
-        return scoring.score_pass(ctx.factory, ml.call, settings, probe.queues)
+        probe, ml, quick = clients()
+        return scoring.score_pass(ctx.factory, ml.call, settings, probe.queues, quick.call)
 
     @app.task(name=PRUNE_METRICS, acks_late=True, ignore_result=True)
     def prune_metrics() -> dict:

@@ -24,7 +24,7 @@ from sqlalchemy import select, text, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from atom.anomaly import derive
-from atom.celery_app import ML_ANOMALY_SCORE
+from atom.celery_app import ML_ANOMALY_SCORE, ML_PING
 from atom.clock import now
 from atom.config import Settings
 from atom.errors import AtomError
@@ -150,8 +150,12 @@ def score_pass(
     ask: Ask,
     settings: Settings,
     queues: Callable[[], dict[str, int]] | None = None,
+    ping: Ask | None = None,
 ) -> dict[str, Any]:
-    """Derive new points and score what waits; one pass at a time (else skipped)."""
+    """Derive new points and score what waits; one pass at a time (else skipped).
+
+    ``ping`` (an ML client with the short ``ATOM_ML_TIMEOUT``) is asked first when points
+    wait, so a pool that is down costs the pass that long, not ``ask``'s longer wait."""
     started = time.monotonic()
     engine = factory.kw["bind"]
     with engine.connect() as lock:
@@ -159,7 +163,7 @@ def score_pass(
             return {"skipped": "another scoring pass is running"}
         lock.commit()
         try:
-            return _pass(factory, ask, settings, queues, started)
+            return _pass(factory, ask, settings, queues, ping, started)
         finally:
             lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCORING_LOCK})
             lock.commit()
@@ -170,6 +174,7 @@ def _pass(
     ask: Ask,
     settings: Settings,
     queues: Callable[[], dict[str, int]] | None,
+    ping: Ask | None,
     started: float,
 ) -> dict[str, Any]:
     derived = derive.derive(factory, settings, queues)
@@ -179,6 +184,8 @@ def _pass(
     waiting = False
     for series_id in due:
         try:
+            if ping is not None and series_done == 0:
+                ping(ML_PING)
             with factory.begin() as session:
                 scored += score_series(session, series_id, ask, settings)
             series_done += 1

@@ -72,7 +72,11 @@ def test_scoring_waits_for_the_ml_pool_and_resumes(
     quick = settings_with(ml_timeout=1.0)
     factory = _factory(quick)
     try:
-        down = scoring.score_pass(factory, MLClient(quick).call, quick)
+        started = time.monotonic()
+        down = scoring.score_pass(
+            factory, MLClient(settings).call, settings, ping=MLClient(quick).call
+        )
+        assert time.monotonic() - started < 4  # the quick ping, not the scoring wait
         assert down["waiting_for_ml"] is True and down["points_scored"] == 0
         assert not any(p["scored"] for p in _points(client, name=name))
         request.getfixturevalue("ml_worker")  # the pool comes up
