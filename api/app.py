@@ -12,6 +12,7 @@ from pathlib import Path
 from flask import Flask, Response, g, request, send_from_directory
 
 from api import (
+    anomaly,
     decisions,
     errors,
     executions,
@@ -117,9 +118,10 @@ def create_app(settings: Settings) -> Flask:
     for blueprint in security.blueprints:
         api.register_blueprint(blueprint)
     api.register_blueprint(decisions.blp)
+    api.register_blueprint(anomaly.blp)
     api.cap_pages(guard.MAX_PAGE)
     _observe_requests(app)  # first: the clock starts before anything can answer
-    guard.install(app, settings.webhook_max_bytes)
+    guard.install(app, settings)
     _protect(app)
     generation.warm_up(settings)
 

@@ -166,7 +166,7 @@ def require(role: Role) -> Callable:
             logs.update(tenant=str(record.tenant_id))
             db.rollback()  # end the read-only auth transaction (if any) before the view's work
             g.rate_verdict = limits.check(budget(), str(record.id), str(record.tenant_id))
-            guard.check_request(state().settings.webhook_max_bytes)
+            guard.check_request(state().settings)
             _check_workflow_permissions(db, record.tenant_id, principal())
             return view(*args, **kwargs)
 

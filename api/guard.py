@@ -8,21 +8,38 @@ the parser's own limits raise errors that are not decode errors. Every JSON body
 string is checked once, for every endpoint: after the API key when the endpoint needs one
 (``api.context.require``), else in a ``before_request`` hook installed after the one that
 starts the request clock (so a refusal is logged and counted like any answer).
+
+The same check applies the body limit of the endpoint, before anything reads the body: a
+webhook takes ``ATOM_WEBHOOK_MAX_BYTES``, model work (a view marked ``@model_work``: anomaly
+detection, decisions, model declare and train) ``ATOM_ML_MAX_BODY``, everything else
+``ATOM_MAX_REQUEST_BYTES``; a larger body is a 413 naming the limit and the variable.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
-from flask import Flask, request
+from flask import Flask, current_app, request
 from flask_smorest import abort
 
-from atom.errors import InvalidInput
+from atom.config import Settings
+from atom.errors import InvalidInput, PayloadTooLarge
 
 MAX_PAGE = 1_000_000
 AUTHENTICATED = "_atom_authenticated"
 """Set on a view by ``api.context.require``: the check runs there, after the key."""
+MODEL_WORK = "_atom_model_work"
+"""Set on a view by ``model_work``: its body may be up to ``ATOM_ML_MAX_BODY``."""
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def model_work(view: View) -> View:
+    """Decorator: the view does model work; its request body may be up to ATOM_ML_MAX_BODY."""
+    setattr(view, MODEL_WORK, True)
+    return view
 
 
 def _no_constant(name: str) -> Any:
@@ -84,13 +101,32 @@ def not_json(error: json.JSONDecodeError) -> NoReturn:
     raise AssertionError("abort raises")  # pragma: no cover
 
 
-def check_request(webhook_max_bytes: int) -> None:
-    """Abort for a body that is not JSON (415) or not valid JSON (400, with line and column);
-    raise InvalidInput for a query or JSON body that could not be stored."""
-    webhook = request.path.startswith("/api/hooks/")
-    if webhook:
-        request.max_content_length = webhook_max_bytes  # before anything reads the body
-    check_content_type(webhook)
+def body_limit(settings: Settings, app: Flask | None = None) -> tuple[int, str]:
+    """The largest body this request may carry, and the variable that sets it."""
+    if request.path.startswith("/api/hooks/"):
+        return settings.webhook_max_bytes, "ATOM_WEBHOOK_MAX_BYTES"
+    if getattr(_view(app or current_app), MODEL_WORK, False):
+        return settings.ml_max_body, "ATOM_ML_MAX_BODY"
+    return settings.max_request_bytes, "ATOM_MAX_REQUEST_BYTES"
+
+
+def _check_size(settings: Settings) -> None:
+    limit, variable = body_limit(settings)
+    request.max_content_length = limit  # before anything reads the body (a chunked one too)
+    size = request.content_length
+    if size is not None and size > limit:
+        raise PayloadTooLarge(
+            f"The request body is {size} bytes; this endpoint takes at most {limit} bytes "
+            f"({variable})."
+        )
+
+
+def check_request(settings: Settings) -> None:
+    """Raise PayloadTooLarge for a body over the endpoint's limit; abort for a body that is
+    not JSON (415) or not valid JSON (400, with line and column); raise InvalidInput for a
+    query or JSON body that could not be stored."""
+    _check_size(settings)
+    check_content_type(request.path.startswith("/api/hooks/"))
     problems: dict[str, list[str]] = {}
     for key, value in request.args.items(multi=True):
         if reason := _bad_text(value):
@@ -114,8 +150,8 @@ def check_request(webhook_max_bytes: int) -> None:
         raise InvalidInput(problems)
 
 
-def authenticates(app: Flask) -> bool:
-    """Whether the view answering this request needs an API key (``api.context.require``)."""
+def _view(app: Flask) -> Any:
+    """The function answering this request (a MethodView's method for its HTTP method)."""
     view = app.view_functions.get(request.endpoint or "")
     owner = getattr(view, "view_class", None)
     if owner is not None:
@@ -123,15 +159,20 @@ def authenticates(app: Flask) -> bool:
         view = getattr(owner, method, None) or (
             getattr(owner, "get", None) if method == "head" else None
         )
-    return bool(getattr(view, AUTHENTICATED, False))
+    return view
 
 
-def install(app: Flask, webhook_max_bytes: int) -> None:
+def authenticates(app: Flask) -> bool:
+    """Whether the view answering this request needs an API key (``api.context.require``)."""
+    return bool(getattr(_view(app), AUTHENTICATED, False))
+
+
+def install(app: Flask, settings: Settings) -> None:
     """Run the check on every request of ``app``: here for a public endpoint, and after the
     API key for one that needs a key (a stranger learns nothing about what a body holds)."""
 
     def check() -> None:
         if not authenticates(app):
-            check_request(webhook_max_bytes)
+            check_request(settings)
 
     app.before_request(check)

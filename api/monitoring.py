@@ -12,20 +12,28 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import func, select
 
-from api.context import check_workflow, principal, require, session, state, tenant_id
+from api.context import check_workflow, page_of, principal, require, session, state, tenant_id
 from api.schemas import (
     AlertRuleChangesSchema,
     AlertRuleInSchema,
     AlertRuleSchema,
     AlertsSchema,
     HealthSchema,
+    MetricBatchInSchema,
+    MetricPointInSchema,
+    MetricPointsArgs,
+    MetricPointSchema,
+    MetricSeriesArgs,
+    MetricSeriesSchema,
     MonitoringMetricsSchema,
     MonitorStatusSchema,
+    RecordedMetricsSchema,
     WindowArgs,
     WorkflowHealthArgs,
     WorkflowHealthSchema,
 )
 from atom.alerts import rules, views
+from atom.anomaly import store as metric_series
 from atom.errors import InvalidInput, NotFound
 from atom.observe import health, stats
 from atom.security import permissions
@@ -87,6 +95,81 @@ class Metrics(MethodView):
             report["queues"] = {}
         report.update(window=window, workers={"count": len(probe.workers())})
         return report
+
+    @require(Role.OPERATOR)
+    @blp.arguments(MetricPointInSchema)
+    @blp.response(201, RecordedMetricsSchema)
+    def post(self, point: dict[str, Any]):
+        """Record a custom metric point (the guide's ``record_metric``); 422 lists every
+        problem, a workflow that is not yours is a 404."""
+        return _record([point])
+
+
+@blp.route("/monitoring/metrics/batch")
+class MetricsBatch(MethodView):
+    """Custom metric points, many at once."""
+
+    @require(Role.OPERATOR)
+    @blp.arguments(MetricBatchInSchema)
+    @blp.response(201, RecordedMetricsSchema)
+    def post(self, batch: dict[str, Any]):
+        """Record up to 1000 points in one request (all or none)."""
+        return _record(batch["points"])
+
+
+def _record(points: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
+    db = session()
+    stored = metric_series.record(db, tenant_id(), points, state().settings.metric_retention_days)
+    db.commit()
+    return {"recorded": len(stored), "points": stored}, 201
+
+
+@blp.route("/monitoring/metrics/points")
+class MetricPoints(MethodView):
+    """A series read back."""
+
+    @require(Role.VIEWER)
+    @blp.arguments(MetricPointsArgs, location="query")
+    @blp.response(200, MetricPointSchema(many=True))
+    @blp.paginate(page=1, page_size=20, max_page_size=100)
+    def get(self, args: dict[str, Any], pagination_parameters: Any):
+        """The points of one series, oldest first, each with its anomaly score and expected
+        range once scored (``?kind=custom&name=&workflow_id=&since=&until=&min_score=``)."""
+        db = session()
+        query = metric_series.points_query(
+            db,
+            tenant_id(),
+            args["kind"],
+            args.get("name"),
+            args.get("workflow_id"),
+            args.get("since"),
+            args.get("until"),
+            args.get("min_score"),
+        )
+        pagination_parameters.item_count = db.scalar(
+            select(func.count()).select_from(query.order_by(None).subquery())
+        )
+        rows = db.execute(
+            query.offset(pagination_parameters.first_item).limit(pagination_parameters.page_size)
+        ).all()
+        return [metric_series.point_view(point, series) for point, series in rows]
+
+
+@blp.route("/monitoring/metrics/series")
+class MetricSeriesCollection(MethodView):
+    """The metric series a tenant can read."""
+
+    @require(Role.VIEWER)
+    @blp.arguments(MetricSeriesArgs, location="query")
+    @blp.response(200, MetricSeriesSchema(many=True))
+    @blp.paginate(page=1, page_size=20, max_page_size=100)
+    def get(self, args: dict[str, Any], pagination_parameters: Any):
+        """Your custom metrics and run-metric series, and the platform's queue depths."""
+        db = session()
+        query = metric_series.series_query(
+            db, tenant_id(), args.get("kind"), args.get("workflow_id"), args.get("name")
+        )
+        return [metric_series.series_view(s) for s in page_of(db, query, pagination_parameters)]
 
 
 @blp.route("/monitoring/alerts")

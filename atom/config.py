@@ -211,6 +211,9 @@ class Settings:
     dev: bool = False
     worker_concurrency: int = 8
     max_request_bytes: int = 1024 * 1024
+    ml_max_body: int = 4 * 1024 * 1024
+    """The largest body of a model-work request (anomaly detect, decisions, model declare and
+    train): ``ATOM_ML_MAX_BODY``; every other route keeps ``ATOM_MAX_REQUEST_BYTES``."""
     monitoring_enabled: bool = True
     auto_recovery_enabled: bool = True
     auto_troubleshoot: bool = True
@@ -278,6 +281,24 @@ class Settings:
     ml_concurrency: int = 2
     ml_retrain_every: int = 50
     ml_retrain_interval: float = 3600.0
+    metric_retention_days: float = 30.0
+    """Days a metric point (custom or derived) is kept; older ones are pruned."""
+    anomaly_interval: float = 30.0
+    """Seconds between anomaly-scoring passes (0: no scoring)."""
+    anomaly_bucket: float = 300.0
+    """Seconds per point of the derived error-rate series (failed / finished in the bucket)."""
+    anomaly_settle: float = 2.0
+    """Seconds a finished run is left to commit before it becomes a metric point."""
+    anomaly_context: int = 8192
+    """Scored points sent before the new ones, as the detector's history: at least the
+    detector's memory (``atom.ml.anomaly.MEMORY``) gives the scores of the whole series;
+    fewer is cheaper and approximate."""
+    anomaly_max_series: int = 200
+    """Series scored per pass, at most (the rest wait for the next pass)."""
+    anomaly_max_points: int = 2000
+    """New points of one series scored per call, at most."""
+    anomaly_sensitivity: float = 0.5
+    """The detector's sensitivity for stored scores (moves its threshold, not the scores)."""
     catalogue_base_url: str | None = None
     """Replaces every catalogue service's API base with ``<url>/<slug>`` (tests, sandboxes)."""
 
@@ -308,6 +329,7 @@ class Settings:
             dev=_flag(env.get("ATOM_DEV"), False),
             worker_concurrency=_number(env, "ATOM_WORKER_CONCURRENCY", 8),
             max_request_bytes=_number(env, "ATOM_MAX_REQUEST_BYTES", 1024 * 1024),
+            ml_max_body=_number(env, "ATOM_ML_MAX_BODY", 4 * 1024 * 1024),
             monitoring_enabled=_flag(env.get("WORKFLOW_MONITORING_ENABLED"), True),
             auto_recovery_enabled=_flag(env.get("WORKFLOW_AUTO_RECOVERY_ENABLED"), True),
             auto_troubleshoot=_flag(env.get("ATOM_AUTO_TROUBLESHOOT"), True),
@@ -362,6 +384,14 @@ class Settings:
             ml_concurrency=int(env.get("ATOM_ML_CONCURRENCY") or 2),
             ml_retrain_every=int(env.get("ATOM_ML_RETRAIN_EVERY") or 50),
             ml_retrain_interval=float(env.get("ATOM_ML_RETRAIN_INTERVAL") or 3600),
+            metric_retention_days=_number(env, "ATOM_METRIC_RETENTION_DAYS", 30, float),
+            anomaly_interval=_number(env, "ATOM_ANOMALY_INTERVAL", 30, float),
+            anomaly_bucket=_number(env, "ATOM_ANOMALY_BUCKET", 300, float),
+            anomaly_settle=_number(env, "ATOM_ANOMALY_SETTLE", 2, float),
+            anomaly_context=_number(env, "ATOM_ANOMALY_CONTEXT", 8192),
+            anomaly_max_series=_number(env, "ATOM_ANOMALY_MAX_SERIES", 200),
+            anomaly_max_points=_number(env, "ATOM_ANOMALY_MAX_POINTS", 2000),
+            anomaly_sensitivity=_number(env, "ATOM_ANOMALY_SENSITIVITY", 0.5, float),
             catalogue_base_url=env.get("ATOM_CATALOGUE_BASE_URL") or None,
         )
 
@@ -456,9 +486,18 @@ class Settings:
             "ATOM_DB_QUERY_ALLOW_OWN": "1" if self.db_query_allow_own else "0",
             "ATOM_DB_QUERY_ALLOWLIST": ",".join(self.db_query_allowlist),
             "ATOM_ML_TIMEOUT": str(self.ml_timeout),
+            "ATOM_ML_MAX_BODY": str(self.ml_max_body),
             "ATOM_ML_CONCURRENCY": str(self.ml_concurrency),
             "ATOM_ML_RETRAIN_EVERY": str(self.ml_retrain_every),
             "ATOM_ML_RETRAIN_INTERVAL": str(self.ml_retrain_interval),
+            "ATOM_METRIC_RETENTION_DAYS": str(self.metric_retention_days),
+            "ATOM_ANOMALY_INTERVAL": str(self.anomaly_interval),
+            "ATOM_ANOMALY_BUCKET": str(self.anomaly_bucket),
+            "ATOM_ANOMALY_SETTLE": str(self.anomaly_settle),
+            "ATOM_ANOMALY_CONTEXT": str(self.anomaly_context),
+            "ATOM_ANOMALY_MAX_SERIES": str(self.anomaly_max_series),
+            "ATOM_ANOMALY_MAX_POINTS": str(self.anomaly_max_points),
+            "ATOM_ANOMALY_SENSITIVITY": str(self.anomaly_sensitivity),
         }
         optional = {
             "DATABASE_URL": self.database_url,

@@ -50,6 +50,7 @@ def alert_view(alert: Alert, rule: AlertRule | None = None) -> dict[str, Any]:
         "notifications": alert.notifications or [],
         "fired_at": alert.fired_at,
         "resolved_at": alert.resolved_at,
+        "anomaly": alert.details,
     }
     if rule is not None:
         view.update(

@@ -30,6 +30,7 @@ _SINGULAR = {
     "alerts": "alert_rule",
     "decisions": "decision",
     "models": "model",
+    "anomaly": "anomaly",
 }
 _VERB = {"POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
 

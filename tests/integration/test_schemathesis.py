@@ -27,6 +27,10 @@ _DEFINITION = (
     "cycles, templates), every problem listed with its node"
 )
 _WINDOW = "window: the pattern says a number and s/m/h/d; the range 1s .. 30d is not a pattern"
+_TIMESTAMP = (
+    "timestamps are ISO 8601 or epoch seconds, not ahead of the clock nor past the retention; "
+    "the unit refuses control characters"
+)
 NOT_EXPRESSIBLE = {
     "POST /api/workflows": _DEFINITION,
     "POST /api/workflows/validate": _DEFINITION,
@@ -42,6 +46,12 @@ NOT_EXPRESSIBLE = {
     "PATCH /api/workflows/monitoring/alerts/rules/{rule_id}": "the same",
     "POST /api/workflows/automation/generate": "the request is English text that must name "
     "a service, event or action of the catalogue",
+    "POST /api/workflows/monitoring/metrics": _TIMESTAMP,
+    "POST /api/workflows/monitoring/metrics/batch": _TIMESTAMP,
+    "GET /api/workflows/monitoring/metrics/points": "name is required for some kinds and "
+    "workflow_id for the others; " + _TIMESTAMP,
+    "POST /api/anomaly/detect": "the series' timestamps must be in time order, and an ISO 8601 "
+    "one must be a moment Python's datetime can hold",
 }
 """Operations where ``positive_data_acceptance`` is not run, and why."""
 
