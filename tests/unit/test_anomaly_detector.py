@@ -130,3 +130,12 @@ def test_empty_missing_timestamps_and_bad_input():
 def test_scores_map_to_surprise_and_back():
     assert anomaly.score_of(np.array([anomaly.SCORE_HALF]))[0] == pytest.approx(0.5)
     assert anomaly.surprise_of(0.5) == pytest.approx(anomaly.SCORE_HALF)
+
+
+def test_a_slow_drift_is_flagged_once_it_is_clear_and_not_at_every_point_after():
+    t, x = noisy(3000, seed=21)
+    for i in range(1500, 3000):
+        x[i] += 16 * min(1.0, (i - 1500) / 300)  # 8 standard deviations over 300 points
+    found = anomaly.score_series(t, x)["anomalies"]
+    assert [i for i in found if 1500 <= i < 1800], found
+    assert [i for i in found if i >= 2100] == []
