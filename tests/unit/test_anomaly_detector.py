@@ -139,3 +139,15 @@ def test_a_slow_drift_is_flagged_once_it_is_clear_and_not_at_every_point_after()
     found = anomaly.score_series(t, x)["anomalies"]
     assert [i for i in found if 1500 <= i < 1800], found
     assert [i for i in found if i >= 2100] == []
+
+
+def test_a_series_of_small_counts_is_quiet_until_a_burst():
+    # Mostly zeros with ones and twos (a queue depth, an error count): a count moving by one
+    # or two is no surprise; a burst of 20 is.
+    rng = np.random.default_rng(3)
+    x = rng.poisson(0.2, 5000).astype(float)
+    x[4000:4010] += 20
+    t = [START + 60.0 * i for i in range(5000)]
+    found = anomaly.score_series(t, x.tolist())["anomalies"]
+    assert 4000 in found
+    assert len([i for i in found if i < 4000]) <= 3, found
