@@ -15,8 +15,10 @@ How a point is scored (every window below ends before the point, or at it):
    is judged against the same hour of earlier days or weeks, whatever its sampling.
 2. **Point surprise.** The residual over a robust scale of that candidate's past residuals
    (1.4826 x their median absolute value over the last ``SCALE_WINDOW`` points, floored by
-   half their mean absolute value so a mostly constant series still has a scale; wider while
-   there are few residuals: the cold start), divided by a *tail factor*: the root mean square
+   half their mean absolute value so a mostly constant series still has a scale, and by half
+   the series' resolution: its smallest step between values over ``QUANTUM_WINDOW`` points,
+   so a count moving by one is no surprise; wider while there are few residuals: the cold
+   start), divided by a *tail factor*: the root mean square
    of the previous ``TAIL_WINDOW`` surprises (each capped at 5), at least 1, so a series whose
    noise is heavy-tailed needs a larger deviation to surprise.
 3. **Level surprise.** The median of the latest ``SHIFT_RECENT`` points (deseasonalised by the
@@ -56,6 +58,9 @@ SEASONS_BACK = 3
 """Past periods whose median is a seasonal forecast's base (each smoothed over 3 points)."""
 SCALE_WINDOW = 192
 """Previous residuals whose median absolute value is the scale."""
+QUANTUM_WINDOW = 2048
+"""Previous points whose smallest change is the series' resolution (half of it floors the
+scale: a count moving by one is never a surprise)."""
 SELECT_WINDOW = 2048
 """Previous residuals whose mean absolute value picks the forecast."""
 SHIFT_RECENT = 16
@@ -75,17 +80,14 @@ RECORD_GAP = 32
 MAX_LAG = 4200
 """The farthest back (in points) a seasonal forecast may look."""
 MEMORY = (
-    RECORD_WINDOW
-    + RECORD_GAP
-    + max(
-        SELECT_WINDOW,
-        SHIFT_HISTORY + SHIFT_BASE + SHIFT_RECENT,
-        TAIL_WINDOW + SELECT_WINDOW,
+    max(
+        TAIL_WINDOW + SELECT_WINDOW,  # the tail factor over surprises, each of a chosen forecast
+        RECORD_WINDOW + RECORD_GAP + max(SELECT_WINDOW, SHIFT_HISTORY + SHIFT_BASE + SHIFT_RECENT),
+        QUANTUM_WINDOW + 1,
     )
-    + SCALE_WINDOW
     + OFFSET_WINDOW
     + MAX_LAG
-    + 2
+    + 2  # the three-point smoothing of seasonal look-backs, and the point itself
 )
 """A bound on the previous points any score depends on."""
 MIN_SEASONAL = 32
@@ -204,13 +206,26 @@ class _Candidate:
     eligible: np.ndarray
 
 
-def _candidate(x: np.ndarray, forecast: np.ndarray, level: np.ndarray, min_count: int):
+def _quantum(x: np.ndarray) -> np.ndarray:
+    """The smallest change between consecutive values among the previous QUANTUM_WINDOW
+    points, 0 if none: the resolution of a series of counts or rounded figures."""
+    if len(x) < 2:
+        return np.zeros(len(x))
+    steps = np.abs(np.diff(x, prepend=x[0]))
+    steps[steps == 0] = np.inf
+    smallest = np.fmin.reduce(_past_view(steps, QUANTUM_WINDOW), axis=1)
+    return np.where(np.isfinite(smallest), smallest, 0.0)
+
+
+def _candidate(
+    x: np.ndarray, forecast: np.ndarray, level: np.ndarray, min_count: int, floor: np.ndarray
+) -> _Candidate:
     tiny = 1e-9 * (1.0 + float(np.median(np.abs(x))))
     r = np.abs(x - forecast)
     med, count = _rolling_median(r, SCALE_WINDOW)
     mean, _ = _rolling_mean(r, SCALE_WINDOW)
     scale = np.maximum(1.4826 * med, 0.5 * 1.2533 * mean)
-    scale = np.maximum(np.nan_to_num(scale, nan=0.0), tiny)
+    scale = np.maximum(np.maximum(np.nan_to_num(scale, nan=0.0), floor), tiny)
     scale *= 1.0 + 4.0 / np.maximum(count, 1)  # few residuals: a wide, humble scale
     fit, fit_count = _rolling_mean(r, SELECT_WINDOW)
     eligible = ~np.isnan(forecast) & (fit_count >= min_count)
@@ -220,7 +235,8 @@ def _candidate(x: np.ndarray, forecast: np.ndarray, level: np.ndarray, min_count
 def _candidates(t: np.ndarray, x: np.ndarray, use: dict[str, bool]) -> list[_Candidate]:
     """The local level, and the daily and weekly seasonal forecasts."""
     level = _rolling_median(x, LEVEL_WINDOW)[0]
-    found = [_candidate(x, level, x, 1)]
+    floor = 0.5 * _quantum(x)
+    found = [_candidate(x, level, x, 1, floor)]
     bases = []
     if use["seasonal"]:
         xs = _smoothed(x)
@@ -229,9 +245,10 @@ def _candidates(t: np.ndarray, x: np.ndarray, use: dict[str, bool]) -> list[_Can
             bases.append(base)
             offset, count = _rolling_median(x - base, OFFSET_WINDOW)
             forecast = np.where(count > 0, base + offset, np.nan)
-            found.append(_candidate(x, forecast, x - base, MIN_SEASONAL))
+            found.append(_candidate(x, forecast, x - base, MIN_SEASONAL, floor))
     if use["lightgbm"]:
-        found.append(_candidate(x, _gbm_forecast(t, x, level, bases), x, MIN_SEASONAL))
+        gbm = _gbm_forecast(t, x, level, bases)
+        found.append(_candidate(x, gbm, x, MIN_SEASONAL, floor))
     return found
 
 

@@ -119,6 +119,15 @@ def test_a_body_over_atom_ml_max_body_is_a_413_naming_it(
     assert too_big.status_code == 413, too_big.text
     assert "ATOM_ML_MAX_BODY" in too_big.json()["message"]
     assert str(settings.ml_max_body) in too_big.json()["message"]
+    # The decision engine is model work too: 2 MiB passes the door (its own context check
+    # refuses it), 4 MiB + 10 is a 413 naming ATOM_ML_MAX_BODY.
+    operator = {"X-API-Key": make_key("operator"), "Content-Type": "application/json"}
+    context = {"model": "m", "context": {"x": "y" * (2 * 1024 * 1024)}, "actions": ["a", "b"]}
+    big = requests.post(f"{api_url}/api/decisions", json=context, headers=operator, timeout=60)
+    assert big.status_code == 422, big.text
+    context["context"]["x"] = "y" * settings.ml_max_body
+    bigger = requests.post(f"{api_url}/api/decisions", json=context, headers=operator, timeout=60)
+    assert bigger.status_code == 413 and "ATOM_ML_MAX_BODY" in bigger.json()["message"]
     # Other routes keep the general limit, and say so.
     other = requests.post(
         f"{api_url}/api/workflows",

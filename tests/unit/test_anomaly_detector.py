@@ -130,3 +130,24 @@ def test_empty_missing_timestamps_and_bad_input():
 def test_scores_map_to_surprise_and_back():
     assert anomaly.score_of(np.array([anomaly.SCORE_HALF]))[0] == pytest.approx(0.5)
     assert anomaly.surprise_of(0.5) == pytest.approx(anomaly.SCORE_HALF)
+
+
+def test_a_slow_drift_is_flagged_once_it_is_clear_and_not_at_every_point_after():
+    t, x = noisy(3000, seed=21)
+    for i in range(1500, 3000):
+        x[i] += 16 * min(1.0, (i - 1500) / 300)  # 8 standard deviations over 300 points
+    found = anomaly.score_series(t, x)["anomalies"]
+    assert [i for i in found if 1500 <= i < 1800], found
+    assert [i for i in found if i >= 2100] == []
+
+
+def test_a_series_of_small_counts_is_quiet_until_a_burst():
+    # Mostly zeros with ones and twos (a queue depth, an error count): a count moving by one
+    # or two is no surprise; a burst of 20 is.
+    rng = np.random.default_rng(3)
+    x = rng.poisson(0.2, 5000).astype(float)
+    x[4000:4010] += 20
+    t = [START + 60.0 * i for i in range(5000)]
+    found = anomaly.score_series(t, x.tolist())["anomalies"]
+    assert 4000 in found
+    assert len([i for i in found if i < 4000]) <= 3, found
