@@ -15,6 +15,7 @@ from api import (
     generation,
     guard,
     monitoring,
+    optimization,
     schedules,
     security,
     services,
@@ -90,6 +91,7 @@ def create_app(settings: Settings) -> Flask:
     api.register_blueprint(monitoring.blp)  # before workflows: its paths are more specific
     api.register_blueprint(generation.blp)  # before workflows: /api/workflows/automation/...
     api.register_blueprint(troubleshooting.blp)  # likewise
+    api.register_blueprint(optimization.blp)  # likewise
     api.register_blueprint(workflows.blp)
     api.register_blueprint(services.blp)
     api.register_blueprint(executions.blp)

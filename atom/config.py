@@ -246,6 +246,11 @@ class Settings:
     ml_retrain_every: int = 50
     ml_retrain_interval: float = 3600.0
     catalogue_base_url: str | None = None
+    optimization_enabled: bool = False
+    """WORKFLOW_INTELLIGENT_OPTIMIZATION_ENABLED: beat analyses active workflows (hybrid) and
+    stores recommendations; it never applies them."""
+    optimization_interval: float = 3600.0
+    """WORKFLOW_OPTIMIZATION_INTERVAL: seconds between those periodic analyses."""
     """Replaces every catalogue service's API base with ``<url>/<slug>`` (tests, sandboxes)."""
 
     @classmethod
@@ -276,6 +281,8 @@ class Settings:
             worker_concurrency=_number(env, "ATOM_WORKER_CONCURRENCY", 8),
             max_request_bytes=_number(env, "ATOM_MAX_REQUEST_BYTES", 1024 * 1024),
             monitoring_enabled=_flag(env.get("WORKFLOW_MONITORING_ENABLED"), True),
+            optimization_enabled=_flag(env.get("WORKFLOW_INTELLIGENT_OPTIMIZATION_ENABLED"), False),
+            optimization_interval=_number(env, "WORKFLOW_OPTIMIZATION_INTERVAL", 3600, float),
             auto_recovery_enabled=_flag(env.get("WORKFLOW_AUTO_RECOVERY_ENABLED"), True),
             auto_troubleshoot=_flag(env.get("ATOM_AUTO_TROUBLESHOOT"), True),
             troubleshoot_max_retries=_number(env, "ATOM_TROUBLESHOOT_MAX_RETRIES", 3),
@@ -396,6 +403,8 @@ class Settings:
             "ATOM_METRICS_DIR": str(self.metrics_root),
             "ATOM_MONITOR_INTERVAL": str(self.monitor_interval),
             "WORKFLOW_MONITORING_ENABLED": "1" if self.monitoring_enabled else "0",
+            "WORKFLOW_INTELLIGENT_OPTIMIZATION_ENABLED": "1" if self.optimization_enabled else "0",
+            "WORKFLOW_OPTIMIZATION_INTERVAL": str(self.optimization_interval),
             "ATOM_SMTP_PORT": str(self.smtp_port),
             "ATOM_SMTP_FROM": self.smtp_from,
             "ATOM_SMTP_STARTTLS": "1" if self.smtp_starttls else "0",
