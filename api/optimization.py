@@ -24,7 +24,7 @@ blp = Blueprint(
 )
 
 
-class AnalyzeSchema(Schema):
+class OptimizeRequestSchema(Schema):
     """What to analyse: a stored workflow or an inline definition, and how."""
 
     workflow_id = fields.UUID(metadata={"description": "A stored workflow (its current version)"})
@@ -42,13 +42,13 @@ class AnalyzeSchema(Schema):
             raise ValidationError({"workflow_id": [message], "workflow": [message]})
 
 
-class ResultListArgs(Schema):
+class OptimizationListArgs(Schema):
     """Filters for the result list."""
 
     workflow_id = fields.UUID()
 
 
-class ExpectedSchema(Schema):
+class ExpectedFiguresSchema(Schema):
     """A workflow's figures per run."""
 
     duration_p50_ms = fields.Float(allow_none=True)
@@ -57,7 +57,7 @@ class ExpectedSchema(Schema):
     success_rate = fields.Float(allow_none=True)
 
 
-class SuggestionSchema(Schema):
+class OptimizationSuggestionSchema(Schema):
     """One proposed change and its expected effect on the whole workflow."""
 
     kind = fields.String(
@@ -68,12 +68,12 @@ class SuggestionSchema(Schema):
     )
     nodes = fields.List(fields.String())
     rationale = fields.String()
-    expected = fields.Nested(ExpectedSchema)
+    expected = fields.Nested(ExpectedFiguresSchema)
     changes_behaviour = fields.Boolean()
     applied = fields.Boolean(metadata={"description": "Whether `optimized` includes it"})
 
 
-class ResultSchema(Schema):
+class OptimizationResultSchema(Schema):
     """A stored analysis."""
 
     id = fields.UUID()
@@ -82,7 +82,7 @@ class ResultSchema(Schema):
     strategy = fields.String()
     origin = fields.String(metadata={"description": "api | beat"})
     baseline = fields.Dict()
-    suggestions = fields.List(fields.Nested(SuggestionSchema))
+    suggestions = fields.List(fields.Nested(OptimizationSuggestionSchema))
     optimized = fields.Dict()
     predicted = fields.Dict(metadata={"description": "{before, after}, each like `expected`"})
     trade_offs = fields.List(fields.String())
@@ -95,7 +95,7 @@ class ResultSchema(Schema):
     created_at = fields.String()
 
 
-class AppliedSchema(Schema):
+class AppliedVersionSchema(Schema):
     """The version ``optimized`` was saved as."""
 
     workflow_id = fields.UUID()
@@ -107,8 +107,8 @@ class Analyze(MethodView):
     """Run an analysis."""
 
     @require(Role.OPERATOR)
-    @blp.arguments(AnalyzeSchema)
-    @blp.response(200, ResultSchema)
+    @blp.arguments(OptimizeRequestSchema)
+    @blp.response(200, OptimizationResultSchema)
     def post(self, args: dict[str, Any]):
         """Analyse with a strategy: baseline, suggestions, optimized definition, prediction."""
         db = session()
@@ -130,8 +130,8 @@ class ResultCollection(MethodView):
     """The tenant's analyses."""
 
     @require(Role.VIEWER)
-    @blp.arguments(ResultListArgs, location="query")
-    @blp.response(200, ResultSchema(many=True))
+    @blp.arguments(OptimizationListArgs, location="query")
+    @blp.response(200, OptimizationResultSchema(many=True))
     @blp.paginate(page=1, page_size=20, max_page_size=100)
     def get(self, args: dict[str, Any], pagination_parameters: Any):
         """Analyses, newest first (``?workflow_id=``)."""
@@ -145,7 +145,7 @@ class ResultItem(MethodView):
     """One analysis."""
 
     @require(Role.VIEWER)
-    @blp.response(200, ResultSchema)
+    @blp.response(200, OptimizationResultSchema)
     def get(self, result_id: uuid.UUID):
         """The analysis, with `measured` once its applied version has run."""
         db = session()
@@ -157,7 +157,7 @@ class ResultApply(MethodView):
     """Save an analysis's optimized definition as the workflow's new version."""
 
     @require(Role.EDITOR)
-    @blp.response(200, AppliedSchema)
+    @blp.response(200, AppliedVersionSchema)
     @blp.alt_response(
         409,
         description="The workflow changed since the analysis, it was applied already, or "

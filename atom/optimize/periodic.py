@@ -2,7 +2,8 @@
 
 It never applies anything. A workflow is active when it has finished a run since its last
 periodic analysis (or ever, before the first), so an idle workflow is not analysed again
-and again. At most ``PER_PASS`` workflows are analysed per pass, least recently first.
+and again. At most ``PER_PASS`` workflows are analysed per pass: those never analysed first
+(the most recently run of them first), then the least recently analysed.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def due(session: Session) -> list[tuple[Any, Any]]:
             Workflow.deleted_at.is_(None),
             (last.c.at.is_(None)) | (latest_run.c.finished > last.c.at),
         )
-        .order_by(last.c.at.asc().nulls_first())
+        .order_by(last.c.at.asc().nulls_first(), latest_run.c.finished.desc())
         .limit(PER_PASS)
     )
     return [(t, w) for t, w in session.execute(query)]

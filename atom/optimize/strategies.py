@@ -31,6 +31,8 @@ MAX_RETRIES = 5
 FALLBACK_BELOW = 0.95
 """A dependency whose step succeeds less often than this, even with retries, is flaky."""
 MIN_SAMPLES = 3
+MIN_TIMEOUT = 5
+"""No timeout the optimizer sets is shorter (s): a loaded machine slows every step."""
 """Runs of a step needed before a timeout is derived from its measured p99."""
 TRANSIENT_RETRY = {"retry_delay": 0.5, "backoff_multiplier": 2.0, "max_delay": 30.0}
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -138,7 +140,7 @@ def tighten_timeouts(definition: Definition, ctx: Context) -> list[Suggestion]:
             continue
         if node.action_type == "delay":
             continue
-        proposed = float(max(1, math.ceil(3 * fig.p99_ms / 1000)))
+        proposed = float(max(MIN_TIMEOUT, math.ceil(3 * fig.p99_ms / 1000)))
         current = node.timeout or ctx.step_timeout
         if proposed * 4 > current:
             continue
@@ -152,7 +154,8 @@ def tighten_timeouts(definition: Definition, ctx: Context) -> list[Suggestion]:
                 "timeout",
                 [node.id],
                 f"{node.id} took {_ms(fig.p99_ms)} at p99 over {fig.samples} runs but may run "
-                f"{current:g} s before it is stopped; a timeout of {proposed:g} s (3x p99) "
+                f"{current:g} s before it is stopped; a timeout of {proposed:g} s (3x p99, at "
+                f"least {MIN_TIMEOUT} s) "
                 "frees the worker and fails fast (a retry, if set, starts sooner) when the "
                 "service hangs. A run slower than that now fails instead of waiting.",
                 change=change,
