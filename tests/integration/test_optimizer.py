@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from werkzeug.serving import make_server
 
 from atom.client import ApiError, Client
 from atom.config import Settings, with_redis_db
@@ -19,6 +20,54 @@ from tests.integration.helpers import action, trigger, workflow
 
 ANALYZE = "/api/workflows/optimization/analyze"
 RESULTS = "/api/workflows/optimization/results"
+
+
+SLOTS = 6
+"""Worker processes of this module's platform: six independent calls fit in one wave."""
+
+
+@pytest.fixture(scope="module")
+def platform(settings: Settings, processes: Processes) -> Iterator[Settings]:
+    """A worker with six slots and an API, on a broker of their own (the session worker has
+    four: six parallel calls would take two waves there)."""
+    assert settings.redis_url
+    own = replace(
+        settings,
+        broker_url=with_redis_db(settings.redis_url, 11),
+        result_backend=with_redis_db(settings.redis_url, 12),
+        worker_concurrency=SLOTS,
+        # the worker's half of the periodic optimizer; beat (started by the one test that
+        # wants it) sends the passes
+        optimization_enabled=True,
+        optimization_interval=1.0,
+    )
+    proc = processes.start(
+        "worker",
+        f"--concurrency={SLOTS}",
+        f"--hostname=optimizer@{socket.gethostname()}",
+        env=own.as_env(),
+        name="optimizer-worker",
+    )
+    wait_for_worker(own, proc)
+    yield own
+    processes.stop(proc)
+
+
+@pytest.fixture(scope="module")
+def api(platform: Settings) -> Iterator[str]:
+    """The API of that platform, on a loopback port."""
+    from api.app import create_app
+
+    server = make_server("127.0.0.1", 0, create_app(platform), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def client(api: str, make_key: Callable[..., str]) -> Client:
+    """An admin of a tenant of its own."""
+    return Client(api, make_key("admin"))
 
 
 def _six_calls(base: str) -> dict[str, Any]:
@@ -154,11 +203,11 @@ def test_a_transient_failure_gets_a_retry_and_the_runs_succeed(client, service):
     assert measured["before"]["success_rate"] < 0.7
 
 
-def test_errors_roles_and_tenants(api_url, make_key, client):
+def test_errors_roles_and_tenants(api, make_key, client):
     tenant = f"opt-{time.monotonic_ns()}"
-    editor = Client(api_url, make_key("editor", tenant))
-    operator = Client(api_url, make_key("operator", tenant))
-    viewer = Client(api_url, make_key("viewer", tenant))
+    editor = Client(api, make_key("editor", tenant))
+    operator = Client(api, make_key("operator", tenant))
+    viewer = Client(api, make_key("viewer", tenant))
     definition = workflow(
         "small",
         [trigger(), action("a", "transform", output={"x": 1})],
@@ -217,32 +266,7 @@ def test_errors_roles_and_tenants(api_url, make_key, client):
     assert [r["id"] for r in newest][:3] == [fresh["id"], inline["id"], result["id"]]
 
 
-@pytest.fixture(scope="module")
-def optimizing_platform(settings: Settings, processes: Processes) -> Iterator[Settings]:
-    """A worker and a beat with the periodic optimizer on (every second), on their own broker."""
-    assert settings.redis_url
-    own = replace(
-        settings,
-        broker_url=with_redis_db(settings.redis_url, 11),
-        result_backend=with_redis_db(settings.redis_url, 12),
-        optimization_enabled=True,
-        optimization_interval=1.0,
-    )
-    proc = processes.start(
-        "worker",
-        "--concurrency=1",
-        f"--hostname=optimizer@{socket.gethostname()}",
-        env=own.as_env(),
-        name="optimizer-worker",
-    )
-    wait_for_worker(own, proc)
-    beat = processes.start("beat", env=own.as_env(), name="optimizer-beat")
-    yield own
-    processes.stop(beat)
-    processes.stop(proc)
-
-
-def test_beat_stores_recommendations_and_applies_nothing(client, optimizing_platform):
+def test_beat_stores_recommendations_and_applies_nothing(client, platform, processes):
     definition = workflow(
         "nightly",
         [
@@ -254,16 +278,27 @@ def test_beat_stores_recommendations_and_applies_nothing(client, optimizing_plat
     )
     created = client.create_workflow(definition)
     _runs(client, created["id"], 1)
+    # beat with the periodic optimizer on, every second (started here: while it runs it
+    # analyses every workflow with a new run, which the other tests' lists would see)
+    beat = processes.start("beat", env=platform.as_env(), name="optimizer-beat")
+    try:
+        found = _recommendations(client, created["id"])
+        assert found[0]["origin"] == "beat" and found[0]["strategy"] == "hybrid"
+        assert found[0]["applied_version"] is None
+        assert client.request("GET", f"/api/workflows/{created['id']}")["version"] == 1
+        time.sleep(2.5)  # more passes: nothing new to analyse (no new run), nothing applied
+        again = client.request("GET", RESULTS, params={"workflow_id": created["id"]})
+        assert len(again) == 1
+        assert client.request("GET", f"/api/workflows/{created['id']}")["version"] == 1
+    finally:
+        processes.stop(beat)
+
+
+def _recommendations(client: Client, workflow_id: str) -> list[dict[str, Any]]:
     deadline = time.monotonic() + 60
     found: list[dict[str, Any]] = []
     while time.monotonic() < deadline and not found:
-        found = client.request("GET", RESULTS, params={"workflow_id": created["id"]})
+        found = client.request("GET", RESULTS, params={"workflow_id": workflow_id})
         time.sleep(0.5)
     assert found, "the periodic optimizer stored nothing within 60 s"
-    assert found[0]["origin"] == "beat" and found[0]["strategy"] == "hybrid"
-    assert found[0]["applied_version"] is None
-    assert client.request("GET", f"/api/workflows/{created['id']}")["version"] == 1
-    time.sleep(2.5)  # more passes: nothing new to analyse (no new run), nothing applied
-    again = client.request("GET", RESULTS, params={"workflow_id": created["id"]})
-    assert len(again) == 1
-    assert client.request("GET", f"/api/workflows/{created['id']}")["version"] == 1
+    return found
