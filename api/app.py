@@ -101,6 +101,7 @@ def create_app(settings: Settings) -> Flask:
         api.register_blueprint(blueprint)
     api.register_blueprint(decisions.blp)
     api.cap_pages(guard.MAX_PAGE)
+    optimization.document_exactly_one(api)
     _observe_requests(app)  # first: the clock starts before anything can answer
     guard.install(app, settings.webhook_max_bytes)
     _protect(app)

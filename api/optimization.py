@@ -42,6 +42,13 @@ class OptimizeRequestSchema(Schema):
             raise ValidationError({"workflow_id": [message], "workflow": [message]})
 
 
+def document_exactly_one(api: Any) -> None:
+    """Say in the OpenAPI document what ``one_subject`` checks: exactly one of the two."""
+    request = api.spec.components.schemas.get("OptimizeRequest")
+    if request is not None:
+        request["oneOf"] = [{"required": ["workflow_id"]}, {"required": ["workflow"]}]
+
+
 class OptimizationListArgs(Schema):
     """Filters for the result list."""
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from atom.actions.http_request import DEFAULT_TIMEOUT
 from atom.errors import DefinitionError
 from atom.optimize import dataflow
 from atom.optimize.estimates import estimate
@@ -131,6 +132,28 @@ def parallelize(definition: Definition, ctx: Context) -> list[Suggestion]:
     return [Suggestion("parallelize", moved, rationale, change=change)]
 
 
+def _time_limit(node: Node, step_timeout: float) -> tuple[float, str]:
+    """How long the step may take now, and where that limit is set."""
+    if node.action_type == "http_request":
+        own = node.config.get("timeout")
+        seconds = float(own) if isinstance(own, int | float) else DEFAULT_TIMEOUT
+        return min(seconds, node.timeout or seconds), "the request timeout"
+    return node.timeout or step_timeout, "the step timeout"
+
+
+def _set_time_limit(doc: Document, node_id: str, seconds: float) -> Document:
+    spec = _node_doc(doc, node_id)
+    if spec["config"].get("action_type") == "http_request":
+        # The request's own timeout: a timed-out call is a retryable error (a step's time
+        # limit would end the step without its retries).
+        spec["config"]["timeout"] = seconds
+        if spec.get("timeout") is not None and spec["timeout"] < seconds:
+            spec.pop("timeout")
+    else:
+        spec["timeout"] = seconds
+    return doc
+
+
 def tighten_timeouts(definition: Definition, ctx: Context) -> list[Suggestion]:
     """A fast, measured step gets a timeout a few times its p99 instead of the default."""
     out = []
@@ -138,26 +161,25 @@ def tighten_timeouts(definition: Definition, ctx: Context) -> list[Suggestion]:
         fig = ctx.measured.get(node.id)
         if node.type is not NodeType.ACTION or fig is None or fig.samples < MIN_SAMPLES:
             continue
-        if node.action_type == "delay":
+        if node.action_type in ("delay", "transform", "log"):
             continue
         proposed = float(max(MIN_TIMEOUT, math.ceil(3 * fig.p99_ms / 1000)))
-        current = node.timeout or ctx.step_timeout
+        current, where = _time_limit(node, ctx.step_timeout)
         if proposed * 4 > current:
             continue
 
         def change(doc: Document, node_id: str = node.id, seconds: float = proposed) -> Document:
-            _node_doc(doc, node_id)["timeout"] = seconds
-            return doc
+            return _set_time_limit(doc, node_id, seconds)
 
         out.append(
             Suggestion(
                 "timeout",
                 [node.id],
                 f"{node.id} took {_ms(fig.p99_ms)} at p99 over {fig.samples} runs but may run "
-                f"{current:g} s before it is stopped; a timeout of {proposed:g} s (3x p99, at "
-                f"least {MIN_TIMEOUT} s) "
-                "frees the worker and fails fast (a retry, if set, starts sooner) when the "
-                "service hangs. A run slower than that now fails instead of waiting.",
+                f"{current:g} s ({where}) before it is stopped; {proposed:g} s (3x p99, at "
+                f"least {MIN_TIMEOUT} s) frees the worker and fails fast (a retry, if set, "
+                "starts sooner) when the service hangs. A call slower than that now fails "
+                "instead of waiting.",
                 change=change,
             )
         )
@@ -387,8 +409,8 @@ def timeouts_missing(definition: Definition, ctx: Context) -> list[Suggestion]:
     for node in definition.nodes:
         if node.type is not NodeType.ACTION or node.timeout is not None:
             continue
-        if node.action_type in ("delay", "transform", "log"):
-            continue
+        if node.action_type in ("delay", "transform", "log", "http_request"):
+            continue  # an HTTP call always has its request timeout (30 s by default)
         fig = figures[node.id]
         basis = fig.p99_ms if fig.source == "history" and fig.samples >= MIN_SAMPLES else None
         seconds = float(max(5, math.ceil(5 * (basis or fig.p95_ms) / 1000)))

@@ -42,6 +42,8 @@ NOT_EXPRESSIBLE = {
     "PATCH /api/workflows/monitoring/alerts/rules/{rule_id}": "the same",
     "POST /api/workflows/automation/generate": "the request is English text that must name "
     "a service, event or action of the catalogue",
+    "POST /api/workflows/optimization/analyze": "an inline `workflow` is a definition, "
+    + _DEFINITION,
 }
 """Operations where ``positive_data_acceptance`` is not run, and why."""
 

@@ -230,3 +230,19 @@ def test_hybrid_states_trade_offs():
     assert result.trade_offs and any("Retries" in t for t in result.trade_offs)
     kinds = {s["kind"] for s in result.suggestions}
     assert {"retry", "parallelize"} <= kinds
+
+
+def test_fast_calls_get_a_tighter_request_timeout():
+    d = chain(
+        [
+            http("a", "http://svc/a"),
+            {"id": "q", "type": "action", "config": {"action_type": "python", "function": "f"}},
+        ]
+    )
+    ctx = Context(d, {"a": measured(200.0), "q": measured(100.0)}, 30.0, 8, 300.0)
+    result = analyze(d, ctx, "performance")
+    nodes = {n["id"]: n for n in result.optimized["nodes"]}
+    assert nodes["a"]["config"]["timeout"] == 5.0 and "timeout" not in nodes["a"]
+    assert nodes["q"]["timeout"] == 5.0  # no request timeout: the step's own limit
+    slow = Context(d, {"a": measured(3000.0)}, 30.0, 8, 300.0)
+    assert not [s for s in analyze(d, slow, "performance").suggestions if s["nodes"] == ["a"]]
