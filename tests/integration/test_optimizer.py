@@ -266,6 +266,32 @@ def test_errors_roles_and_tenants(api, make_key, client):
     assert [r["id"] for r in newest][:3] == [fresh["id"], inline["id"], result["id"]]
 
 
+def test_workflow_permissions_apply(api, make_key):
+    tenant = f"optperm-{time.monotonic_ns()}"
+    admin = Client(api, make_key("admin", tenant))
+    editor = Client(api, make_key("editor", tenant))
+    operator = Client(api, make_key("operator", tenant))
+    definition = workflow(
+        "guarded",
+        [trigger(), action("a", "transform", output={"x": 1})],
+        [("start", "a")],
+        metadata={"permissions": {"view": ["editor"], "edit": ["admin"]}},
+    )
+    created = admin.create_workflow(definition)
+    with pytest.raises(ApiError) as hidden:
+        _analyze(operator, workflow_id=created["id"], strategy="cost")
+    assert hidden.value.status == 404
+    result = _analyze(editor, workflow_id=created["id"], strategy="cost")
+    with pytest.raises(ApiError) as not_editable:
+        editor.request("POST", f"{RESULTS}/{result['id']}/apply")
+    assert not_editable.value.status == 403
+    with pytest.raises(ApiError) as unseen:
+        operator.request("GET", f"{RESULTS}/{result['id']}")
+    assert unseen.value.status == 404
+    assert operator.request("GET", RESULTS) == []
+    assert admin.request("POST", f"{RESULTS}/{result['id']}/apply")["version"] == 2
+
+
 def test_beat_stores_recommendations_and_applies_nothing(client, platform, processes):
     definition = workflow(
         "nightly",
