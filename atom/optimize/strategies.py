@@ -503,6 +503,8 @@ def analyze(definition: Definition, ctx: Context, strategy: str) -> Analysis:
             expected, candidate = _try(current, doc, suggestion, ctx)
             if expected is None:
                 continue
+            if suggestion.kind == "parallelize" and not _faster(expected, ctx.predict(current)):
+                continue  # the plan it compiles to would not finish sooner (predict.py)
             if candidate is not None and not suggestion.changes_behaviour:
                 doc, current = candidate
             shown.append(
@@ -523,6 +525,10 @@ def analyze(definition: Definition, ctx: Context, strategy: str) -> Analysis:
         predicted={"before": before.as_dict(), "after": after.as_dict()},
         trade_offs=trade_offs,
     )
+
+
+def _faster(expected: Figures, now: Figures) -> bool:
+    return (expected.duration_p50_ms or 0) < (now.duration_p50_ms or 0)
 
 
 def _try(

@@ -8,7 +8,13 @@ import pytest
 
 from atom.optimize.dataflow import relax
 from atom.optimize.figures import StepFigures
-from atom.optimize.predict import predict, step_calls, step_duration, step_success
+from atom.optimize.predict import (
+    join_delays,
+    predict,
+    step_calls,
+    step_duration,
+    step_success,
+)
 from atom.optimize.strategies import Context, analyze
 from atom.workflow.definition import RetryPolicy, parse_definition
 from atom.workflow.templating import step_references
@@ -246,3 +252,25 @@ def test_fast_calls_get_a_tighter_request_timeout():
     assert nodes["q"]["timeout"] == 5.0  # no request timeout: the step's own limit
     slow = Context(d, {"a": measured(3000.0)}, 30.0, 8, 300.0)
     assert not [s for s in analyze(d, slow, "performance").suggestions if s["nodes"] == ["a"]]
+
+
+def test_a_chord_joining_a_nested_group_is_predicted_late():
+    start = {"id": "start", "type": "trigger", "config": {"kind": "manual"}}
+    nodes = [start, *(http(n, f"http://svc/{n}") for n in ("a", "b", "c", "d"))]
+    nodes.append({"id": "m", "type": "action", "config": {"action_type": "transform", "output": 1}})
+    pairs = [("start", "a"), ("a", "b"), ("a", "c"), ("start", "d")]
+    pairs += [("b", "m"), ("c", "m"), ("d", "m")]
+    d = parse_definition(
+        {
+            "name": "t",
+            "nodes": nodes,
+            "connections": [{"source": a, "target": b} for a, b in pairs],
+        }
+    )
+    assert join_delays(d) == {"m": 500.0}  # the header holds a.then(group(b, c))
+    steps = {n: measured(100.0) for n in "abcd"}
+    steps["m"] = measured(0.0)
+    # a, b (or c), then m half a second late: 3 hops, 200 ms of steps, 500 ms of join
+    assert predict(d, steps, overhead=0.0, slots=8).duration_p50_ms == pytest.approx(700.0)
+    flat = chain([http(f"c{i}", f"http://svc/{i}") for i in range(3)])
+    assert join_delays(flat) == {}
