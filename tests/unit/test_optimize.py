@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from atom.errors import DefinitionError
 from atom.optimize.dataflow import relax
 from atom.optimize.figures import StepFigures
 from atom.optimize.predict import (
@@ -94,6 +95,10 @@ def test_declared_ordering_is_respected():
     doc["connections"][1]["ordered"] = True
     assert not relax(parse_definition(doc)).changed
     assert parse_definition(doc).to_dict()["connections"][1]["ordered"] is True
+    doc["connections"][1]["ordered"] = "yes"
+    with pytest.raises(DefinitionError) as bad:
+        parse_definition(doc)
+    assert bad.value.problems[0].location == "connections[1].ordered"
 
 
 def test_side_effects_keep_their_order():
