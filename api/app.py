@@ -19,6 +19,7 @@ from api import (
     generation,
     guard,
     monitoring,
+    optimization,
     schedules,
     security,
     services,
@@ -110,6 +111,7 @@ def create_app(settings: Settings) -> Flask:
     api.register_blueprint(monitoring.blp)  # before workflows: its paths are more specific
     api.register_blueprint(generation.blp)  # before workflows: /api/workflows/automation/...
     api.register_blueprint(troubleshooting.blp)  # likewise
+    api.register_blueprint(optimization.blp)  # likewise
     api.register_blueprint(workflows.blp)
     api.register_blueprint(services.blp)
     api.register_blueprint(executions.blp)
@@ -120,6 +122,7 @@ def create_app(settings: Settings) -> Flask:
     api.register_blueprint(decisions.blp)
     api.register_blueprint(anomaly.blp)
     api.cap_pages(guard.MAX_PAGE)
+    optimization.document_exactly_one(api)
     _observe_requests(app)  # first: the clock starts before anything can answer
     guard.install(app, settings)
     _protect(app)
@@ -183,7 +186,11 @@ def _protect(app: Flask) -> None:
         if verdict is not None:
             response.headers.update(ratelimit.headers(verdict))
         audited = g.pop("audited", None)  # by the view, in its own transaction
-        if request.method in AUDITED_METHODS and request.url_rule and audited != response.status_code:
+        if (
+            request.method in AUDITED_METHODS
+            and request.url_rule
+            and audited != response.status_code
+        ):
             if "key_id" in g:
                 _audit(app, response)
             elif "webhook_audit" in g:

@@ -34,7 +34,7 @@ class DefinitionSchema(Schema):
             "description": "List of {id, type, name, config, retry, timeout, trigger_rule, queue}"
         }
     )
-    connections = fields.Raw(metadata={"description": "List of {source, target, when}"})
+    connections = fields.Raw(metadata={"description": "List of {source, target, when, ordered}"})
 
 
 class WorkflowSchema(Schema):

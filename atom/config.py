@@ -300,6 +300,11 @@ class Settings:
     anomaly_sensitivity: float = 0.5
     """The detector's sensitivity for stored scores (moves its threshold, not the scores)."""
     catalogue_base_url: str | None = None
+    optimization_enabled: bool = False
+    """WORKFLOW_INTELLIGENT_OPTIMIZATION_ENABLED: beat analyses active workflows (hybrid) and
+    stores recommendations; it never applies them."""
+    optimization_interval: float = 3600.0
+    """WORKFLOW_OPTIMIZATION_INTERVAL: seconds between those periodic analyses."""
     """Replaces every catalogue service's API base with ``<url>/<slug>`` (tests, sandboxes)."""
 
     @classmethod
@@ -331,6 +336,8 @@ class Settings:
             max_request_bytes=_number(env, "ATOM_MAX_REQUEST_BYTES", 1024 * 1024),
             ml_max_body=_number(env, "ATOM_ML_MAX_BODY", 4 * 1024 * 1024),
             monitoring_enabled=_flag(env.get("WORKFLOW_MONITORING_ENABLED"), True),
+            optimization_enabled=_flag(env.get("WORKFLOW_INTELLIGENT_OPTIMIZATION_ENABLED"), False),
+            optimization_interval=_number(env, "WORKFLOW_OPTIMIZATION_INTERVAL", 3600, float),
             auto_recovery_enabled=_flag(env.get("WORKFLOW_AUTO_RECOVERY_ENABLED"), True),
             auto_troubleshoot=_flag(env.get("ATOM_AUTO_TROUBLESHOOT"), True),
             troubleshoot_max_retries=_number(env, "ATOM_TROUBLESHOOT_MAX_RETRIES", 3),
@@ -464,6 +471,8 @@ class Settings:
             "ATOM_METRICS_DIR": str(self.metrics_root),
             "ATOM_MONITOR_INTERVAL": str(self.monitor_interval),
             "WORKFLOW_MONITORING_ENABLED": "1" if self.monitoring_enabled else "0",
+            "WORKFLOW_INTELLIGENT_OPTIMIZATION_ENABLED": "1" if self.optimization_enabled else "0",
+            "WORKFLOW_OPTIMIZATION_INTERVAL": str(self.optimization_interval),
             "ATOM_SMTP_PORT": str(self.smtp_port),
             "ATOM_SMTP_FROM": self.smtp_from,
             "ATOM_SMTP_STARTTLS": "1" if self.smtp_starttls else "0",

@@ -12,6 +12,7 @@ from atom.celery_app import (
     MAINTENANCE_QUEUE,
     ML_QUEUE,
     ML_RETRAIN_DUE,
+    OPTIMIZE_WORKFLOWS,
     PRUNE_METRICS,
     RECONCILE,
     SCORE_METRICS,
@@ -64,6 +65,13 @@ def periodic_jobs(settings: Settings) -> dict:
         "schedule": timedelta(seconds=PRUNE_INTERVAL),
         "options": {"queue": MAINTENANCE_QUEUE, "expires": PRUNE_INTERVAL},
     }
+    if settings.optimization_enabled and settings.optimization_interval > 0:
+        every_s = settings.optimization_interval
+        jobs["atom-optimize"] = {  # recommendations only: nothing is applied
+            "task": OPTIMIZE_WORKFLOWS,
+            "schedule": timedelta(seconds=every_s),
+            "options": {"queue": MAINTENANCE_QUEUE, "expires": every_s},
+        }
     if settings.ml_retrain_interval > 0:  # models with outcomes their last training missed
         jobs["atom-ml-retrain"] = {
             "task": ML_RETRAIN_DUE,

@@ -9,8 +9,15 @@ from datetime import datetime
 from celery import Celery, Task
 
 from atom.alerts import evaluation as alerts
-from atom.celery_app import EVALUATE_ALERTS, FIRE_SCHEDULE, RECONCILE, SWEEP_SCHEDULES
+from atom.celery_app import (
+    EVALUATE_ALERTS,
+    FIRE_SCHEDULE,
+    OPTIMIZE_WORKFLOWS,
+    RECONCILE,
+    SWEEP_SCHEDULES,
+)
 from atom.observe.probe import Probe
+from atom.optimize import periodic
 from atom.runs import recovery
 from atom.schedules import firing
 from atom.troubleshoot import stuck
@@ -97,3 +104,16 @@ def register(app: Celery, ctx: WorkerContext) -> None:
         if not ctx.settings.monitoring_enabled:
             return {"enabled": False}
         return alerts.evaluate(ctx.factory, probe(), ctx.settings)
+
+    _register_optimizer(app, ctx)
+
+
+def _register_optimizer(app: Celery, ctx: WorkerContext) -> None:
+    """The periodic optimizer pass (recommendations only; nothing is applied)."""
+
+    @app.task(name=OPTIMIZE_WORKFLOWS, acks_late=True, ignore_result=True)
+    def optimize_workflows() -> dict:
+        report = periodic.analyse_active(ctx.factory, ctx.settings)
+        if report.get("analysed"):
+            logger.info("optimizer: stored %d recommendations", report["analysed"])
+        return report

@@ -586,3 +586,34 @@ class MetricCursor(Base):
     __tablename__ = "metric_cursors"
     name: Mapped[str] = mapped_column(String(40), primary_key=True)
     through: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OptimizationResult(Base):
+    """One optimizer analysis: its baseline, suggestions, optimized definition, prediction."""
+
+    __tablename__ = "optimization_results"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    workflow_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("workflows.id", ondelete="CASCADE")
+    )
+    """None for an analysis of an inline definition (which cannot be applied)."""
+    workflow_version: Mapped[int | None] = mapped_column(Integer)
+    """The version analysed."""
+    strategy: Mapped[str] = mapped_column(String(20))
+    origin: Mapped[str] = mapped_column(String(10), default="api")
+    """api (a person asked) | beat (the periodic analysis)."""
+    baseline: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    suggestions: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    optimized: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    predicted: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    trade_offs: Mapped[list[Any] | None] = mapped_column(JSONType)
+    applied_version: Mapped[int | None] = mapped_column(Integer)
+    """The workflow version ``apply`` saved ``optimized`` as."""
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_optimization_results_tenant_created", "tenant_id", "created_at"),
+        Index("ix_optimization_results_workflow", "workflow_id"),
+    )

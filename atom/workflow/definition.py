@@ -110,6 +110,9 @@ class Connection:
     source: str
     target: str
     when: str | None = None
+    ordered: bool = False
+    """Declared by the user: ``target`` depends on a side effect of ``source`` (it reads
+    nothing of its output, yet must run after it). The optimizer never removes such an edge."""
 
 
 @dataclass(frozen=True)
@@ -177,9 +180,11 @@ class Definition:
             nodes.append(doc)
         connections = []
         for c in self.connections:
-            edge = {"source": c.source, "target": c.target}
+            edge: dict[str, Any] = {"source": c.source, "target": c.target}
             if c.when is not None:
                 edge["when"] = c.when
+            if c.ordered:
+                edge["ordered"] = True
             connections.append(edge)
         doc = {
             "name": self.name,
@@ -534,7 +539,11 @@ class _Parser:
                 f"{where}.target", f"nothing may connect into the trigger {target!r}", target
             )
             return None
-        return Connection(source=source, target=target, when=when)
+        ordered = raw.get("ordered", False)
+        if not isinstance(ordered, bool):
+            self.problem(f"{where}.ordered", "must be true or false", source)
+            return None
+        return Connection(source=source, target=target, when=when, ordered=ordered)
 
     def check_graph(self, nodes: list[Node], edges: list[Connection]) -> None:
         triggers = [n.id for n in nodes if n.type is NodeType.TRIGGER]

@@ -188,3 +188,67 @@ def step_references(value: Any, where: str) -> list[tuple[str, str, str]]:
 def expression_step_references(expression: str) -> tuple[str, ...]:
     """The step ids a bare expression (a condition) reads."""
     return _steps_read("{{ " + expression + " }}")
+
+
+def _parse_all(value: Any, found: list[Any]) -> None:
+    """Jinja2 syntax trees of every template inside ``value`` (an unparsable one is skipped:
+    validation has refused it already)."""
+    if isinstance(value, str) and _is_template(value):
+        single = _single_expression(value)
+        source = "{{ " + single + " }}" if single is not None else value
+        try:
+            found.append(_ENV.parse(source))
+        except _COMPILE_ERRORS:
+            return
+    elif isinstance(value, dict):
+        for v in value.values():
+            _parse_all(v, found)
+    elif isinstance(value, list):
+        for v in value:
+            _parse_all(v, found)
+
+
+def _tree_steps_read(tree: Any) -> set[str] | None:
+    """Step ids read as ``steps.X`` / ``steps['X']`` in one tree; None for any other use of
+    ``steps`` (``steps[input.k]``, a loop over ``steps``, ``steps`` passed whole)."""
+    from jinja2 import nodes
+
+    read: set[str] = set()
+    resolved: set[int] = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        inner = node.node
+        if isinstance(inner, nodes.Name) and inner.name == "steps":
+            if isinstance(node, nodes.Getattr):
+                read.add(node.attr)
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                read.add(node.arg.value)
+            else:
+                return None
+            resolved.add(id(inner))
+    for name in tree.find_all(nodes.Name):
+        if name.name == "steps" and id(name) not in resolved:
+            return None
+    return read
+
+
+def steps_needed(value: Any, expression: str | None = None) -> frozenset[str] | None:
+    """The ids of the steps whose output (or status) the templates inside ``value`` and the
+    bare ``expression`` (a condition's) read: what a step needs from the steps before it.
+
+    None means "any step": ``steps`` is used in a way that names no fixed id, so the reader
+    must be assumed to depend on every step before it.
+    """
+    trees: list[Any] = []
+    _parse_all(value, trees)
+    if expression is not None:
+        try:
+            trees.append(_ENV.parse("{{ " + expression + " }}"))
+        except _COMPILE_ERRORS:
+            pass
+    read: set[str] = set()
+    for tree in trees:
+        found = _tree_steps_read(tree)
+        if found is None:
+            return None
+        read |= found
+    return frozenset(read)

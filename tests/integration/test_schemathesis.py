@@ -52,8 +52,11 @@ NOT_EXPRESSIBLE = {
     "workflow_id for the others; " + _TIMESTAMP,
     "POST /api/anomaly/detect": "the series' timestamps must be in time order, and an ISO 8601 "
     "one must be a moment Python's datetime can hold",
+    "POST /api/workflows/optimization/analyze": "an inline `workflow` is a definition, "
+    + _DEFINITION,
 }
 """Operations where ``positive_data_acceptance`` is not run, and why."""
+
 
 def _future_times():
     """``future-date-time`` (a key's ``expires_at``): an RFC 3339 time after now, within the
