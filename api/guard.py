@@ -1,4 +1,6 @@
-"""Input PostgreSQL cannot store, refused at the door with a 422 instead of a 500 later.
+"""Bodies and queries checked at the door, for every endpoint: a body not declared JSON is a
+415 naming the expected type, a body that is not valid JSON a 400 saying where it breaks, and
+input PostgreSQL cannot store a 422 instead of a 500 later.
 
 Python's JSON parser accepts ``NaN`` and ``Infinity`` (JSONB does not), strings may carry NUL
 or lone surrogates (neither text nor JSONB columns take them), and nesting or numbers past
@@ -17,9 +19,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from flask import Flask, current_app, request
+from flask_smorest import abort
 
 from atom.config import Settings
 from atom.errors import InvalidInput, PayloadTooLarge
@@ -65,6 +68,39 @@ def _walk(value: Any, where: str, problems: dict[str, list[str]]) -> None:
             _walk(item, f"{where}[{i}]", problems)
 
 
+JSON_TYPE = "application/json"
+
+
+def _is_json(mimetype: str) -> bool:
+    return mimetype == JSON_TYPE or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+def check_content_type(webhook: bool) -> None:
+    """A body in anything but JSON is a 415 naming the expected type (webargs would otherwise
+    read it as an empty document and answer "name is required"). A webhook's sender is not
+    ours to configure: its body is read as JSON whatever it says it is."""
+    if webhook or request.method not in ("POST", "PUT", "PATCH") or _is_json(request.mimetype):
+        return
+    if request.content_length == 0 or not request.get_data(cache=True).strip():
+        return  # no body: nothing to misread
+    given = request.headers.get("Content-Type")
+    said = f"the request said {given!r}" if given else "the request had no Content-Type header"
+    abort(415, message=f"The body must be JSON with 'Content-Type: {JSON_TYPE}'; {said}.")
+
+
+def not_json(error: json.JSONDecodeError) -> NoReturn:
+    """Abort with a 400 that says where the body stops being JSON (line, column, character)."""
+    where = f"line {error.lineno}, column {error.colno}"
+    abort(
+        400,
+        message=f"The body is not valid JSON: {error.msg} at {where}.",
+        messages={"json": [f"{error.msg} at {where} (character {error.pos})"]},
+    )
+    raise AssertionError("abort raises")  # pragma: no cover
+
+
 def body_limit(settings: Settings, app: Flask | None = None) -> tuple[int, str]:
     """The largest body this request may carry, and the variable that sets it."""
     if request.path.startswith("/api/hooks/"):
@@ -86,9 +122,11 @@ def _check_size(settings: Settings) -> None:
 
 
 def check_request(settings: Settings) -> None:
-    """Raise PayloadTooLarge for a body over the endpoint's limit, and InvalidInput for a
+    """Raise PayloadTooLarge for a body over the endpoint's limit; abort for a body that is
+    not JSON (415) or not valid JSON (400, with line and column); raise InvalidInput for a
     query or JSON body that could not be stored."""
     _check_size(settings)
+    check_content_type(request.path.startswith("/api/hooks/"))
     problems: dict[str, list[str]] = {}
     for key, value in request.args.items(multi=True):
         if reason := _bad_text(value):
@@ -101,8 +139,8 @@ def check_request(settings: Settings) -> None:
         if raw.strip():
             try:
                 document = json.loads(raw, parse_constant=_no_constant)
-            except json.JSONDecodeError:
-                document = None  # not JSON at all: the endpoint answers that in its own words
+            except json.JSONDecodeError as e:
+                not_json(e)
             except (RecursionError, ValueError) as e:
                 raise InvalidInput(
                     {"body": [f"cannot be read: {type(e).__name__}: {str(e)[:120]}"]}

@@ -68,6 +68,9 @@ def register(app: Celery, settings: Settings) -> MLContext:
     """Register the ML tasks on ``app``."""
     ctx = MLContext(settings)
     app.conf.worker_prefetch_multiplier = 1
+    # Callers wait at most ATOM_ML_TIMEOUT and never read an answer later, so the pool's
+    # stored results expire soon instead of each caller deleting its own (a round trip).
+    app.conf.result_expires = max(60, int(settings.ml_timeout * 4))
 
     @app.task(name=ML_PING, acks_late=False)
     def ping() -> str:
