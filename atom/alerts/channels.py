@@ -43,8 +43,28 @@ def _post(url: str, body: dict[str, Any], settings: Settings, who: str) -> None:
         raise _Failed(f"{who}: answered {response.status_code}")
 
 
+def _anomaly_text(state: str, payload: dict[str, Any]) -> str:
+    series = payload.get("series") or {}
+    about = " ".join(str(p) for p in (series.get("kind"), series.get("name")) if p) or "series"
+    value, expected = payload.get("value"), payload.get("expected")
+    shown = f"{value:.4g}" if isinstance(value, int | float) else "no data"
+    normal = (
+        f"expected {expected[0]:.4g}..{expected[1]:.4g}"
+        if isinstance(expected, list) and len(expected) == 2
+        else "no expected range"
+    )
+    score = payload.get("score")
+    scored = f"{score:.2f}" if isinstance(score, int | float) else "?"
+    return (
+        f"[{payload['severity'].upper()}] {state}: {payload['rule']} - anomaly in {about}: "
+        f"{shown} ({normal}, score {scored}, threshold {payload['threshold']:g})"
+    )
+
+
 def _text(payload: dict[str, Any]) -> str:
     state = "RESOLVED" if payload["event"] == "resolved" else "FIRING"
+    if payload.get("metric") == "anomaly":
+        return _anomaly_text(state, payload)
     value = payload.get("value")
     shown = f"{value:.4g}" if isinstance(value, int | float) else "no data"
     return (
