@@ -37,7 +37,7 @@ from sqlalchemy.orm.attributes import flag_modified
 from atom.celery_app import STEPS_QUEUE
 from atom.clock import now
 from atom.config import Settings
-from atom.runs import engine
+from atom.runs import engine, recovery
 from atom.statuses import ExecutionStatus, StepStatus
 from atom.store.models import Execution, TroubleshootingSession
 from atom.troubleshoot import gather, resolutions, sessions
@@ -211,6 +211,8 @@ def _redrive(
     settings: Settings,
     reserved: Any = None,
 ) -> TroubleshootingSession | None:
+    if not recovery.still_stalled(settings)(session, execution):
+        return None  # it moved on since the reconciler looked: it will not be re-driven
     held = reserved() if callable(reserved) else reserved
     if held and str(execution.id) in held:
         # A live worker holds its message (prefetched behind busy processes, or taken a
