@@ -259,6 +259,13 @@ def drop_unused(definition: Definition, ctx: Context) -> list[Suggestion]:
         effect = dataflow.side_effect(node)
         if node.action_type == "log":
             effect = "writes a log line (the line is its point)"
+        gated = sorted(
+            w
+            for w in graph.reachable_from(node.id) - {node.id}
+            if dataflow.side_effect(definition.node(w))
+        )
+        if not effect and gated:
+            effect = f"gates {', '.join(gated[:5])} (a failed {node.id} stops them from running)"
         blocked = node.id in frozen or any(
             definition.node(s).type is not NodeType.ACTION or s in frozen
             for s in graph.successors[node.id]
