@@ -21,6 +21,8 @@ RECONCILE = "atom.maintenance.reconcile"
 FIRE_SCHEDULE = "atom.maintenance.fire_schedule"
 SWEEP_SCHEDULES = "atom.maintenance.sweep_schedules"
 EVALUATE_ALERTS = "atom.maintenance.evaluate_alerts"
+SCORE_METRICS = "atom.maintenance.score_metrics"
+PRUNE_METRICS = "atom.maintenance.prune_metrics"
 TROUBLESHOOT_FINISHED = "atom.maintenance.troubleshoot_finished"
 TROUBLESHOOT_RETRY = "atom.maintenance.troubleshoot_retry"
 OPTIMIZE_WORKFLOWS = "atom.maintenance.optimize_workflows"
@@ -34,6 +36,7 @@ ML_RETRAIN_DUE = "atom.ml.retrain_due"
 ML_PREDICT_RUN = "atom.ml.predict_run"
 ML_PING = "atom.ml.ping"
 ML_PREDICT_USER = "atom.ml.predict_user"
+ML_ANOMALY_SCORE = "atom.ml.anomaly_score"
 
 
 class NoWaitRedisBackend(RedisBackend):

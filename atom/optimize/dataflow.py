@@ -4,7 +4,7 @@ An edge ``a -> b`` says "b after a". The optimizer keeps that ordering when it c
 something, and otherwise lets ``b`` start without waiting for ``a``:
 
 - **data**: ``b`` reads ``steps.a`` in a template, a condition's expression or a transform
-  (found by ``atom.workflow.templating.step_references``); a reader of ``steps`` that names no
+  (found by ``atom.workflow.templating.steps_needed``); a reader of ``steps`` that names no
   fixed id (``steps[input.k]``) keeps all its orderings;
 - **declared**: the user marked the connection ``ordered: true`` (``b`` depends on a side
   effect of ``a`` although it reads nothing of it);
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from atom.workflow.definition import Connection, Definition, FailurePolicy, Node, NodeType
 from atom.workflow.definition import TriggerRule as Rule
 from atom.workflow.graph import Graph
-from atom.workflow.templating import step_references
+from atom.workflow.templating import steps_needed
 
 PURE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -59,7 +59,7 @@ def reads(node: Node) -> frozenset[str] | None:
     """The steps ``node`` reads (None: any step)."""
     expression = node.config.get("expression") if node.type is NodeType.CONDITION else None
     config = {k: v for k, v in node.config.items() if k != "expression"}
-    return step_references(config, expression if isinstance(expression, str) else None)
+    return steps_needed(config, expression if isinstance(expression, str) else None)
 
 
 def ancestors(graph: Graph) -> dict[str, set[str]]:

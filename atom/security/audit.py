@@ -28,6 +28,9 @@ _SINGULAR = {
     "keys": "key",
     "settings": "settings",
     "alerts": "alert_rule",
+    "decisions": "decision",
+    "models": "model",
+    "anomaly": "anomaly",
 }
 _VERB = {"POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
 

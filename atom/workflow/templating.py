@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, Undefined
+from jinja2 import nodes as ast
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from atom.errors import PermanentError
@@ -149,6 +150,46 @@ def expression_error(expression: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
+def _steps_read(source: str) -> tuple[str, ...]:
+    """The step ids a template reads as ``steps.<id>`` or ``steps['<id>']`` (in order, once)."""
+    try:
+        tree = _ENV.parse(source)
+    except _COMPILE_ERRORS:
+        return ()  # syntax_errors reports it
+    found: list[str] = []
+    for node in tree.find_all((ast.Getattr, ast.Getitem)):
+        owner = getattr(node, "node", None)
+        if not (isinstance(owner, ast.Name) and owner.name == "steps"):
+            continue
+        if isinstance(node, ast.Getattr):
+            found.append(node.attr)
+        elif isinstance(node, ast.Getitem):
+            key = node.arg
+            if isinstance(key, ast.Const) and isinstance(key.value, str):
+                found.append(key.value)
+    return tuple(dict.fromkeys(found))
+
+
+def step_references(value: Any, where: str) -> list[tuple[str, str, str]]:
+    """``(location, template, step id)`` for every step a template inside ``value`` reads."""
+    found: list[tuple[str, str, str]] = []
+    if isinstance(value, str) and _is_template(value):
+        found.extend((where, value, step) for step in _steps_read(value))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            found.extend(step_references(v, f"{where}.{k}"))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found.extend(step_references(v, f"{where}[{i}]"))
+    return found
+
+
+def expression_step_references(expression: str) -> tuple[str, ...]:
+    """The step ids a bare expression (a condition) reads."""
+    return _steps_read("{{ " + expression + " }}")
+
+
 def _parse_all(value: Any, found: list[Any]) -> None:
     """Jinja2 syntax trees of every template inside ``value`` (an unparsable one is skipped:
     validation has refused it already)."""
@@ -167,7 +208,7 @@ def _parse_all(value: Any, found: list[Any]) -> None:
             _parse_all(v, found)
 
 
-def _steps_read(tree: Any) -> set[str] | None:
+def _tree_steps_read(tree: Any) -> set[str] | None:
     """Step ids read as ``steps.X`` / ``steps['X']`` in one tree; None for any other use of
     ``steps`` (``steps[input.k]``, a loop over ``steps``, ``steps`` passed whole)."""
     from jinja2 import nodes
@@ -190,7 +231,7 @@ def _steps_read(tree: Any) -> set[str] | None:
     return read
 
 
-def step_references(value: Any, expression: str | None = None) -> frozenset[str] | None:
+def steps_needed(value: Any, expression: str | None = None) -> frozenset[str] | None:
     """The ids of the steps whose output (or status) the templates inside ``value`` and the
     bare ``expression`` (a condition's) read: what a step needs from the steps before it.
 
@@ -206,7 +247,7 @@ def step_references(value: Any, expression: str | None = None) -> frozenset[str]
             pass
     read: set[str] = set()
     for tree in trees:
-        found = _steps_read(tree)
+        found = _tree_steps_read(tree)
         if found is None:
             return None
         read |= found

@@ -18,7 +18,7 @@ from atom.optimize.predict import (
 )
 from atom.optimize.strategies import Context, analyze
 from atom.workflow.definition import RetryPolicy, parse_definition
-from atom.workflow.templating import step_references
+from atom.workflow.templating import steps_needed
 
 
 def http(node_id: str, url: str, **config: Any) -> dict[str, Any]:
@@ -51,13 +51,14 @@ def measured(p50: float = 200.0, success: float = 1.0, transient: int = 0) -> St
 
 
 def test_step_references_names_the_steps_read():
-    assert step_references(
-        {"u": "x/{{ steps.a.output.id }}", "b": ["{{ steps['b'].status }}"]}
-    ) == {"a", "b"}
-    assert step_references({"u": "{{ input.x }}"}) == frozenset()
-    assert step_references({}, "steps.c.output.ok and input.n > 1") == {"c"}
-    assert step_references("{{ steps[input.k] }}") is None
-    assert step_references("{% for s in steps %}{{ s }}{% endfor %}") is None
+    assert steps_needed({"u": "x/{{ steps.a.output.id }}", "b": ["{{ steps['b'].status }}"]}) == {
+        "a",
+        "b",
+    }
+    assert steps_needed({"u": "{{ input.x }}"}) == frozenset()
+    assert steps_needed({}, "steps.c.output.ok and input.n > 1") == {"c"}
+    assert steps_needed("{{ steps[input.k] }}") is None
+    assert steps_needed("{% for s in steps %}{{ s }}{% endfor %}") is None
 
 
 def test_independent_reads_run_in_parallel_and_keep_the_final_step():

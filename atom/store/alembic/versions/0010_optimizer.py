@@ -10,7 +10,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0010_optimizer"
-down_revision = "0008_reliability"
+down_revision = "0009_metrics"
 branch_labels = None
 depends_on = None
 
