@@ -11,6 +11,7 @@ a run is repeatable). Schemathesis' pytest plugin does not work with pytest 9
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -92,9 +93,11 @@ def _excluded(label: str) -> list:
 def key(api_url: str, make_key) -> Iterator[str]:
     """An admin key of a tenant of its own; the schedules the run made are deleted after it
     (they would fire for the rest of the session)."""
-    key = make_key("admin")
+    tenant = f"schemathesis-{uuid.uuid4().hex[:12]}"
+    key = make_key("admin", tenant)
     yield key
-    headers = {"X-API-Key": key}
+    # A key made now: the run may have revoked its own (it lists keys and deletes them).
+    headers = {"X-API-Key": make_key("admin", tenant)}
     while made := requests.get(
         api_url + "/api/schedules?page_size=100", headers=headers, timeout=30
     ).json():
