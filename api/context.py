@@ -19,8 +19,8 @@ from atom.config import Settings
 from atom.errors import Unauthorized
 from atom.observe import logs
 from atom.observe.probe import Probe
-from atom.security import permissions
-from atom.security.auth import Role, authenticate
+from atom.security import audit, permissions
+from atom.security.auth import REVOCATIONS_KEY, KeyCache, Role
 from atom.security.ratelimit import RateLimits, StreamCaps
 
 
@@ -36,6 +36,8 @@ class AppState:
     """The prometheus_client registry ``/metrics`` renders."""
     limits: RateLimits
     streams: StreamCaps
+    keys: KeyCache
+    """API keys this process found valid recently (bounded; see ``KeyCache``)."""
 
 
 # Seconds a client is told to wait when the step queue is full.
@@ -76,6 +78,22 @@ def tenant_id() -> uuid.UUID:
     return g.tenant_id
 
 
+def principal() -> permissions.Principal:
+    """The request's key as ``metadata.permissions`` sees it (its role and id)."""
+    return permissions.Principal(role=g.role, key_id=g.key_id)
+
+
+def check_workflow(workflow_id: uuid.UUID | None, *kinds: str) -> None:
+    """404 if the request's key may not view the workflow, 403 if it may not do one of
+    ``kinds`` (run, edit) with it; for routes whose workflow comes in the body or through
+    another object (a schedule, a session)."""
+    db = session()
+    try:
+        permissions.check(db, tenant_id(), workflow_id, principal(), *kinds)
+    finally:
+        db.rollback()
+
+
 def _key_from_request() -> str | None:
     key = request.headers.get("X-API-Key")
     if key:
@@ -104,7 +122,7 @@ def budget() -> str:
 _RUN_ENDINGS = ("/execute", "/pause", "/resume", "/cancel", "/retry")
 
 
-def _check_workflow_permissions(db: Session, tenant: uuid.UUID, role: str) -> None:
+def _check_workflow_permissions(db: Session, tenant: uuid.UUID, who: permissions.Principal) -> None:
     """Apply the workflow's ``metadata.permissions`` to a request about one workflow or one
     of its executions (view for reads, run for commands, edit for changes)."""
     args = request.view_args or {}
@@ -121,7 +139,7 @@ def _check_workflow_permissions(db: Session, tenant: uuid.UUID, role: str) -> No
     else:
         kind = "edit"
     try:
-        permissions.check(db, tenant, workflow_id, kind, role)
+        permissions.check(db, tenant, workflow_id, who, kind)
     finally:
         db.rollback()
 
@@ -134,19 +152,22 @@ def require(role: Role) -> Callable:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             db = session()
-            limits = state().limits
-            limits.auth_blocked(client_address())
+            app = state()
+            limits = app.limits
+            # One Redis round trip: the address's failed authentications, and the key
+            # revocation counter that tells whether this process's key cache is current.
+            revocations = limits.auth_blocked(client_address(), also=REVOCATIONS_KEY)
             try:
-                record = authenticate(db, _key_from_request(), role)
+                record = app.keys.authenticate(db, _key_from_request(), role, revocations)
             except Unauthorized:
                 limits.auth_failed(client_address())
                 raise
             g.tenant_id, g.role, g.key_id = record.tenant_id, record.role, record.id
             logs.update(tenant=str(record.tenant_id))
-            db.rollback()  # end the read-only auth transaction before the view's own work
+            db.rollback()  # end the read-only auth transaction (if any) before the view's work
             g.rate_verdict = limits.check(budget(), str(record.id), str(record.tenant_id))
-            guard.check_request(state().settings.webhook_max_bytes)
-            _check_workflow_permissions(db, record.tenant_id, record.role)
+            guard.check_request(state().settings)
+            _check_workflow_permissions(db, record.tenant_id, principal())
             return view(*args, **kwargs)
 
         setattr(wrapper, guard.AUTHENTICATED, True)
@@ -158,6 +179,27 @@ def require(role: Role) -> Callable:
         return wrapper
 
     return decorator
+
+
+def audit_with(db: Session, status: int, created_id: str | None = None) -> None:
+    """Add this request's audit entry to the view's own transaction (one commit instead of a
+    second one after the answer); ``api.app`` records it separately only if the answer's
+    status turns out other than ``status``."""
+    assert request.url_rule is not None
+    action, target_type, target_id = audit.describe(
+        request.method, request.url_rule.rule, request.view_args or {}, created_id
+    )
+    audit.record(
+        db,
+        tenant_id=g.tenant_id,
+        key_id=g.key_id,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        client=client_address(),
+        status=status,
+    )
+    g.audited = status
 
 
 def page_of(db: Session, query: Select, pagination: Any) -> list[Any]:

@@ -8,12 +8,14 @@ from typing import Any
 from flask import current_app, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import EXCLUDE, Schema, fields
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from werkzeug.routing import BaseConverter
 
-from api.context import page_of, require, session, state, tenant_id
+from api.context import audit_with, page_of, require, session, state, tenant_id
+from api.guard import model_work
 from atom.celery_app import ML_DECIDE, ML_EXPLAIN, ML_PREDICT_RUN, ML_PREDICT_USER, ML_TRAIN
-from atom.errors import InvalidInput
 from atom.ml import behaviour, store
+from atom.ml import features as feats
 from atom.ml.client import MLClient
 from atom.security.auth import Role
 from atom.store import workflows
@@ -33,6 +35,69 @@ def ml() -> MLClient:
     return current_app.extensions[ML_CLIENT]
 
 
+MODEL_NAME = store.NAME_PATTERN
+
+
+class ModelName(BaseConverter):
+    """A model name in a path: letters, digits, ``_.-``, at most 100 (else no route: 404)."""
+
+    regex = MODEL_NAME
+
+
+MODEL_NAME_DOC = {"type": "string", "pattern": f"^{store.NAME_PATTERN}$", "maxLength": 100}
+
+
+def _model_name(value: str) -> None:
+    if not store.NAME.fullmatch(value):
+        raise ValidationError("must be 1-100 letters, digits, '_', '.' or '-'")
+
+
+def _context_level(depth: int) -> dict[str, Any]:
+    """The JSON Schema of a context object at ``depth`` (the context itself is depth 1)."""
+    values: list[dict[str, Any]] = [
+        {"type": "string", "maxLength": feats.MAX_STRING},
+        {"type": "number", "minimum": -feats.MAX_NUMBER, "maximum": feats.MAX_NUMBER},
+        {"type": "boolean"},
+        {"type": "array", "items": {}, "description": "counts as its length"},
+    ]
+    if depth < feats.MAX_DEPTH:
+        values.append(_context_level(depth + 1))
+    return {
+        "type": "object",
+        "maxProperties": feats.MAX_FIELDS if depth == 1 else 20,
+        "additionalProperties": {"anyOf": values, "nullable": True},
+    }
+
+
+CONTEXT_DOC = {
+    **_context_level(1),
+    "description": f"any JSON object, flattened to features: nested objects (at most "
+    f"{feats.MAX_DEPTH} levels) become dotted names, numbers and booleans numeric features, "
+    f"strings (at most {feats.MAX_STRING} characters) categorical ones, lists their length, "
+    f"null missing; at most {feats.MAX_FIELDS} fields and {feats.MAX_CONTEXT_BYTES // 1024} "
+    "KiB of JSON in all",
+}
+
+ACTIONS_DOC = {
+    "type": "array",
+    "minItems": 2,
+    "maxItems": store.MAX_ACTIONS,
+    "uniqueItems": True,
+    "items": {
+        "anyOf": [
+            {"type": "string", "minLength": 1, "maxLength": 200},
+            {
+                "type": "object",
+                "required": ["type"],
+                "properties": {"type": {"type": "string", "minLength": 1, "maxLength": 200}},
+                "description": "an AuraOS action object; its type names the action",
+            },
+        ]
+    },
+    "description": "action names (distinct), or AuraOS {type} objects",
+}
+
+
 class DecisionInSchema(Schema):
     """``{model?, context, actions?}``; AuraOS's ``makeDecision(context)`` sends the context
     alone (model ``default``)."""
@@ -40,12 +105,25 @@ class DecisionInSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    model = fields.Raw(load_default=None, metadata={"description": "model name (default)"})
-    context = fields.Raw(
-        required=True, metadata={"description": "any JSON object; flattened to features"}
+    model = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=_model_name,
+        metadata={
+            "description": "model name (default: default); a new name creates the model",
+            "pattern": f"^{store.NAME_PATTERN}$",
+            "maxLength": 100,
+        },
     )
+    context = fields.Raw(required=True, metadata=CONTEXT_DOC)
     actions = fields.Raw(
-        load_default=None, metadata={"description": "action names, or AuraOS {type} objects"}
+        load_default=None,
+        metadata={
+            **ACTIONS_DOC,
+            "nullable": True,
+            "description": ACTIONS_DOC["description"] + "; needed for a new model, else its "
+            "own action set (a subset may be offered)",
+        },
     )
 
 
@@ -95,8 +173,12 @@ class OutcomeInSchema(Schema):
 class ModelInSchema(Schema):
     """Declare a model before its first decision."""
 
-    actions = fields.Raw(required=True)
-    reward = fields.String(load_default="reward")
+    actions = fields.Raw(required=True, metadata=ACTIONS_DOC)
+    reward = fields.String(
+        load_default="reward",
+        validate=validate.OneOf(store.REWARDS),
+        metadata={"description": "reward: any number per outcome; success: true or false"},
+    )
 
 
 class ModelSchema(Schema):
@@ -128,17 +210,18 @@ class TrainAcceptedSchema(Schema):
 class Decisions(MethodView):
     """Ask for a decision."""
 
+    @model_work
     @require(Role.OPERATOR)
     @blp.arguments(DecisionInSchema)
     @blp.response(201, DecisionSchema)
+    @blp.alt_response(413, description="Body over ATOM_ML_MAX_BODY")
     @blp.alt_response(503, description="No ML worker answered within ATOM_ML_TIMEOUT (Retry-After)")
     def post(self, body: dict[str, Any]):
         """Choose an action for a context; 503 with Retry-After if no ML worker answers."""
         db = session()
-        name = body["model"]
-        if name is not None and not isinstance(name, str):
-            raise InvalidInput({"model": ["must be a string"]})
-        model, offered, row = store.resolve(db, tenant_id(), name, body["context"], body["actions"])
+        model, offered, row = store.resolve(
+            db, tenant_id(), body["model"], body["context"], body["actions"]
+        )
         # One transaction: a model this decision creates is committed with the decision.
         answer = ml().call(
             ML_DECIDE,
@@ -150,6 +233,7 @@ class Decisions(MethodView):
         decision = store.record_decision(
             db, model, uuid.uuid4(), body["context"], row, offered, answer
         )
+        audit_with(db, 201, str(decision.id))  # one commit for the decision and its audit entry
         db.commit()
         location = url_for("decisions.DecisionItem", decision_id=decision.id)
         return store.decision_view(decision, model.name), 201, {"Location": location}
@@ -226,7 +310,7 @@ class Models(MethodView):
         return [store.model_view(db, m) for m in page]
 
 
-@blp.route("/models/<string:name>")
+@blp.route("/models/<model_name:name>")
 class ModelItem(MethodView):
     """One model."""
 
@@ -237,9 +321,11 @@ class ModelItem(MethodView):
         db = session()
         return store.model_view(db, store.get_model(db, tenant_id(), name), detail=True)
 
+    @model_work
     @require(Role.EDITOR)
     @blp.arguments(ModelInSchema)
     @blp.response(200, ModelSchema)
+    @blp.alt_response(413, description="Body over ATOM_ML_MAX_BODY")
     @blp.alt_response(409, description="The model exists with another action set or reward")
     def put(self, body: dict[str, Any], name: str):
         """Declare a model's actions and reward kind before its first decision."""
@@ -249,12 +335,14 @@ class ModelItem(MethodView):
         return store.model_view(db, model, detail=True)
 
 
-@blp.route("/models/<string:name>/train")
+@blp.route("/models/<model_name:name>/train")
 class ModelTraining(MethodView):
     """Retrain now."""
 
+    @model_work
     @require(Role.OPERATOR)
     @blp.response(202, TrainAcceptedSchema)
+    @blp.alt_response(413, description="Body over ATOM_ML_MAX_BODY")
     def post(self, name: str):
         """Queue a training on the ML pool (never in the API); the model page shows the verdict."""
         db = session()
@@ -297,7 +385,10 @@ class RunPrediction(MethodView):
 class TimeframeArgs(Schema):
     """``?timeframe=24h`` (m, h or d; at most 30d)."""
 
-    timeframe = fields.String(load_default="24h")
+    timeframe = fields.String(
+        load_default="24h",
+        metadata={"pattern": behaviour.TIMEFRAME_PATTERN, "description": "1m to 30d"},
+    )
 
 
 class UserPredictionSchema(Schema):

@@ -13,6 +13,7 @@ PostgreSQL, so the training time measures LightGBM and the store, not 20,000 HTT
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -78,12 +79,76 @@ def seed_outcomes(settings, http, base: str, n: int) -> str:
     return "bench"
 
 
+def wait_http(base: str, proc, log) -> None:
+    """Until the API answers its health check (60 s at most)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited; see {log}")
+        try:
+            requests.get(f"{base}/api/workflows/monitoring/health", timeout=2)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the API did not answer within 60 s; see {log}")
+
+
+def profile_api(settings, key: str, name: str, n: int) -> None:
+    """``n`` decisions through the Flask test client (no HTTP server) under cProfile."""
+    import cProfile
+    import pstats
+
+    from api.app import create_app
+
+    client = create_app(settings).test_client()
+    world = World(seed=3)
+
+    def one() -> None:
+        r = client.post(
+            "/api/decisions",
+            json={"model": name, "context": world.context()},
+            headers={"X-API-Key": key},
+        )
+        assert r.status_code == 201, r.get_data(as_text=True)
+
+    for _ in range(20):
+        one()
+    profiler = cProfile.Profile()
+    t0 = time.perf_counter()
+    profiler.enable()
+    for _ in range(n):
+        one()
+    profiler.disable()
+    print(f"test client: {(time.perf_counter() - t0) * 1000 / n:.2f} ms per decision", flush=True)
+    stats = pstats.Stats(profiler, stream=sys.stdout)
+    stats.sort_stats("cumulative").print_stats(45)
+    stats.sort_stats("tottime").print_stats(25)
+    stats.print_callers(r"sleep|\{method 'execute'|sendall|\{method 'commit'|poll")
+
+
 def main() -> int:
     # A benchmark is a flood by design: the API's write budget (300/minute) would stop it.
-    os.environ.setdefault("ATOM_RATE_LIMIT_ENABLED", "0")
+    # The limiter stays on (its Redis work is part of every decision), with room to spare.
+    os.environ.setdefault("ATOM_RATE_LIMIT_WRITES", "1000000/minute")
+    os.environ.setdefault("ATOM_RATE_LIMIT_READS", "1000000/minute")
     parser = argparse.ArgumentParser()
     parser.add_argument("--outcomes", type=int, default=10_000)
     parser.add_argument("--decisions", type=int, default=500)
+    parser.add_argument(
+        "--server",
+        choices=["gunicorn", "werkzeug"],
+        default="gunicorn",
+        help="gunicorn: `atom api` in its own process, as deployed (default); werkzeug: a "
+        "threaded server inside this process (shares the GIL with the timing client)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run N decisions through Flask's test client under cProfile and print "
+        "where the API's time goes",
+    )
     args = parser.parse_args()
     data = ROOT / ".atom" / "bench-ml"
     settings, stoppers = services(data, "atom_bench_ml")
@@ -93,12 +158,24 @@ def main() -> int:
         data / "ml-worker.log",
     )
     app = make_celery(settings)
-    server = None
+    server = api_proc = None
     try:
         import socket
 
         wait_ready(app, worker, f"ml@{socket.gethostname()}", data / "ml-worker.log")
-        server, base = serve_api(settings)
+        if args.server == "gunicorn":
+            from cli.embedded import free_port
+
+            port = free_port()
+            api_proc = start(
+                [sys.executable, "-m", "cli", "api", "--port", str(port)],
+                dataclasses.replace(settings, log_level="WARNING"),
+                data / "api.log",
+            )
+            base = f"http://127.0.0.1:{port}"
+            wait_http(base, api_proc, data / "api.log")
+        else:
+            server, base = serve_api(settings)
         http = requests.Session()
         http.headers["X-API-Key"] = admin_key(settings)
         name = seed_outcomes(settings, http, base, args.outcomes)
@@ -126,6 +203,8 @@ def main() -> int:
             latencies.append((time.perf_counter() - t0) * 1000)
             assert r.status_code == 201, r.text
         latencies.sort()
+        if args.profile:
+            profile_api(settings, http.headers["X-API-Key"], name, args.profile)
 
         # Where the time goes: the bare Celery round trip to the pool (a no-op task), and
         # the decide task through the same client the API uses (no HTTP, no database).
@@ -181,6 +260,8 @@ def main() -> int:
     finally:
         if server is not None:
             server.shutdown()
+        if api_proc is not None:
+            stop(api_proc)
         stop(worker)
         app.close()
         for stopper in stoppers:

@@ -9,10 +9,18 @@ from datetime import datetime
 from celery import Celery, Task
 
 from atom.alerts import evaluation as alerts
-from atom.celery_app import EVALUATE_ALERTS, FIRE_SCHEDULE, RECONCILE, SWEEP_SCHEDULES
+from atom.celery_app import (
+    EVALUATE_ALERTS,
+    FIRE_SCHEDULE,
+    OPTIMIZE_WORKFLOWS,
+    RECONCILE,
+    SWEEP_SCHEDULES,
+)
 from atom.observe.probe import Probe
+from atom.optimize import periodic
 from atom.runs import recovery
 from atom.schedules import firing
+from atom.troubleshoot import stuck
 from workers.tasks import DB_ERRORS, WorkerContext
 
 logger = logging.getLogger("atom.maintenance")
@@ -33,7 +41,10 @@ def register(app: Celery, ctx: WorkerContext) -> None:
     def reconcile() -> dict:
         if not ctx.settings.auto_recovery_enabled:
             return {"enabled": False}
-        report = recovery.reconcile(ctx.factory, app, ctx.settings)
+        # The troubleshooter explains and records what the reconciler finds (stuck runs).
+        explainer = stuck.Explainer(ctx.factory, app, ctx.settings)
+        observe = explainer if ctx.settings.auto_troubleshoot else None
+        report = recovery.reconcile(ctx.factory, app, ctx.settings, observe)
         if report.redriven:
             logger.warning(
                 "reconcile: re-drove %d stalled executions: %s",
@@ -93,3 +104,16 @@ def register(app: Celery, ctx: WorkerContext) -> None:
         if not ctx.settings.monitoring_enabled:
             return {"enabled": False}
         return alerts.evaluate(ctx.factory, probe(), ctx.settings)
+
+    _register_optimizer(app, ctx)
+
+
+def _register_optimizer(app: Celery, ctx: WorkerContext) -> None:
+    """The periodic optimizer pass (recommendations only; nothing is applied)."""
+
+    @app.task(name=OPTIMIZE_WORKFLOWS, acks_late=True, ignore_result=True)
+    def optimize_workflows() -> dict:
+        report = periodic.analyse_active(ctx.factory, ctx.settings)
+        if report.get("analysed"):
+            logger.info("optimizer: stored %d recommendations", report["analysed"])
+        return report

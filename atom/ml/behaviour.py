@@ -14,8 +14,14 @@ from atom.clock import now
 from atom.errors import InvalidInput
 from atom.store.models import UserEvent
 
-TIMEFRAME = re.compile(r"^(\d{1,4})([mhd])$")
+TIMEFRAME = re.compile(r"([0-9]{1,4})([mhd])")
 MAX_TIMEFRAME = timedelta(days=30)
+TIMEFRAME_PATTERN = (
+    "^((0{0,3}[1-9]|0{0,2}[1-9][0-9]|0?[1-9][0-9]{2}|[1-9][0-9]{3})m"
+    "|(0{0,3}[1-9]|0{0,2}[1-9][0-9]|0?[1-6][0-9]{2}|0?7[01][0-9]|0?720)h"
+    "|(0{0,3}[1-9]|0{0,2}[12][0-9]|0{0,2}30)d)$"
+)
+"""``parse_timeframe``'s accepted texts as a regular expression (1m to 30d), for the document."""
 MAX_EVENTS = 50_000
 """Most recent events of a tenant a prediction reads."""
 
@@ -45,7 +51,7 @@ def record(
 
 def parse_timeframe(text: str) -> timedelta:
     """``30m``, ``24h``, ``7d`` (at most 30 days); 422 otherwise."""
-    match = TIMEFRAME.match(text or "")
+    match = TIMEFRAME.fullmatch(text or "")
     if not match:
         raise InvalidInput({"timeframe": ["must be a number and a unit m, h or d, e.g. 24h"]})
     amount, unit = int(match[1]), match[2]

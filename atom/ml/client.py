@@ -63,19 +63,34 @@ class MLClient:
         """
         retry_after = max(1, int(round(self.timeout)))
         try:
-            result = self.app.send_task(task, kwargs=kwargs, queue=ML_QUEUE, expires=self.timeout)
+            # Straight to the queue (kombu's default exchange): publishing through the
+            # ``atom.ml`` exchange costs a binding lookup in Redis on every message.
+            result = self.app.send_task(
+                task,
+                kwargs=kwargs,
+                queue=ML_QUEUE,
+                exchange="",
+                routing_key=ML_QUEUE,
+                expires=self.timeout,
+                # Celery would render the arguments (a whole context) for monitors; a
+                # decision's context is the tenant's data, and rendering it costs time.
+                argsrepr="()",
+                kwargsrepr="{...}",
+            )
         except OperationalError as e:
             raise MLUnavailable(f"the ML pool cannot be reached ({e})", retry_after) from e
+        # The answer arrives on the result's pub/sub channel (no polling), which Celery
+        # leaves once the answer is in. Its stored copy is not deleted on the way (a round
+        # trip): the ML pool keeps results for a minute only (workers.ml).
         try:
             answer = result.get(timeout=self.timeout, disable_sync_subtasks=False)
         except CeleryTimeout as e:
+            result.forget()  # no answer: leave the channel now
             raise MLUnavailable(
                 f"no ML worker answered within {self.timeout:g} s; start one with "
                 "`atom worker --pool ml`, or try again",
                 retry_after,
             ) from e
-        finally:
-            result.forget()
         if isinstance(answer, dict) and "error" in answer:
             error = answer["error"]
             if error.get("status") == 422:

@@ -17,6 +17,8 @@ MAX_DEPTH = 5
 MAX_FIELDS = 200
 MAX_CONTEXT_BYTES = 64 * 1024
 MAX_STRING = 500
+MAX_NUMBER = 1e300
+"""Largest magnitude of a number in a context (beyond it a float cannot hold it reliably)."""
 MAX_CATEGORIES = 200
 """Categories kept per feature (the most frequent); the rest are missing to the model."""
 
@@ -44,21 +46,28 @@ def check_context(context: Any, where: str = "context") -> list[str]:
                 problems.append(f"{path}: nested deeper than {MAX_DEPTH} levels")
                 return
             for key, item in value.items():
-                if not isinstance(key, str) or not key:
-                    problems.append(f"{path}: field names must be non-empty strings")
-                    continue
                 walk(item, f"{path}.{key}", depth + 1)
             return
         count += 1
-        if isinstance(value, float) and not math.isfinite(value):
-            problems.append(f"{path}: must be a finite number, not {value}")
-        elif isinstance(value, str) and len(value) > MAX_STRING:
-            problems.append(f"{path}: strings are at most {MAX_STRING} characters")
+        if problem := _leaf_problem(value):
+            problems.append(f"{path}: {problem}")
 
     walk(context, where, 1)
     if count > MAX_FIELDS:
         problems.append(f"{where}: has {count} fields; at most {MAX_FIELDS} allowed")
     return problems
+
+
+def _leaf_problem(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, not {value}"
+    if isinstance(value, int | float) and abs(value) > MAX_NUMBER:
+        return f"numbers are at most {MAX_NUMBER:g} in magnitude"
+    if isinstance(value, str) and len(value) > MAX_STRING:
+        return f"strings are at most {MAX_STRING} characters"
+    return None
 
 
 def flatten(context: dict[str, Any], prefix: str = "") -> dict[str, Scalar]:

@@ -18,7 +18,9 @@ from atom.errors import Conflict, InvalidInput, NotFound
 from atom.ml import features as feats
 from atom.store.models import Decision, MLModel, ModelVersion
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
+NAME = re.compile(NAME_PATTERN)
+"""A model name, matched whole (``fullmatch``: no trailing newline slips through)."""
 MAX_ACTIONS = 50
 DEFAULT_MODEL = "default"
 REWARDS = ("reward", "success")
@@ -54,7 +56,7 @@ def _invalid(problems: list[str]) -> InvalidInput:
 
 def check_name(name: str) -> None:
     """422 unless ``name`` is a model name (letters, digits, ``_.-``, at most 100)."""
-    if not NAME.match(name or ""):
+    if not NAME.fullmatch(name or ""):
         raise _invalid(["model: must be 1-100 letters, digits, '_', '.' or '-'"])
 
 
@@ -118,7 +120,7 @@ def resolve(
     the offered actions and the flattened context. 422 lists every problem."""
     name = name or DEFAULT_MODEL
     problems = feats.check_context(context)
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         problems.append("model: must be 1-100 letters, digits, '_', '.' or '-'")
     offered: list[str] = []
     if actions is not None:
@@ -131,17 +133,17 @@ def resolve(
     ).one_or_none()
     if model is None:
         if not offered:
-            raise _invalid([f"actions: model {name!r} does not exist yet; name its actions"])
+            raise NotFound(
+                f"no model named {name!r}: name its actions to create it with this decision"
+            )
         model = _get_or_create(db, tenant_id, name, offered)
     if not offered:
         offered = list(model.actions)
     unknown = [a for a in offered if a not in model.actions]
     if unknown:
-        raise _invalid(
-            [
-                f"actions: {', '.join(map(repr, unknown))} not in model {name!r}'s actions "
-                f"{model.actions}"
-            ]
+        raise NotFound(
+            f"model {name!r} has no action {', '.join(map(repr, unknown))}; its actions are "
+            f"{model.actions} (fixed when it was created)"
         )
     return model, offered, feats.flatten(context)
 

@@ -1,5 +1,5 @@
-"""Training on the ML pool: a challenger from every logged outcome, published only when it is
-not worse than the champion on the same holdout (champion/challenger)."""
+"""Training on the ML pool: a challenger from every logged outcome, published only when its
+off-policy value is not worse than the champion's on the same holdout (champion/challenger)."""
 
 from __future__ import annotations
 
@@ -47,15 +47,55 @@ def _champion(db: Session, model: MLModel) -> bandit.Policy | None:
     )
 
 
-def _verdict(new: dict[str, Any], old: dict[str, Any] | None) -> tuple[bool, str]:
+VALUE_TOLERANCE_SE = 1.0
+"""A challenger whose off-policy value is below the champion's by more than this many
+standard errors of the difference is not published."""
+
+
+def _verdict(
+    new: dict[str, Any], old: dict[str, Any] | None, versus: dict[str, Any] | None
+) -> tuple[bool, str]:
     if old is None:
         return True, "first trained version"
+    diff, se = (versus or {}).get("difference"), (versus or {}).get("se")
+    if diff is not None and se is not None:
+        values = (
+            f"off-policy value {new['policy_value']:.4f} vs the active {old['policy_value']:.4f} "
+            f"(difference {diff:+.4f}, standard error {se:.4f}, {new['holdout']} holdout decisions)"
+        )
+        if diff >= -VALUE_TOLERANCE_SE * se:
+            return True, f"{values}: not worse"
+        return False, f"{values}: worse"
+    # No estimate (no holdout decision either version could have made): prediction error.
     name = new.get("metric")
     if not name or not new.get("holdout"):
         return False, "no holdout outcomes to compare with the active version yet"
     if new[name] <= old[name] + 1e-12:
         return True, f"holdout {name} {new[name]:.4f} is not worse than the active {old[name]:.4f}"
     return False, f"holdout {name} {new[name]:.4f} is worse than the active {old[name]:.4f}"
+
+
+def judge(
+    challenger: bandit.Policy,
+    champion: bandit.Policy | None,
+    holdout: list[bandit.Sample],
+    actions: list[str],
+) -> tuple[bool, str, dict[str, Any]]:
+    """Champion/challenger on the holdout: (publish?, why, the metrics the model page shows).
+
+    The gate is the off-policy estimate of each version's reward per decision (SNIPS over
+    the logged propensities): that is what a decision engine is for. The challenger is
+    published unless its value is worse than the champion's by more than one standard error
+    of the (paired) difference. Holdout prediction error is shown beside it and decides only
+    when no off-policy estimate exists.
+    """
+    metrics = bandit.evaluate(challenger, holdout, actions)
+    if champion is None:
+        return True, "first trained version", {**metrics, "champion": None}
+    old = bandit.evaluate(champion, holdout, actions)
+    versus = bandit.compare(challenger, champion, holdout, actions)
+    publish, reason = _verdict(metrics, old, versus)
+    return publish, reason, {**metrics, "champion": old, "versus_champion": versus}
 
 
 def train(factory: sessionmaker[Session], model_id: uuid.UUID) -> dict[str, Any]:
@@ -89,11 +129,9 @@ def train(factory: sessionmaker[Session], model_id: uuid.UUID) -> dict[str, Any]
         challenger = bandit.Policy.load(
             version, model.reward, text_boosters, schema, len(train_set)
         )
-        metrics = bandit.evaluate(challenger, holdout, model.actions)
-        champion = _champion(db, model)
-        champion_metrics = bandit.evaluate(champion, holdout, model.actions) if champion else None
-        publish, reason = _verdict(metrics, champion_metrics)
-        metrics = {**metrics, "champion": champion_metrics}
+        publish, reason, metrics = judge(
+            challenger, _champion(db, model), holdout, list(model.actions)
+        )
         if publish:  # the champion retires before its challenger is stored
             db.execute(
                 update(ModelVersion)

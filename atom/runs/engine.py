@@ -205,9 +205,36 @@ def decide(definition: Definition, node_id: str, steps: dict[str, StepRun]) -> D
     if failed and rule is not TriggerRule.ONE_SUCCESS:
         reason = f"upstream failed: {', '.join(sorted(failed))}"
     else:
-        not_run = sorted(s for s, v in states.items() if v != StepStatus.SUCCEEDED)
-        reason = f"trigger rule {rule.value} not met; not succeeded: {', '.join(not_run)}"
+        reason = _why_not_run(definition, node_id, steps, states)
+        if succeeded:  # some ran, not enough for the rule (a join after an if/else)
+            reason = f"trigger rule {rule.value} not met: {reason}"
     return Decision(False, StepStatus.SKIPPED, reason)
+
+
+def _why_not_run(
+    definition: Definition, node_id: str, steps: dict[str, StepRun], states: dict[str, str]
+) -> str:
+    """In a reader's words, why the predecessors that did not succeed did not: a condition
+    that took the other branch, or a predecessor that was itself skipped (or failed)."""
+    parts: list[str] = []
+    skipped: list[str] = []
+    failed: list[str] = []
+    for connection in definition.connections:
+        source = connection.source
+        if connection.target != node_id or states[source] == StepStatus.SUCCEEDED:
+            continue
+        if steps[source].status == StepStatus.SUCCEEDED:  # succeeded, the edge not taken
+            taken = "false" if connection.when == "true" else "true"
+            parts.append(f"branch not taken (`{source}` was {taken})")
+        elif states[source] == StepStatus.SKIPPED:
+            skipped.append(source)
+        else:
+            failed.append(source)
+    if skipped:
+        parts.append(f"upstream skipped: {', '.join(sorted(skipped))}")
+    if failed:
+        parts.append(f"upstream failed: {', '.join(sorted(failed))}")
+    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------

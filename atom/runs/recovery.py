@@ -136,7 +136,27 @@ def ids_in_broker(url: str) -> set[str] | None:
         client.close()
 
 
-def reconcile(factory: sessionmaker[Session], app: Celery, settings: Settings) -> Report:
+Observer = Callable[[uuid.UUID, str], None]
+"""Told about each stalled execution before anything happens to it: ``(id, "redrive")`` or
+``(id, "waiting")`` (its message waits in the broker). The troubleshooter explains and
+records; it never changes what the reconciler does, and its failures are only logged."""
+
+
+def _tell(observe: Observer | None, execution_id: uuid.UUID, finding: str) -> None:
+    if observe is None:
+        return
+    try:
+        observe(execution_id, finding)
+    except Exception:  # explaining must never stop the healing
+        logger.exception("reconcile: explaining execution %s failed", execution_id)
+
+
+def reconcile(
+    factory: sessionmaker[Session],
+    app: Celery,
+    settings: Settings,
+    observe: Observer | None = None,
+) -> Report:
     """One pass of the self-healing loop; only one runs at a time (advisory lock)."""
     if parallel_limit.limit_of(app) > 0:
         parallel_limit.admit_all(factory, app, parallel_limit.limit_of(app))
@@ -155,7 +175,9 @@ def reconcile(factory: sessionmaker[Session], app: Celery, settings: Settings) -
     for execution_id in candidates:
         if str(execution_id) in queued:
             waiting += 1
+            _tell(observe, execution_id, "waiting")
             continue
+        _tell(observe, execution_id, "redrive")
         if lifecycle.redrive(
             factory,
             app,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
@@ -83,6 +86,9 @@ def issue_key(
 
 
 MAX_KEY_LIFETIME = timedelta(days=3650)
+FUTURE_TIME_FORMAT = "future-date-time"
+"""The OpenAPI ``format`` of ``expires_at``: an RFC 3339 date-time that lies in the future
+(a window a JSON Schema cannot state; the name says it)."""
 
 
 def _expiry(doc: dict[str, Any], problems: dict[str, list[str]]) -> datetime | None:
@@ -184,24 +190,113 @@ def revoke_key(session: Session, tenant_id: uuid.UUID, key_id: uuid.UUID) -> Api
 # last_used_at is written at most this often per key, so reads stay reads.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
+REVOCATIONS_KEY = "atom:keys:revocations"
+"""A Redis counter every key revocation increments; API processes read it with the
+failed-authentication check and empty their key cache when it changes (``KeyCache``)."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a request needs of its API key: a snapshot of the record, safe to keep."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    role: str
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, record: ApiKey) -> Grant:
+        """The snapshot of a key record."""
+        return cls(record.id, record.tenant_id, record.role, record.expires_at)
+
+
+def _no_key() -> Unauthorized:
+    return Unauthorized(
+        "An API key is required: send it as X-API-Key or 'Authorization: Bearer <key>'."
+    )
+
+
+def _admit(grant: Grant | ApiKey, needed: Role, stamp: datetime) -> None:
+    if grant.expires_at is not None and grant.expires_at <= stamp:
+        raise Unauthorized("The API key has expired; ask an admin for a new one.")
+    if Role(grant.role).rank < needed.rank:
+        raise Forbidden(f"This needs the {needed.value} role; the key has {grant.role}.")
+
 
 def authenticate(session: Session, key: str | None, needed: Role) -> ApiKey:
     """The key record for ``key``, checked against the role an endpoint needs."""
     if not key:
-        raise Unauthorized(
-            "An API key is required: send it as X-API-Key or 'Authorization: Bearer <key>'."
-        )
+        raise _no_key()
     record = session.scalar(
         select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
     )
     if record is None:
         raise Unauthorized("The API key is unknown or revoked.")
     stamp = now()
-    if record.expires_at is not None and record.expires_at <= stamp:
-        raise Unauthorized("The API key has expired; ask an admin for a new one.")
-    if Role(record.role).rank < needed.rank:
-        raise Forbidden(f"This needs the {needed.value} role; the key has {record.role}.")
+    _admit(record, needed, stamp)
     if record.last_used_at is None or stamp - record.last_used_at > LAST_USED_RESOLUTION:
         record.last_used_at = stamp
         session.commit()
     return record
+
+
+class KeyCache:
+    """Keys this API process found valid recently, so a request with a known key costs no
+    database round trip (``ATOM_KEY_CACHE_SECONDS``; 0 turns the cache off).
+
+    Safe because it is bounded three ways:
+    - **Revocation** increments a Redis counter (``REVOCATIONS_KEY``) after its commit. Every
+      request reads that counter in the same Redis round trip as the failed-authentication
+      check, and a process that sees it change empties its cache before using it: a revoked
+      key is refused from the next request on, in every process.
+    - **Age.** An entry is trusted for ``ttl`` seconds at most, then looked up again; that
+      bounds a revocation whose counter bump was lost (Redis down at that moment) or a key
+      revoked directly in SQL.
+    - **Expiry and role** are checked on every request, from the snapshot.
+    Only valid keys are cached (unknown ones always reach PostgreSQL, and count as failed
+    authentications); entries are keyed by the key's SHA-256, never the key itself.
+    ``last_used_at`` is refreshed when an entry is looked up again (so to within
+    ``ttl`` + 60 s).
+    """
+
+    def __init__(self, ttl: float, size: int = 10_000):
+        self.ttl, self.size = ttl, size
+        self._entries: dict[str, tuple[Grant, float]] = {}
+        self._epoch: object = None
+        self._lock = threading.Lock()
+
+    def authenticate(
+        self, session: Session, key: str | None, needed: Role, epoch: object = None
+    ) -> Grant:
+        """The grant of ``key`` for an endpoint needing ``needed``; ``epoch`` is the current
+        value of the revocation counter."""
+        if not key:
+            raise _no_key()
+        digest = hash_key(key)
+        with self._lock:
+            if epoch != self._epoch:
+                self._entries.clear()
+                self._epoch = epoch
+            found = self._entries.get(digest)
+        if found is not None and time.monotonic() - found[1] < self.ttl:
+            _admit(found[0], needed, now())
+            return found[0]
+        grant = Grant.of(authenticate(session, key, needed))
+        if self.ttl > 0:
+            with self._lock:
+                if self._epoch == epoch:  # no revocation seen meanwhile
+                    if len(self._entries) >= self.size:
+                        self._entries.clear()
+                    self._entries[digest] = (grant, time.monotonic())
+        return grant
+
+    def holds(self, key: str) -> bool:
+        """Whether ``key`` would be trusted now without a database lookup."""
+        with self._lock:
+            found = self._entries.get(hash_key(key))
+        return found is not None and time.monotonic() - found[1] < self.ttl
+
+    def forget_all(self) -> None:
+        """Drop every entry (this process revoked a key)."""
+        with self._lock:
+            self._entries.clear()

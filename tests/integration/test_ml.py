@@ -72,10 +72,11 @@ def test_the_engine_learns_which_action_pays_from_outcomes_alone(api: Api):
     mean_engine = sum(engine_value[last]) / 200
     best_fixed = max(sum(v[last]) / 200 for v in fixed_value.values())
     print(f"best action {best_rate:.1%}, engine {mean_engine:.3f}, best fixed {best_fixed:.3f}")
-    # Random play picks the best of three about 33 % of the time. Runs so far: 95.5, 95.0,
-    # 91.0 and 87.0 % (the bandit and the world are random, unseeded), so the bar is 80 %;
-    # the margin over the best fixed action below is the stricter check.
-    assert best_rate >= 0.8
+    # The bar (random play picks the best of three about 33 % of the time). The
+    # world is seeded; the exploration and the retraining moments depend on the real pool's
+    # timing, so bench/bandit.py checks the same loop seeded in-process on ten seeds (lowest
+    # 93 %, docs/benchmarks.md).
+    assert best_rate >= 0.9
     assert mean_engine > best_fixed + 0.2
     assert len(scores_seen) > 10  # confidence comes from the model, not a constant
 
@@ -87,10 +88,11 @@ def test_the_engine_learns_which_action_pays_from_outcomes_alone(api: Api):
     assert active["reason"]
     assert {"customer.tier", "amount", "region", "noise"} <= {f["name"] for f in active["features"]}
 
-    # Explanations of fresh decisions: the fields the rule uses carry more of the attribution
-    # than the irrelevant ones. (A top-two check was flaky: the continuous ``noise`` field
-    # draws splits, and once outranked ``customer.tier`` over 10 explanations.)
+    # Explanations of fresh decisions: the top feature is one the rule uses, and those fields
+    # carry most of the attribution. (Per action only some of the rule matters: approving
+    # depends on the tier alone, so a top-two check would be wrong for gold customers.)
     weight: dict[str, float] = {}
+    tops = []
     for _ in range(30):
         context = world.context()
         status, decision, _ = api(
@@ -105,9 +107,12 @@ def test_the_engine_learns_which_action_pays_from_outcomes_alone(api: Api):
         assert math.isclose(why["raw_score"], decision["confidence"], abs_tol=1e-6)
         values = {c["feature"]: c["value"] for c in why["contributions"]}
         assert values["customer.tier"] == context["customer"]["tier"]
+        tops.append(why["contributions"][0]["feature"])
         for c in why["contributions"]:
             weight[c["feature"]] = weight.get(c["feature"], 0.0) + abs(c["contribution"])
-    assert weight["customer.tier"] + weight["amount"] > weight["noise"] + weight["region"], weight
+    rule = weight["customer.tier"] + weight["amount"]
+    assert rule > 1.5 * (weight["noise"] + weight["region"]), weight
+    assert sum(top in ("customer.tier", "amount") for top in tops) >= 24, tops
 
 
 def test_bad_input_is_422_or_404_never_500(api: Api, api_url: str, make_key):
@@ -119,7 +124,9 @@ def test_bad_input_is_422_or_404_never_500(api: Api, api_url: str, make_key):
         ),
         ({"context": {"x": "y" * 70000}, "actions": ["a", "b"]}, "context"),
         ({"context": {f"f{i}": i for i in range(300)}, "actions": ["a", "b"]}, "context"),
-        ({"model": "fresh", "context": {"x": 1}}, "actions"),
+        ({"model": 5, "context": {"x": 1}, "actions": ["a", "b"]}, "model"),
+        ({"context": {"x": {"y": 10**400}}, "actions": ["a", "b"]}, "context.x.y"),
+        ({"context": {"x": 1}, "actions": ["a", {"kind": "b"}]}, "actions[1]"),
         ({"context": {"x": 1}, "actions": ["a"]}, "actions"),
         ({"context": {"x": 1}, "actions": ["a", "a"]}, "actions[1]"),
         ({"model": "no spaces allowed", "context": {"x": 1}, "actions": ["a", "b"]}, "model"),
@@ -141,10 +148,23 @@ def test_bad_input_is_422_or_404_never_500(api: Api, api_url: str, make_key):
         "POST", "/api/decisions", json={"context": {"x": 1}, "actions": ["a", "b"]}
     )
     assert status == 201 and first["model"] == "default"
+    # Audited in the decision's own transaction; refused requests are audited too.
+    status, entries, _ = api(
+        "GET", "/api/audit", params={"target_type": "decision", "page_size": 100}
+    )
+    assert status == 200, entries
+    seen = [(e["action"], e["target_id"], e["status"]) for e in entries]
+    assert ("decision.create", first["id"], 201) in seen
+    assert ("decision.create", None, 422) in seen
     status, answer, _ = api(
         "POST", "/api/decisions", json={"context": {"x": 1}, "actions": ["a", "z"]}
     )
-    assert status == 422 and "'z'" in answer["message"]
+    assert status == 404 and "'z'" in answer["message"], answer
+    # An unknown model needs its actions named (it is created by this decision).
+    status, answer, _ = api("POST", "/api/decisions", json={"model": "fresh", "context": {}})
+    assert status == 404 and "name its actions" in answer["message"], answer
+    assert api("GET", "/api/models/fresh")[0] == 404
+    assert api("GET", "/api/models/no%20spaces")[0] == 404
     # makeDecision(context): the actions are known now.
     status, again, _ = api("POST", "/api/decisions", json={"context": {"userId": "u1"}})
     assert status == 201 and again["action"]["type"] in {"a", "b"}

@@ -22,6 +22,11 @@ def test_check_context_names_every_problem():
     ]
     assert "bytes of JSON" in feats.check_context({"x": "y" * 70_000})[0]
     assert feats.check_context({"userId": "u1", "currentState": {"page": "cart"}}) == []
+    # An integer no float can hold was a 500 (OverflowError in flatten); empty names are fine.
+    assert feats.check_context({"big": 10**400, "ok": 10**300, "": {"": 1}}) == [
+        "context.big: numbers are at most 1e+300 in magnitude"
+    ]
+    assert feats.flatten({"": {"": 1}}) == {".": 1.0}
 
 
 def test_flatten_keeps_numbers_strings_and_missing():
@@ -103,3 +108,41 @@ def test_the_bandit_learns_and_its_explanations_add_up():
     metrics = bandit.evaluate(policy, holdout, ACTIONS)
     assert metrics["holdout"] == len(holdout) > 0 and metrics["rmse"] < 0.5
     assert metrics["policy_value"] > metrics["logged_value"]
+
+
+def test_a_challenger_is_published_on_its_off_policy_value():
+    """The gate: each version's reward per decision estimated from the logged propensities
+    (SNIPS) on the holdout; a challenger worse by more than a standard error stays a
+    candidate, whatever its prediction error."""
+    import json
+
+    from atom.ml import bandit
+    from atom.ml.simulation import ACTIONS, World
+    from atom.ml.training import judge
+
+    world, rng = World(seed=9), random.Random(9)
+    log = []
+    for _ in range(900):  # logged by a uniform policy
+        context = world.context()
+        action = rng.choice(ACTIONS)
+        sample = bandit.Sample(feats.flatten(context), action, world.reward(context, action), 1 / 3)
+        log.append((uuid.UUID(int=rng.getrandbits(128)), sample))
+    train = [s for i, s in log if not bandit.is_holdout(i)]
+    holdout = [s for i, s in log if bandit.is_holdout(i)]
+
+    def version(samples: list[bandit.Sample], v: int) -> bandit.Policy:
+        boosters, schema = bandit.train(samples, ACTIONS, "reward", seed=v)
+        return bandit.Policy.load(v, "reward", json.dumps(boosters), schema, len(samples))
+
+    good = version(train, 1)
+    # The same data with the rewards turned upside down: it prefers the worst action.
+    bad = version([bandit.Sample(s.row, s.action, 1 - s.reward, s.propensity) for s in train], 2)
+    publish, reason, metrics = judge(good, bad, holdout, ACTIONS)
+    assert publish and "not worse" in reason, reason
+    assert metrics["policy_value"] > 0.75 > 0.35 > metrics["champion"]["policy_value"]
+    assert metrics["versus_champion"]["difference"] > 5 * metrics["versus_champion"]["se"]
+    assert abs(metrics["logged_value"] - sum(s.reward for s in holdout) / len(holdout)) < 1e-12
+    publish, reason, _ = judge(bad, good, holdout, ACTIONS)
+    assert not publish and reason.endswith(": worse"), reason
+    # A challenger no different from the champion is published (not worse).
+    assert judge(version(train, 1), good, holdout, ACTIONS)[0]
