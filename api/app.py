@@ -5,16 +5,21 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+import uuid
+from importlib import resources
+from pathlib import Path
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, request, send_from_directory
 
 from api import (
+    anomaly,
     decisions,
     errors,
     executions,
     generation,
     guard,
     monitoring,
+    optimization,
     schedules,
     security,
     services,
@@ -29,6 +34,7 @@ from atom.ml.client import MLClient
 from atom.observe import logs, metrics
 from atom.observe.probe import Probe
 from atom.runs import engine, events
+from atom.runs import triggers as triggers_store
 from atom.security import audit, ratelimit
 from atom.security.auth import KeyCache
 from atom.security.ratelimit import RateLimits, StreamCaps
@@ -40,6 +46,14 @@ access_log = logging.getLogger("atom.api.access")
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The Prometheus text exposition format, version 0.0.4."""
+
+SWAGGER_ASSETS_URL = "/api/docs/assets/"
+"""Where /api/docs loads Swagger UI's scripts and styles from: this server, not a CDN."""
+
+
+def swagger_ui_dist() -> Path:
+    """Swagger UI's dist/ folder, as the pinned ``flask-swagger-ui`` package ships it."""
+    return Path(str(resources.files("flask_swagger_ui") / "dist"))
 
 
 def create_app(settings: Settings) -> Flask:
@@ -56,7 +70,7 @@ def create_app(settings: Settings) -> Flask:
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        OPENAPI_SWAGGER_UI_URL=SWAGGER_ASSETS_URL,
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         API_SPEC_OPTIONS={
             "components": {
@@ -83,17 +97,21 @@ def create_app(settings: Settings) -> Flask:
         probe=probe,
         metrics=metrics.registry(settings.metrics_root, probe),
         limits=RateLimits(settings),
-        streams=StreamCaps(settings.sse_max_per_key, settings.sse_max_per_process),
+        streams=StreamCaps(
+            settings.sse_max_per_key, settings.sse_max_per_process, settings.events_redis
+        ),
         keys=KeyCache(settings.key_cache_seconds),
     )
     app.extensions[decisions.ML_CLIENT] = MLClient(settings)
     app.url_map.converters["model_name"] = decisions.ModelName
     api = errors.AtomApi(app)
+    security.document(api.spec)
     api.register_converter(decisions.ModelName, lambda _: decisions.MODEL_NAME_DOC)
     errors.register(app)
     api.register_blueprint(monitoring.blp)  # before workflows: its paths are more specific
     api.register_blueprint(generation.blp)  # before workflows: /api/workflows/automation/...
     api.register_blueprint(troubleshooting.blp)  # likewise
+    api.register_blueprint(optimization.blp)  # likewise
     api.register_blueprint(workflows.blp)
     api.register_blueprint(services.blp)
     api.register_blueprint(executions.blp)
@@ -102,11 +120,20 @@ def create_app(settings: Settings) -> Flask:
     for blueprint in security.blueprints:
         api.register_blueprint(blueprint)
     api.register_blueprint(decisions.blp)
+    api.register_blueprint(anomaly.blp)
     api.cap_pages(guard.MAX_PAGE)
+    optimization.document_exactly_one(api)
     _observe_requests(app)  # first: the clock starts before anything can answer
-    guard.install(app, settings.webhook_max_bytes)
+    guard.install(app, settings)
     _protect(app)
     generation.warm_up(settings)
+
+    assets = swagger_ui_dist()
+
+    @app.get(SWAGGER_ASSETS_URL + "<path:name>")
+    def swagger_ui_asset(name: str) -> Response:
+        """Swagger UI's own files (the page at /api/docs needs no network)."""
+        return send_from_directory(assets, name, max_age=86400)
 
     @app.get("/metrics")
     def prometheus_metrics() -> Response:
@@ -146,8 +173,12 @@ def _protect(app: Flask) -> None:
         rule = request.url_rule.rule if request.url_rule else ""
         if rule.startswith("/api/hooks/") and request.method == "POST":
             token = str((request.view_args or {}).get("token", ""))
-            limits = app.extensions["atom"].limits
-            g.rate_verdict = limits.check_webhook(token, client_address())
+            app_state = app.extensions["atom"]
+            with app_state.factory() as db:  # whose it is, for the audit log (never the token)
+                hook = triggers_store.webhook_for_token(db, token)
+                if hook is not None:
+                    g.webhook_audit = (hook.tenant_id, hook.id)
+            g.rate_verdict = app_state.limits.check_webhook(token, client_address())
 
     @app.after_request
     def finish(response: Response) -> Response:
@@ -157,12 +188,20 @@ def _protect(app: Flask) -> None:
         audited = g.pop("audited", None)  # by the view, in its own transaction
         if (
             request.method in AUDITED_METHODS
-            and "key_id" in g
             and request.url_rule
             and audited != response.status_code
         ):
-            _audit(app, response)
+            if "key_id" in g:
+                _audit(app, response)
+            elif "webhook_audit" in g:
+                _audit_webhook(app, response)
         return response
+
+
+def _audit_webhook(app: Flask, response: Response) -> None:
+    """A delivery to a webhook: the tenant, no key, the webhook's id (never its token)."""
+    tenant, webhook_id = g.webhook_audit
+    _record(app, response, tenant, None, ("webhook.deliver", "webhook", str(webhook_id)))
 
 
 def _audit(app: Flask, response: Response) -> None:
@@ -171,15 +210,26 @@ def _audit(app: Flask, response: Response) -> None:
         body = response.get_json(silent=True)
         created = str(body.get("id")) if isinstance(body, dict) and body.get("id") else None
     assert request.url_rule is not None
-    action, target_type, target_id = audit.describe(
+    described = audit.describe(
         request.method, request.url_rule.rule, request.view_args or {}, created
     )
+    _record(app, response, g.tenant_id, g.key_id, described)
+
+
+def _record(
+    app: Flask,
+    response: Response,
+    tenant_id: uuid.UUID,
+    key_id: uuid.UUID | None,
+    described: tuple[str, str, str | None],
+) -> None:
+    action, target_type, target_id = described
     try:
         with app.extensions["atom"].factory() as db:
             audit.record(
                 db,
-                tenant_id=g.tenant_id,
-                key_id=g.key_id,
+                tenant_id=tenant_id,
+                key_id=key_id,
                 action=action,
                 target_type=target_type,
                 target_id=target_id,

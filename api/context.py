@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import Celery
 from flask import current_app, g, request
+from flask_smorest import abort
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,6 +40,27 @@ class AppState:
     """API keys this process found valid recently (bounded; see ``KeyCache``)."""
 
 
+# Seconds a client is told to wait when the step queue is full.
+BACKLOG_RETRY_AFTER_S = 5
+
+
+def refuse_when_saturated() -> None:
+    """Backpressure on every route that starts runs (execute, webhooks, events): past
+    ``ATOM_MAX_QUEUE_DEPTH`` step messages waiting in the broker, answer 429 with
+    ``Retry-After`` and start nothing, so Redis holds a bounded number of messages under a
+    flood. An unreachable broker is not saturation: runs are then accepted and sent later."""
+    app_state = state()
+    limit = app_state.settings.max_queue_depth
+    backlog = app_state.probe.step_backlog() if limit else None
+    if backlog is not None and backlog >= limit:
+        abort(
+            429,
+            message=f"{backlog} steps are waiting for a worker (ATOM_MAX_QUEUE_DEPTH is "
+            f"{limit}); nothing was started. Try again later.",
+            headers={"Retry-After": str(BACKLOG_RETRY_AFTER_S)},
+        )
+
+
 def state() -> AppState:
     """The state of the app serving this request."""
     return current_app.extensions["atom"]
@@ -54,6 +76,22 @@ def session() -> Session:
 def tenant_id() -> uuid.UUID:
     """The tenant of the request's API key."""
     return g.tenant_id
+
+
+def principal() -> permissions.Principal:
+    """The request's key as ``metadata.permissions`` sees it (its role and id)."""
+    return permissions.Principal(role=g.role, key_id=g.key_id)
+
+
+def check_workflow(workflow_id: uuid.UUID | None, *kinds: str) -> None:
+    """404 if the request's key may not view the workflow, 403 if it may not do one of
+    ``kinds`` (run, edit) with it; for routes whose workflow comes in the body or through
+    another object (a schedule, a session)."""
+    db = session()
+    try:
+        permissions.check(db, tenant_id(), workflow_id, principal(), *kinds)
+    finally:
+        db.rollback()
 
 
 def _key_from_request() -> str | None:
@@ -84,7 +122,7 @@ def budget() -> str:
 _RUN_ENDINGS = ("/execute", "/pause", "/resume", "/cancel", "/retry")
 
 
-def _check_workflow_permissions(db: Session, tenant: uuid.UUID, role: str) -> None:
+def _check_workflow_permissions(db: Session, tenant: uuid.UUID, who: permissions.Principal) -> None:
     """Apply the workflow's ``metadata.permissions`` to a request about one workflow or one
     of its executions (view for reads, run for commands, edit for changes)."""
     args = request.view_args or {}
@@ -101,7 +139,7 @@ def _check_workflow_permissions(db: Session, tenant: uuid.UUID, role: str) -> No
     else:
         kind = "edit"
     try:
-        permissions.check(db, tenant, workflow_id, kind, role)
+        permissions.check(db, tenant, workflow_id, who, kind)
     finally:
         db.rollback()
 
@@ -128,8 +166,8 @@ def require(role: Role) -> Callable:
             logs.update(tenant=str(record.tenant_id))
             db.rollback()  # end the read-only auth transaction (if any) before the view's work
             g.rate_verdict = limits.check(budget(), str(record.id), str(record.tenant_id))
-            guard.check_request(state().settings.webhook_max_bytes)
-            _check_workflow_permissions(db, record.tenant_id, record.role)
+            guard.check_request(state().settings)
+            _check_workflow_permissions(db, record.tenant_id, principal())
             return view(*args, **kwargs)
 
         setattr(wrapper, guard.AUTHENTICATED, True)

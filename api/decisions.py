@@ -12,6 +12,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from werkzeug.routing import BaseConverter
 
 from api.context import audit_with, page_of, require, session, state, tenant_id
+from api.guard import model_work
 from atom.celery_app import ML_DECIDE, ML_EXPLAIN, ML_PREDICT_RUN, ML_PREDICT_USER, ML_TRAIN
 from atom.ml import behaviour, store
 from atom.ml import features as feats
@@ -209,9 +210,11 @@ class TrainAcceptedSchema(Schema):
 class Decisions(MethodView):
     """Ask for a decision."""
 
+    @model_work
     @require(Role.OPERATOR)
     @blp.arguments(DecisionInSchema)
     @blp.response(201, DecisionSchema)
+    @blp.alt_response(413, description="Body over ATOM_ML_MAX_BODY")
     @blp.alt_response(503, description="No ML worker answered within ATOM_ML_TIMEOUT (Retry-After)")
     def post(self, body: dict[str, Any]):
         """Choose an action for a context; 503 with Retry-After if no ML worker answers."""
@@ -318,9 +321,11 @@ class ModelItem(MethodView):
         db = session()
         return store.model_view(db, store.get_model(db, tenant_id(), name), detail=True)
 
+    @model_work
     @require(Role.EDITOR)
     @blp.arguments(ModelInSchema)
     @blp.response(200, ModelSchema)
+    @blp.alt_response(413, description="Body over ATOM_ML_MAX_BODY")
     @blp.alt_response(409, description="The model exists with another action set or reward")
     def put(self, body: dict[str, Any], name: str):
         """Declare a model's actions and reward kind before its first decision."""
@@ -334,8 +339,10 @@ class ModelItem(MethodView):
 class ModelTraining(MethodView):
     """Retrain now."""
 
+    @model_work
     @require(Role.OPERATOR)
     @blp.response(202, TrainAcceptedSchema)
+    @blp.alt_response(413, description="Body over ATOM_ML_MAX_BODY")
     def post(self, name: str):
         """Queue a training on the ML pool (never in the API); the model page shows the verdict."""
         db = session()

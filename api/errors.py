@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, current_app, jsonify, request
 from flask_smorest import Api
 from sqlalchemy import exc as sa_exc
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import Map, Rule
 
 from atom.errors import AtomError, Conflict, DefinitionError, InvalidInput, Unauthorized
 
@@ -59,7 +61,8 @@ class AtomApi(Api):
         code = error.code or 500
         data = getattr(error, "data", None) or {}
         errors = data.get("messages")
-        message = data.get("message") or error.description or HTTPStatus(code).phrase
+        message = data.get("message") or _own_words(error) or error.description
+        message = message or HTTPStatus(code).phrase
         if code == 422 and errors:
             message = "The request is invalid; see errors for each field."
         response = jsonify(error_body(code, message, errors))
@@ -71,6 +74,59 @@ class AtomApi(Api):
         for name, value in (data.get("headers") or {}).items():
             response.headers[name] = value
         return response
+
+
+def _own_words(error: HTTPException) -> str | None:
+    """What werkzeug's generic 413 and 404 pages cannot say: the limit and the variable that
+    sets it; the id that is not an id."""
+    if error.code == 413:
+        settings = current_app.extensions["atom"].settings
+        if request.path.startswith("/api/hooks/"):
+            limit, variable = settings.webhook_max_bytes, "ATOM_WEBHOOK_MAX_BYTES"
+        else:
+            limit, variable = settings.max_request_bytes, "ATOM_MAX_REQUEST_BYTES"
+        return f"The body is larger than the limit of {limit} bytes; {variable} sets the limit."
+    if isinstance(error, NotFound) and request.url_rule is None:
+        shown = request.path if len(request.path) <= 200 else request.path[:200] + "..."
+        return _malformed_id() or (
+            f"Nothing is served at {shown!r}; the routes are listed in /api/openapi.json "
+            "(and at /api/docs)."
+        )
+    return None
+
+
+def _lenient_map() -> Map:
+    """The app's routes with every ``<uuid:...>`` segment matching any text (cached)."""
+    cached = current_app.extensions.get("atom.lenient_map")
+    if cached is None:
+        rules = []
+        for rule in current_app.url_map.iter_rules():
+            if "<uuid:" in rule.rule:
+                lenient = rule.rule.replace("<uuid:", "<string:")
+                rules.append(Rule(lenient, endpoint=rule.rule, methods=rule.methods))
+        cached = current_app.extensions["atom.lenient_map"] = Map(rules)
+    return cached
+
+
+def _malformed_id() -> str | None:
+    """For a path that would match a route but for an id that is not a UUID: which id."""
+    adapter = _lenient_map().bind("", url_scheme=request.scheme)
+    try:
+        rule, values = adapter.match(request.path, method=request.method)
+    except HTTPException:
+        return None
+    for name in sorted(values):
+        if f"<uuid:{name}>" not in str(rule):
+            continue
+        try:
+            uuid.UUID(str(values[name]))
+        except ValueError:
+            what = name.removesuffix("_id").replace("_", " ")
+            return (
+                f"There is no {what} with the id {values[name]!r}: {name} must be a UUID "
+                "(like 6a0f3c52-1111-4a5e-9d1e-5d2b0a1c9e77)."
+            )
+    return None
 
 
 def register(app: Flask) -> None:

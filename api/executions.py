@@ -13,9 +13,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import select
 
-from api.context import page_of, require, session, state, tenant_id
+from api.context import page_of, principal, require, session, state, tenant_id
 from api.schemas import ExecutionListArgs, ExecutionSchema
 from atom.runs import dispatch, engine, events, lifecycle
+from atom.security import permissions
 from atom.security.auth import Role
 from atom.store.models import Execution
 
@@ -38,7 +39,12 @@ class ExecutionCollection(MethodView):
     def get(self, args: dict[str, Any], pagination_parameters: Any):
         """List executions, newest first (``?workflow_id=&status=``), without their steps."""
         db = session()
-        query = select(Execution).where(Execution.tenant_id == tenant_id())
+        query = permissions.restrict(
+            select(Execution).where(Execution.tenant_id == tenant_id()),
+            Execution.workflow_id,
+            tenant_id(),
+            principal(),
+        )
         if "workflow_id" in args:
             query = query.where(Execution.workflow_id == args["workflow_id"])
         if "status" in args:
@@ -158,7 +164,7 @@ class ExecutionEvents(MethodView):
         session().rollback()
         tenant, app_state = tenant_id(), state()
         key = str(g.key_id)
-        app_state.streams.acquire(key)  # 429 past the caps; released when the stream ends
+        lease = app_state.streams.acquire(key)  # 429 past the caps; freed when the stream ends
 
         def snapshot(db) -> dict[str, Any]:
             execution = engine.get_execution(db, tenant, execution_id)
@@ -170,6 +176,7 @@ class ExecutionEvents(MethodView):
             for item in events.follow(
                 app_state.factory, app_state.settings.events_redis, execution_id, snapshot
             ):
+                app_state.streams.renew(lease)  # keeps its slot among the key's streams
                 if item is None:
                     yield ": keep-alive\n\n"
                     continue
@@ -181,5 +188,5 @@ class ExecutionEvents(MethodView):
             mimetype="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-        response.call_on_close(lambda: app_state.streams.release(key))
+        response.call_on_close(lambda: app_state.streams.release(lease))
         return response

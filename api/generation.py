@@ -149,7 +149,9 @@ class Generate(MethodView):
         view["generation_ms"] = round((time.perf_counter() - started) * 1000, 2)  # with history
         if not body["save"]:
             return view
-        workflow, _version = workflows.create_workflow(db, tenant_id(), result.workflow)
+        workflow, _version = workflows.create_workflow(
+            db, tenant_id(), result.workflow, settings.http_allowlist
+        )
         view["workflow_id"] = workflow.id
         schedule = result.detected["schedule"]
         created = None

@@ -12,21 +12,31 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import func, select
 
-from api.context import require, session, state, tenant_id
+from api.context import check_workflow, page_of, principal, require, session, state, tenant_id
 from api.schemas import (
     AlertRuleChangesSchema,
     AlertRuleInSchema,
     AlertRuleSchema,
     AlertsSchema,
     HealthSchema,
+    MetricBatchInSchema,
+    MetricPointInSchema,
+    MetricPointsArgs,
+    MetricPointSchema,
+    MetricSeriesArgs,
+    MetricSeriesSchema,
     MonitoringMetricsSchema,
     MonitorStatusSchema,
+    RecordedMetricsSchema,
     WindowArgs,
     WorkflowHealthArgs,
     WorkflowHealthSchema,
 )
 from atom.alerts import rules, views
+from atom.anomaly import store as metric_series
+from atom.errors import InvalidInput, NotFound
 from atom.observe import health, stats
+from atom.security import permissions
 from atom.security.auth import Role
 from atom.statuses import AlertStatus
 from atom.store import workflows
@@ -40,6 +50,15 @@ blp = Blueprint(
     url_prefix="/api/workflows",
     description="Monitoring: health, run statistics, alert rules and alerts.",
 )
+
+
+def _referenced(workflow_id: uuid.UUID | None) -> None:
+    """A rule may name only a workflow the key may view: another is a 422, like an unknown
+    one (``metadata.permissions``)."""
+    try:
+        check_workflow(workflow_id, "view")
+    except NotFound as e:
+        raise InvalidInput({"workflow_id": [f"no workflow {workflow_id}"]}) from e
 
 
 @blp.route("/monitoring/health")
@@ -65,7 +84,9 @@ class Metrics(MethodView):
         """Executions by status, success rate, duration p50/p95/p99, per workflow; queue
         depths and workers."""
         window = args["window"]
-        report = stats.window_metrics(session(), tenant_id(), stats.parse_window(window))
+        db = session()
+        visible = permissions.visible_ids(db, tenant_id(), principal())
+        report = stats.window_metrics(db, tenant_id(), stats.parse_window(window), visible=visible)
         probe = state().probe
         try:
             report["queues"] = probe.queues()
@@ -74,6 +95,81 @@ class Metrics(MethodView):
             report["queues"] = {}
         report.update(window=window, workers={"count": len(probe.workers())})
         return report
+
+    @require(Role.OPERATOR)
+    @blp.arguments(MetricPointInSchema)
+    @blp.response(201, RecordedMetricsSchema)
+    def post(self, point: dict[str, Any]):
+        """Record a custom metric point (the guide's ``record_metric``); 422 lists every
+        problem, a workflow that is not yours is a 404."""
+        return _record([point])
+
+
+@blp.route("/monitoring/metrics/batch")
+class MetricsBatch(MethodView):
+    """Custom metric points, many at once."""
+
+    @require(Role.OPERATOR)
+    @blp.arguments(MetricBatchInSchema)
+    @blp.response(201, RecordedMetricsSchema)
+    def post(self, batch: dict[str, Any]):
+        """Record up to 1000 points in one request (all or none)."""
+        return _record(batch["points"])
+
+
+def _record(points: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
+    db = session()
+    stored = metric_series.record(db, tenant_id(), points, state().settings.metric_retention_days)
+    db.commit()
+    return {"recorded": len(stored), "points": stored}, 201
+
+
+@blp.route("/monitoring/metrics/points")
+class MetricPoints(MethodView):
+    """A series read back."""
+
+    @require(Role.VIEWER)
+    @blp.arguments(MetricPointsArgs, location="query")
+    @blp.response(200, MetricPointSchema(many=True))
+    @blp.paginate(page=1, page_size=20, max_page_size=100)
+    def get(self, args: dict[str, Any], pagination_parameters: Any):
+        """The points of one series, oldest first, each with its anomaly score and expected
+        range once scored (``?kind=custom&name=&workflow_id=&since=&until=&min_score=``)."""
+        db = session()
+        query = metric_series.points_query(
+            db,
+            tenant_id(),
+            args["kind"],
+            args.get("name"),
+            args.get("workflow_id"),
+            args.get("since"),
+            args.get("until"),
+            args.get("min_score"),
+        )
+        pagination_parameters.item_count = db.scalar(
+            select(func.count()).select_from(query.order_by(None).subquery())
+        )
+        rows = db.execute(
+            query.offset(pagination_parameters.first_item).limit(pagination_parameters.page_size)
+        ).all()
+        return [metric_series.point_view(point, series) for point, series in rows]
+
+
+@blp.route("/monitoring/metrics/series")
+class MetricSeriesCollection(MethodView):
+    """The metric series a tenant can read."""
+
+    @require(Role.VIEWER)
+    @blp.arguments(MetricSeriesArgs, location="query")
+    @blp.response(200, MetricSeriesSchema(many=True))
+    @blp.paginate(page=1, page_size=20, max_page_size=100)
+    def get(self, args: dict[str, Any], pagination_parameters: Any):
+        """Your custom metrics and run-metric series, and the platform's queue depths."""
+        db = session()
+        query = metric_series.series_query(
+            db, tenant_id(), args.get("kind"), args.get("workflow_id"), args.get("name")
+        )
+        return [metric_series.series_view(s) for s in page_of(db, query, pagination_parameters)]
 
 
 @blp.route("/monitoring/alerts")
@@ -87,13 +183,14 @@ class Alerts(MethodView):
         db = session()
         if rules.ensure_default_rules(db, tenant_id()):
             db.commit()
-        return views.overview(db, tenant_id())
+        return views.overview(db, tenant_id(), principal())
 
     @require(Role.EDITOR)
     @blp.arguments(AlertRuleInSchema)
     @blp.response(201, AlertRuleSchema)
     def post(self, document: dict[str, Any]):
         """Create a rule; 422 lists every problem."""
+        _referenced(document.get("workflow_id"))
         db = session()
         rule = rules.create_rule(db, tenant_id(), document)
         db.commit()
@@ -109,13 +206,17 @@ class AlertRuleItem(MethodView):
     @blp.response(200, AlertRuleSchema)
     def get(self, rule_id: uuid.UUID):
         """The rule (channel URLs redacted)."""
-        return views.rule_view(rules.get_rule(session(), tenant_id(), rule_id))
+        rule = rules.get_rule(session(), tenant_id(), rule_id)
+        check_workflow(rule.workflow_id, "view")
+        return views.rule_view(rule)
 
     @require(Role.EDITOR)
     @blp.arguments(AlertRuleChangesSchema)
     @blp.response(200, AlertRuleSchema)
     def patch(self, changes: dict[str, Any], rule_id: uuid.UUID):
         """Change some fields (tune a built-in rule); disabling resolves its alerts."""
+        check_workflow(rules.get_rule(session(), tenant_id(), rule_id).workflow_id, "view")
+        _referenced(changes.get("workflow_id"))
         db = session()
         rule = rules.update_rule(db, tenant_id(), rule_id, changes)
         db.commit()
@@ -126,6 +227,7 @@ class AlertRuleItem(MethodView):
     @blp.alt_response(409, description="A built-in rule can only be disabled")
     def delete(self, rule_id: uuid.UUID):
         """Delete the rule and its alerts."""
+        check_workflow(rules.get_rule(session(), tenant_id(), rule_id).workflow_id, "view")
         db = session()
         rules.delete_rule(db, tenant_id(), rule_id)
         db.commit()

@@ -10,11 +10,14 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from api.context import page_of, require, session, state, tenant_id
+from api.context import check_workflow, page_of, principal, require, session, state, tenant_id
+from atom.errors import InvalidInput, NotFound, Problem
 from atom.schedules import crud, entry
 from atom.schedules.validation import ScheduleInSchema, SchedulePatchSchema
+from atom.security import permissions
 from atom.security.auth import Role
 from atom.statuses import FireStatus, values
+from atom.store.models import Schedule
 
 blp = Blueprint(
     "schedules",
@@ -60,6 +63,15 @@ class ScheduleListArgs(Schema):
     workflow_id = fields.UUID()
 
 
+def _schedule(schedule_id: uuid.UUID, *kinds: str) -> Schedule:
+    """The tenant's schedule, if the request's key may view (and ``kinds``) its workflow:
+    404 otherwise, like another tenant's (403 where it may view but not ``kinds``)."""
+    schedule = crud.get_schedule(session(), tenant_id(), schedule_id)
+    workflow_id = schedule.workflow_id
+    check_workflow(workflow_id, *kinds)
+    return crud.get_schedule(session(), tenant_id(), schedule_id)
+
+
 @blp.route("")
 class ScheduleCollection(MethodView):
     """The tenant's schedules."""
@@ -71,7 +83,12 @@ class ScheduleCollection(MethodView):
     def get(self, args: dict[str, Any], pagination_parameters: Any):
         """List schedules, newest first."""
         db = session()
-        query = crud.list_query(tenant_id(), args.get("workflow_id"))
+        query = permissions.restrict(
+            crud.list_query(tenant_id(), args.get("workflow_id")),
+            Schedule.workflow_id,
+            tenant_id(),
+            principal(),
+        )
         return [crud.schedule_view(s) for s in page_of(db, query, pagination_parameters)]
 
     @require(Role.EDITOR)
@@ -79,6 +96,12 @@ class ScheduleCollection(MethodView):
     @blp.response(201, ScheduleSchema)
     def post(self, body: dict[str, Any]):
         """Create a schedule; the running beat picks it up without a restart."""
+        try:  # a schedule runs the workflow: its creator must be allowed to run it
+            check_workflow(body.get("workflow_id"), "run")
+        except NotFound as e:
+            raise InvalidInput(
+                [Problem("workflow_id", f"no workflow {body['workflow_id']} here")]
+            ) from e
         db = session()
         schedule = crud.create_schedule(db, tenant_id(), body)
         db.commit()
@@ -100,13 +123,14 @@ class ScheduleItem(MethodView):
     @blp.response(200, ScheduleSchema)
     def get(self, schedule_id: uuid.UUID):
         """The schedule with its next five fire times."""
-        return crud.schedule_view(crud.get_schedule(session(), tenant_id(), schedule_id))
+        return crud.schedule_view(_schedule(schedule_id))
 
     @require(Role.EDITOR)
     @blp.arguments(SchedulePatchSchema)
     @blp.response(200, ScheduleSchema)
     def patch(self, changes: dict[str, Any], schedule_id: uuid.UUID):
         """Change cron, interval, timezone, input, enabled, overlap or catchup."""
+        _schedule(schedule_id, "run")
         db = session()
         schedule = crud.update_schedule(db, tenant_id(), schedule_id, changes)
         db.commit()
@@ -122,6 +146,7 @@ class ScheduleItem(MethodView):
     @blp.response(204)
     def delete(self, schedule_id: uuid.UUID):
         """Delete the schedule and its fire history; beat stops firing it at once."""
+        _schedule(schedule_id, "run")
         db = session()
         schedule = crud.get_schedule(db, tenant_id(), schedule_id, for_update=True)
         db.delete(schedule)
@@ -139,6 +164,6 @@ class ScheduleFires(MethodView):
     def get(self, schedule_id: uuid.UUID, pagination_parameters: Any):
         """Fires, newest first, each with the execution it started or why none did."""
         db = session()
-        schedule = crud.get_schedule(db, tenant_id(), schedule_id)
+        schedule = _schedule(schedule_id)
         query = crud.fires_query(schedule)
         return [crud.fire_view(f) for f in page_of(db, query, pagination_parameters)]

@@ -6,11 +6,14 @@ request schema accepts any JSON and only documents the shape.
 
 from __future__ import annotations
 
-from marshmallow import INCLUDE, Schema, fields, validate
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 # Request bodies checked by the core's own schemas: one source for the server and the document.
 from atom.alerts.validation import AlertRuleChangesSchema as AlertRuleChangesSchema
 from atom.alerts.validation import AlertRuleInSchema as AlertRuleInSchema
+from atom.anomaly.validation import KINDS, Timestamp
+from atom.anomaly.validation import MetricBatchInSchema as MetricBatchInSchema
+from atom.anomaly.validation import MetricPointInSchema as MetricPointInSchema
 from atom.observe.stats import WINDOW_RE
 from atom.statuses import AlertStatus, ExecutionStatus, values
 
@@ -31,7 +34,7 @@ class DefinitionSchema(Schema):
             "description": "List of {id, type, name, config, retry, timeout, trigger_rule, queue}"
         }
     )
-    connections = fields.Raw(metadata={"description": "List of {source, target, when}"})
+    connections = fields.Raw(metadata={"description": "List of {source, target, when, ordered}"})
 
 
 class WorkflowSchema(Schema):
@@ -226,6 +229,9 @@ class AlertRuleSchema(Schema):
     channels = fields.List(fields.Dict())
     workflow_id = fields.UUID(allow_none=True)
     enabled = fields.Boolean()
+    series = fields.Dict(
+        allow_none=True, metadata={"description": "anomaly rules: {kind?, workflow_id?, name?}"}
+    )
     builtin = fields.String(allow_none=True)
     created_at = fields.DateTime(allow_none=True)
     updated_at = fields.DateTime(allow_none=True)
@@ -253,6 +259,13 @@ class AlertSchema(Schema):
     notifications = fields.List(fields.Dict())
     fired_at = fields.DateTime(allow_none=True)
     resolved_at = fields.DateTime(allow_none=True)
+    anomaly = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "anomaly alerts: the series, the anomalous point (at, value, "
+            "expected [low, high], score) and the latest point (last)"
+        },
+    )
 
 
 class AlertsSchema(Schema):
@@ -281,3 +294,107 @@ class WorkflowHealthSchema(Schema):
     score = fields.Integer()
     status = fields.String(validate=validate.OneOf(["healthy", "warning", "critical"]))
     factors = fields.Dict()
+
+
+# ---------------------------------------------------------------------------------------------
+# Custom metrics and metric series
+
+
+class MetricPointSchema(Schema):
+    """A point of a series, with its anomaly score once scored."""
+
+    class Meta:
+        ordered = True
+
+    id = fields.Integer()
+    series_id = fields.UUID()
+    kind = fields.String(validate=validate.OneOf(KINDS))
+    name = fields.String()
+    workflow_id = fields.UUID(allow_none=True)
+    unit = fields.String()
+    timestamp = fields.DateTime()
+    value = fields.Float()
+    scored = fields.Boolean(metadata={"description": "whether the detector has seen it"})
+    score = fields.Float(allow_none=True, metadata={"description": "0..1, null until scored"})
+    expected = fields.List(
+        fields.Float(),
+        allow_none=True,
+        metadata={"description": "[low, high] the detector expected, from earlier points"},
+    )
+
+
+class RecordedPointSchema(Schema):
+    """A point as recorded (it is scored later)."""
+
+    class Meta:
+        ordered = True
+
+    series_id = fields.UUID()
+    kind = fields.String()
+    name = fields.String()
+    workflow_id = fields.UUID(allow_none=True)
+    unit = fields.String()
+    timestamp = fields.DateTime()
+    value = fields.Float()
+
+
+class RecordedMetricsSchema(Schema):
+    """What was recorded."""
+
+    recorded = fields.Integer()
+    points = fields.List(fields.Nested(RecordedPointSchema))
+
+
+class MetricPointsArgs(Schema):
+    """Which series to read, and which of its points."""
+
+    kind = fields.String(load_default="custom", validate=validate.OneOf(KINDS))
+    name = fields.String(
+        validate=validate.Length(1, 200),
+        metadata={"description": "the custom metric, the action type or the queue"},
+    )
+    workflow_id = fields.UUID()
+    since = Timestamp(
+        metadata={"type": "string", "description": "ISO 8601 or epoch seconds (inclusive)"}
+    )
+    until = Timestamp(
+        metadata={"type": "string", "description": "ISO 8601 or epoch seconds (exclusive)"}
+    )
+    min_score = fields.Float(
+        validate=validate.Range(0, 1), metadata={"description": "only points scored this high"}
+    )
+
+    @validates_schema(skip_on_field_errors=True)
+    def _names_a_series(self, data: dict, **kwargs) -> None:
+        kind = data["kind"]
+        if kind in ("workflow_duration", "workflow_error_rate"):
+            if "workflow_id" not in data:
+                raise ValidationError({"workflow_id": [f"required for {kind}"]})
+        elif "name" not in data:
+            raise ValidationError({"name": [f"required for {kind}"]})
+        if data.get("since") and data.get("until") and data["until"] <= data["since"]:
+            raise ValidationError({"until": ["must be after since"]})
+
+
+class MetricSeriesArgs(Schema):
+    """Filters for the series list."""
+
+    kind = fields.String(validate=validate.OneOf(KINDS))
+    name = fields.String(validate=validate.Length(1, 200))
+    workflow_id = fields.UUID()
+
+
+class MetricSeriesSchema(Schema):
+    """A metric series."""
+
+    class Meta:
+        ordered = True
+
+    id = fields.UUID()
+    kind = fields.String(validate=validate.OneOf(KINDS))
+    name = fields.String()
+    workflow_id = fields.UUID(allow_none=True)
+    unit = fields.String()
+    platform = fields.Boolean(metadata={"description": "a platform series (queue depth)"})
+    created_at = fields.DateTime()
+    last_point_at = fields.DateTime(allow_none=True)

@@ -4,14 +4,16 @@ tenant settings and the audit log (API.md "Security")."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from flask import url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import INCLUDE, Schema, fields
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from api.context import page_of, require, session, state, tenant_id
+from atom.errors import InvalidInput, flatten
 from atom.security import audit, auth, vault
 from atom.security import settings as tenant_settings
 from atom.security.auth import Role
@@ -65,38 +67,125 @@ class NewKeySchema(KeySchema):
     key = fields.String()
 
 
-class CredentialInSchema(Schema):
-    """A credential to store (checked in full by ``atom.security.vault``)."""
+class _StrictBody(Schema):
+    """A request body whose OpenAPI schema is as strict as the server: unknown fields are
+    refused, and every problem is a 422 in the API's shape (``{field: [problems]}``)."""
 
     class Meta:
-        unknown = INCLUDE
+        unknown = RAISE
 
-    name = fields.Raw(metadata={"description": "letters, digits, _; 1-64"})
-    value = fields.Raw(metadata={"description": "a string or an object; never shown again"})
-    type = fields.Raw(metadata={"description": "secret, token, basic, dsn, smtp or object"})
-    description = fields.Raw()
+    def handle_error(self, error: ValidationError, data: Any, **kwargs: Any) -> None:
+        raise InvalidInput(flatten(error.messages)) from error
 
 
-class KeyInSchema(Schema):
-    """A key to create."""
+def _matching(test: Callable[[str], Any], error: str) -> Callable[[str], None]:
+    """A validator: ``test`` must pass on the whole value (a ``pattern`` in the document
+    says the same; ``validate.Regexp`` would let a trailing newline through ``$``)."""
 
-    class Meta:
-        unknown = INCLUDE
+    def check(value: str) -> None:
+        if not test(value):
+            raise ValidationError(error)
 
-    name = fields.Raw()
-    role = fields.Raw(metadata={"description": "viewer, operator, editor or admin"})
-    expires_at = fields.Raw(metadata={"description": "ISO 8601 with a timezone"})
-    expires_in = fields.Raw(metadata={"description": "seconds"})
+    return check
 
 
-class SettingsSchema(Schema):
-    """Tenant settings."""
+class CredentialValue(fields.Field):
+    """A credential's value: a non-empty string, or an object of strings, integers and
+    booleans."""
 
-    class Meta:
-        unknown = INCLUDE
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if problem := vault.value_problem(value):
+            raise ValidationError(problem)
+        return value
+
+
+_VALUE_DOC = {
+    "description": "a string or an object (e.g. {username, password}); never shown again",
+    "oneOf": [
+        {"type": "string", "minLength": 1, "maxLength": vault.MAX_VALUE_CHARS},
+        {
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": vault.MAX_VALUE_FIELDS,
+            "additionalProperties": {
+                "oneOf": [
+                    {"type": "string", "maxLength": vault.MAX_FIELD_CHARS},
+                    {"type": "integer"},
+                    {"type": "boolean"},
+                ]
+            },
+        },
+    ],
+}
+
+
+class CredentialInSchema(_StrictBody):
+    """A credential to store (``PUT``: any of the fields; the value is replaced)."""
+
+    name = fields.String(
+        required=True,
+        validate=_matching(
+            vault.NAME.fullmatch, "must be 1-64 letters, digits or underscores, not a digit first"
+        ),
+        metadata={
+            "pattern": vault.NAME.pattern,
+            "description": "letters, digits, _; 1-64, not starting with a digit",
+        },
+    )
+    value = CredentialValue(required=True, metadata=_VALUE_DOC)
+    type = fields.String(validate=validate.OneOf(vault.TYPES))
+    description = fields.String(validate=validate.Length(max=1000))
+
+
+class CredentialChangeSchema(CredentialInSchema):
+    """A credential's new value, type or description (every field optional)."""
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("partial", True)
+        super().__init__(**kwargs)
+
+
+class KeyInSchema(_StrictBody):
+    """A key to create: ``expires_at`` or ``expires_in``, not both (none: it never expires)."""
+
+    name = fields.String(validate=validate.Length(max=200))
+    role = fields.String(required=True, validate=validate.OneOf([r.value for r in Role]))
+    expires_at = fields.String(
+        metadata={
+            "format": auth.FUTURE_TIME_FORMAT,
+            "description": "ISO 8601 with a timezone, in the future (e.g. 2030-01-31T00:00:00Z)",
+        }
+    )
+    expires_in = fields.Integer(
+        strict=True,
+        validate=validate.Range(1, int(auth.MAX_KEY_LIFETIME.total_seconds())),
+        metadata={"description": "seconds, up to 10 years"},
+    )
+
+    @validates_schema
+    def _one_expiry(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "expires_at" in data and "expires_in" in data:
+            raise ValidationError("give expires_at or expires_in, not both", "expires_at")
+
+
+def document(spec: Any) -> None:
+    """Register the request bodies whose document says more than their fields: a key takes
+    ``expires_at`` or ``expires_in``, not both. (Call before the blueprints register.)"""
+    spec.components.schema(
+        "KeyIn", {"not": {"required": ["expires_at", "expires_in"]}}, schema=KeyInSchema
+    )
+
+
+class SettingsSchema(_StrictBody):
+    """Tenant settings (replaced as a whole)."""
 
     email_allowed_domains = fields.List(
-        fields.Raw(), metadata={"description": "domains email may go to (and their subdomains)"}
+        fields.String(
+            validate=_matching(tenant_settings.domain_ok, "must be a domain such as example.com"),
+            metadata={"pattern": tenant_settings.DOMAIN_PATTERN},
+        ),
+        validate=validate.Length(max=tenant_settings.MAX_DOMAINS),
+        metadata={"description": "domains email may go to (and their subdomains)"},
     )
 
 
@@ -138,6 +227,7 @@ class CredentialCollection(MethodView):
     @require(Role.EDITOR)
     @credentials_blp.arguments(CredentialInSchema)
     @credentials_blp.response(201, CredentialSchema)
+    @credentials_blp.alt_response(409, description="A credential with this name exists")
     def post(self, body: dict[str, Any]):
         """Store a credential: `{name, value, type?, description?}`; the value is encrypted
         and never returned."""
@@ -159,7 +249,7 @@ class CredentialItem(MethodView):
         return vault.view(vault.get(session(), tenant_id(), name))
 
     @require(Role.EDITOR)
-    @credentials_blp.arguments(CredentialInSchema)
+    @credentials_blp.arguments(CredentialChangeSchema)
     @credentials_blp.response(200, CredentialSchema)
     def put(self, body: dict[str, Any], name: str):
         """Replace the value (and type or description)."""

@@ -10,9 +10,11 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from api.context import page_of, require, session, state, tenant_id
+from api.context import check_workflow, page_of, principal, require, session, state, tenant_id
 from atom.runs import lifecycle
+from atom.security import permissions
 from atom.security.auth import Role
+from atom.store.models import TroubleshootingSession
 from atom.troubleshoot import sessions
 
 blp = Blueprint(
@@ -87,7 +89,11 @@ class SessionSchema(Schema):
     workflow_id = fields.UUID()
     execution_id = fields.UUID(allow_none=True)
     status = fields.String(validate=validate.OneOf(sessions.STATUSES))
-    origin = fields.String()
+    origin = fields.String(
+        metadata={
+            "description": "api (a person asked), auto (a failed run), reconciler (a stuck run)"
+        }
+    )
     auto_resolve = fields.Boolean()
     summary = fields.String()
     issues = fields.List(fields.Nested(IssueSchema))
@@ -108,6 +114,8 @@ class Analyze(MethodView):
     @blp.response(201, SessionSchema)
     def post(self, args: dict[str, Any]):
         """Diagnose a run: root cause, effects, evidence, and a resolution for each cause."""
+        # reading a run needs view; letting the session retry it needs run
+        check_workflow(args["workflow_id"], *(("run",) if args["auto_resolve"] else ()))
         db = session()
         db.info[sessions.SETTINGS] = state().settings
         row, followup = sessions.analyze(
@@ -136,7 +144,12 @@ class SessionCollection(MethodView):
     @blp.paginate(page=1, page_size=20, max_page_size=100)
     def get(self, args: dict[str, Any], pagination_parameters: Any):
         """Sessions, newest first (``?workflow_id=&status=``)."""
-        query = sessions.list_query(tenant_id(), args.get("workflow_id"), args.get("status"))
+        query = permissions.restrict(
+            sessions.list_query(tenant_id(), args.get("workflow_id"), args.get("status")),
+            TroubleshootingSession.workflow_id,
+            tenant_id(),
+            principal(),
+        )
         return [sessions.view(r) for r in page_of(session(), query, pagination_parameters)]
 
 
@@ -148,6 +161,7 @@ class SessionItem(MethodView):
     @blp.response(200, SessionSchema)
     def get(self, session_id: uuid.UUID):
         """The session: issues, resolutions and every decision taken."""
+        check_workflow(sessions.get(session(), tenant_id(), session_id).workflow_id)
         return sessions.view(sessions.get(session(), tenant_id(), session_id))
 
 
@@ -161,6 +175,8 @@ class SessionApply(MethodView):
     @blp.alt_response(409, description="Nothing to apply (applied already, or not possible now)")
     def post(self, args: dict[str, Any], session_id: uuid.UUID):
         """Apply issue ``issue``'s resolution: a new version, or a retry from the failed step."""
+        # a resolution is a new version (edit) or a retry (run)
+        check_workflow(sessions.get(session(), tenant_id(), session_id).workflow_id, "edit", "run")
         db = session()
         db.info[sessions.SETTINGS] = state().settings
         row, execution_id = sessions.apply(db, tenant_id(), session_id, args["issue"])

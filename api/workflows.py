@@ -7,9 +7,17 @@ from typing import Any
 
 from flask import request, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import Blueprint
 
-from api.context import page_of, require, session, state, tenant_id
+from api.context import (
+    page_of,
+    principal,
+    refuse_when_saturated,
+    require,
+    session,
+    state,
+    tenant_id,
+)
 from api.schemas import (
     DefinitionSchema,
     ExecuteSchema,
@@ -21,11 +29,10 @@ from api.schemas import (
 )
 from atom.errors import InvalidInput
 from atom.runs import engine, runner
+from atom.security import permissions
 from atom.security.auth import Role
 from atom.store import workflows
-
-# Seconds a client is told to wait when the step queue is full.
-BACKLOG_RETRY_AFTER_S = 5
+from atom.store.models import Workflow
 
 blp = Blueprint(
     "workflows",
@@ -46,7 +53,12 @@ class WorkflowCollection(MethodView):
     def get(self, args: dict[str, Any], pagination_parameters: Any):
         """List workflows, newest first (``?name=`` filters by part of the name)."""
         db = session()
-        query = workflows.list_query(tenant_id(), args.get("name"))
+        query = permissions.restrict(
+            workflows.list_query(tenant_id(), args.get("name")),
+            Workflow.id,
+            tenant_id(),
+            principal(),
+        )
         page = page_of(db, query, pagination_parameters)
         versions = workflows.versions_of(db, page)
         return [workflows.workflow_view(w, versions.get(w.id)) for w in page]
@@ -57,7 +69,8 @@ class WorkflowCollection(MethodView):
     def post(self, document: dict[str, Any]):
         """Create a workflow from a definition; 422 lists every problem."""
         db = session()
-        workflow, version = workflows.create_workflow(db, tenant_id(), document)
+        allowlist = state().settings.http_allowlist
+        workflow, version = workflows.create_workflow(db, tenant_id(), document, allowlist)
         db.commit()
         location = url_for("workflows.WorkflowItem", workflow_id=workflow.id)
         return workflows.workflow_view(workflow, version), 201, {"Location": location}
@@ -72,7 +85,7 @@ class WorkflowValidation(MethodView):
     @blp.response(200, ValidationResultSchema)
     def post(self, document: dict[str, Any]):
         """Validate and compile a definition: 200 with the plan, or 422 with every problem."""
-        _definition, plan = workflows.validate(document)
+        _definition, plan = workflows.validate(document, state().settings.http_allowlist)
         return {"valid": True, "plan": plan}
 
 
@@ -94,7 +107,10 @@ class WorkflowItem(MethodView):
     def put(self, document: dict[str, Any], workflow_id: uuid.UUID):
         """Store a new version; running executions keep the version they started on."""
         db = session()
-        workflow, version = workflows.update_workflow(db, tenant_id(), workflow_id, document)
+        allowlist = state().settings.http_allowlist
+        workflow, version = workflows.update_workflow(
+            db, tenant_id(), workflow_id, document, allowlist
+        )
         db.commit()
         return workflows.workflow_view(workflow, version)
 
@@ -141,17 +157,8 @@ class WorkflowExecute(MethodView):
     @blp.alt_response(429, description="Too many steps waiting for a worker; see Retry-After")
     def post(self, body: dict[str, Any], workflow_id: uuid.UUID):
         """Start an execution; ``input`` is what templates see as ``input``."""
+        refuse_when_saturated()
         app_state = state()
-        limit = app_state.settings.max_queue_depth
-        backlog = app_state.probe.step_backlog() if limit else None
-        if backlog is not None and backlog >= limit:
-            # Backpressure: Redis holds a bounded number of step messages under a flood.
-            abort(
-                429,
-                message=f"{backlog} steps are waiting for a worker (ATOM_MAX_QUEUE_DEPTH is "
-                f"{limit}); nothing was started. Try again later.",
-                headers={"Retry-After": str(BACKLOG_RETRY_AFTER_S)},
-            )
         execution = runner.start_execution(
             app_state.factory,
             app_state.celery,

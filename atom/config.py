@@ -161,6 +161,27 @@ def _split(value: str | None) -> tuple[str, ...]:
     return tuple(item.strip() for item in (value or "").split(",") if item.strip())
 
 
+NOTICE_CHANNELS = ("webhook", "slack", "email")
+
+
+def _channels(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A list of alert channel types; ``none`` for none, unset for all of them."""
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return NOTICE_CHANNELS
+    if raw in {"none", "off", "0", "false", "no"}:
+        return ()
+    chosen = _split(raw)
+    unknown = [c for c in chosen if c not in NOTICE_CHANNELS]
+    if unknown:
+        raise ConfigError(
+            name,
+            f"{', '.join(unknown)}: channel types are {', '.join(NOTICE_CHANNELS)} or none",
+            raw,
+        )
+    return tuple(dict.fromkeys(chosen))
+
+
 def _number(env: Mapping[str, str], name: str, default: float, kind: type = int):
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -190,6 +211,9 @@ class Settings:
     dev: bool = False
     worker_concurrency: int = 8
     max_request_bytes: int = 1024 * 1024
+    ml_max_body: int = 4 * 1024 * 1024
+    """The largest body of a model-work request (anomaly detect, decisions, model declare and
+    train): ``ATOM_ML_MAX_BODY``; every other route keeps ``ATOM_MAX_REQUEST_BYTES``."""
     monitoring_enabled: bool = True
     auto_recovery_enabled: bool = True
     auto_troubleshoot: bool = True
@@ -198,6 +222,9 @@ class Settings:
     """Automatic retries per execution, at most."""
     troubleshoot_max_wait: float = 300.0
     """The longest wait (s) before an automatic retry (a longer Retry-After needs a person)."""
+    troubleshoot_notify: tuple[str, ...] = NOTICE_CHANNELS
+    """Which of the tenant's alert channels carry troubleshooting notices (needs attention,
+    resolved automatically, automatic resolution failed); empty for none."""
     max_parallel_executions: int = 0
     flower_port: int = 5555
     flower_basic_auth: str | None = field(default=None, repr=False)
@@ -228,6 +255,12 @@ class Settings:
     """Deliveries of a step whose worker died before it is failed as ``worker_lost``."""
     max_step_output_bytes: int = 1024 * 1024
     """Largest rendered input, and largest output, of one step (as JSON)."""
+    max_execution_bytes: int = 16 * 1024 * 1024
+    """Largest total of every step's stored input and output in one execution (as JSON)."""
+    infra_retries: int = 10
+    """Deliveries of a step or finalize retried after a database error, with backoff,
+    before the delivery gives up (the step is then failed as ``infrastructure_error`` when
+    the database lets it be recorded; the reconciler otherwise)."""
     max_queue_depth: int = 10_000
     """Step messages waiting in the broker past which ``execute`` answers 429 (0: no limit)."""
     rate_limit_enabled: bool = True
@@ -248,7 +281,30 @@ class Settings:
     ml_concurrency: int = 2
     ml_retrain_every: int = 50
     ml_retrain_interval: float = 3600.0
+    metric_retention_days: float = 30.0
+    """Days a metric point (custom or derived) is kept; older ones are pruned."""
+    anomaly_interval: float = 30.0
+    """Seconds between anomaly-scoring passes (0: no scoring)."""
+    anomaly_bucket: float = 300.0
+    """Seconds per point of the derived error-rate series (failed / finished in the bucket)."""
+    anomaly_settle: float = 2.0
+    """Seconds a finished run is left to commit before it becomes a metric point."""
+    anomaly_context: int = 8192
+    """Scored points sent before the new ones, as the detector's history: at least the
+    detector's memory (``atom.ml.anomaly.MEMORY``) gives the scores of the whole series;
+    fewer is cheaper and approximate."""
+    anomaly_max_series: int = 200
+    """Series scored per pass, at most (the rest wait for the next pass)."""
+    anomaly_max_points: int = 2000
+    """New points of one series scored per call, at most."""
+    anomaly_sensitivity: float = 0.5
+    """The detector's sensitivity for stored scores (moves its threshold, not the scores)."""
     catalogue_base_url: str | None = None
+    optimization_enabled: bool = False
+    """WORKFLOW_INTELLIGENT_OPTIMIZATION_ENABLED: beat analyses active workflows (hybrid) and
+    stores recommendations; it never applies them."""
+    optimization_interval: float = 3600.0
+    """WORKFLOW_OPTIMIZATION_INTERVAL: seconds between those periodic analyses."""
     """Replaces every catalogue service's API base with ``<url>/<slug>`` (tests, sandboxes)."""
 
     @classmethod
@@ -278,11 +334,15 @@ class Settings:
             dev=_flag(env.get("ATOM_DEV"), False),
             worker_concurrency=_number(env, "ATOM_WORKER_CONCURRENCY", 8),
             max_request_bytes=_number(env, "ATOM_MAX_REQUEST_BYTES", 1024 * 1024),
+            ml_max_body=_number(env, "ATOM_ML_MAX_BODY", 4 * 1024 * 1024),
             monitoring_enabled=_flag(env.get("WORKFLOW_MONITORING_ENABLED"), True),
+            optimization_enabled=_flag(env.get("WORKFLOW_INTELLIGENT_OPTIMIZATION_ENABLED"), False),
+            optimization_interval=_number(env, "WORKFLOW_OPTIMIZATION_INTERVAL", 3600, float),
             auto_recovery_enabled=_flag(env.get("WORKFLOW_AUTO_RECOVERY_ENABLED"), True),
             auto_troubleshoot=_flag(env.get("ATOM_AUTO_TROUBLESHOOT"), True),
             troubleshoot_max_retries=_number(env, "ATOM_TROUBLESHOOT_MAX_RETRIES", 3),
             troubleshoot_max_wait=_number(env, "ATOM_TROUBLESHOOT_MAX_WAIT", 300, float),
+            troubleshoot_notify=_channels(env, "ATOM_TROUBLESHOOT_NOTIFY"),
             max_parallel_executions=_number(env, "MAX_PARALLEL_EXECUTIONS", 0),
             flower_port=_number(env, "FLOWER_PORT", 5555),
             flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
@@ -312,6 +372,8 @@ class Settings:
             step_timeout=float(env.get("ATOM_STEP_TIMEOUT") or 300),
             max_deliveries=int(env.get("ATOM_MAX_DELIVERIES") or 3),
             max_step_output_bytes=int(env.get("ATOM_MAX_STEP_OUTPUT_BYTES") or 1024 * 1024),
+            max_execution_bytes=int(env.get("ATOM_MAX_EXECUTION_BYTES") or 16 * 1024 * 1024),
+            infra_retries=int(env.get("ATOM_INFRA_RETRIES") or 10),
             max_queue_depth=int(env.get("ATOM_MAX_QUEUE_DEPTH") or 10_000),
             rate_limit_enabled=_flag(env.get("ATOM_RATE_LIMIT_ENABLED"), True),
             rate_limit_reads=env.get("ATOM_RATE_LIMIT_READS") or "1200/minute",
@@ -329,6 +391,14 @@ class Settings:
             ml_concurrency=int(env.get("ATOM_ML_CONCURRENCY") or 2),
             ml_retrain_every=int(env.get("ATOM_ML_RETRAIN_EVERY") or 50),
             ml_retrain_interval=float(env.get("ATOM_ML_RETRAIN_INTERVAL") or 3600),
+            metric_retention_days=_number(env, "ATOM_METRIC_RETENTION_DAYS", 30, float),
+            anomaly_interval=_number(env, "ATOM_ANOMALY_INTERVAL", 30, float),
+            anomaly_bucket=_number(env, "ATOM_ANOMALY_BUCKET", 300, float),
+            anomaly_settle=_number(env, "ATOM_ANOMALY_SETTLE", 2, float),
+            anomaly_context=_number(env, "ATOM_ANOMALY_CONTEXT", 8192),
+            anomaly_max_series=_number(env, "ATOM_ANOMALY_MAX_SERIES", 200),
+            anomaly_max_points=_number(env, "ATOM_ANOMALY_MAX_POINTS", 2000),
+            anomaly_sensitivity=_number(env, "ATOM_ANOMALY_SENSITIVITY", 0.5, float),
             catalogue_base_url=env.get("ATOM_CATALOGUE_BASE_URL") or None,
         )
 
@@ -393,6 +463,7 @@ class Settings:
             "ATOM_AUTO_TROUBLESHOOT": "1" if self.auto_troubleshoot else "0",
             "ATOM_TROUBLESHOOT_MAX_RETRIES": str(self.troubleshoot_max_retries),
             "ATOM_TROUBLESHOOT_MAX_WAIT": str(self.troubleshoot_max_wait),
+            "ATOM_TROUBLESHOOT_NOTIFY": ",".join(self.troubleshoot_notify) or "none",
             "ATOM_FUNCTION_MODULES": ",".join(self.function_modules),
             "FLOWER_PORT": str(self.flower_port),
             "ATOM_LOG_LEVEL": self.log_level,
@@ -400,12 +471,16 @@ class Settings:
             "ATOM_METRICS_DIR": str(self.metrics_root),
             "ATOM_MONITOR_INTERVAL": str(self.monitor_interval),
             "WORKFLOW_MONITORING_ENABLED": "1" if self.monitoring_enabled else "0",
+            "WORKFLOW_INTELLIGENT_OPTIMIZATION_ENABLED": "1" if self.optimization_enabled else "0",
+            "WORKFLOW_OPTIMIZATION_INTERVAL": str(self.optimization_interval),
             "ATOM_SMTP_PORT": str(self.smtp_port),
             "ATOM_SMTP_FROM": self.smtp_from,
             "ATOM_SMTP_STARTTLS": "1" if self.smtp_starttls else "0",
             "ATOM_STEP_TIMEOUT": str(self.step_timeout),
             "ATOM_MAX_DELIVERIES": str(self.max_deliveries),
             "ATOM_MAX_STEP_OUTPUT_BYTES": str(self.max_step_output_bytes),
+            "ATOM_MAX_EXECUTION_BYTES": str(self.max_execution_bytes),
+            "ATOM_INFRA_RETRIES": str(self.infra_retries),
             "ATOM_MAX_QUEUE_DEPTH": str(self.max_queue_depth),
             "ATOM_RATE_LIMIT_ENABLED": "1" if self.rate_limit_enabled else "0",
             "ATOM_RATE_LIMIT_READS": self.rate_limit_reads,
@@ -420,9 +495,18 @@ class Settings:
             "ATOM_DB_QUERY_ALLOW_OWN": "1" if self.db_query_allow_own else "0",
             "ATOM_DB_QUERY_ALLOWLIST": ",".join(self.db_query_allowlist),
             "ATOM_ML_TIMEOUT": str(self.ml_timeout),
+            "ATOM_ML_MAX_BODY": str(self.ml_max_body),
             "ATOM_ML_CONCURRENCY": str(self.ml_concurrency),
             "ATOM_ML_RETRAIN_EVERY": str(self.ml_retrain_every),
             "ATOM_ML_RETRAIN_INTERVAL": str(self.ml_retrain_interval),
+            "ATOM_METRIC_RETENTION_DAYS": str(self.metric_retention_days),
+            "ATOM_ANOMALY_INTERVAL": str(self.anomaly_interval),
+            "ATOM_ANOMALY_BUCKET": str(self.anomaly_bucket),
+            "ATOM_ANOMALY_SETTLE": str(self.anomaly_settle),
+            "ATOM_ANOMALY_CONTEXT": str(self.anomaly_context),
+            "ATOM_ANOMALY_MAX_SERIES": str(self.anomaly_max_series),
+            "ATOM_ANOMALY_MAX_POINTS": str(self.anomaly_max_points),
+            "ATOM_ANOMALY_SENSITIVITY": str(self.anomaly_sensitivity),
         }
         optional = {
             "DATABASE_URL": self.database_url,

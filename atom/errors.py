@@ -8,6 +8,7 @@
     ├── Unauthorized           no or unknown API key (401)
     ├── Forbidden              the key's role is too low (403)
     ├── TooManyRequests        a rate limit or cap was reached (429, with Retry-After)
+    ├── PayloadTooLarge        a request body over its limit (413), naming the limit
     └── ExecutionError         a step failed while running
         ├── RetryableError     transient: connection errors, timeouts, HTTP 429 and 5xx
         └── PermanentError     will fail the same way again: bad input, HTTP 4xx, template errors
@@ -118,6 +119,13 @@ class TooManyRequests(AtomError):
     def __init__(self, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.headers = headers or {}
+
+
+class PayloadTooLarge(AtomError):
+    """A request body over the limit of its endpoint; the message names the limit and the
+    variable that sets it."""
+
+    http_status = 413
 
 
 class ExecutionError(AtomError):

@@ -12,7 +12,10 @@ from atom.celery_app import (
     MAINTENANCE_QUEUE,
     ML_QUEUE,
     ML_RETRAIN_DUE,
+    OPTIMIZE_WORKFLOWS,
+    PRUNE_METRICS,
     RECONCILE,
+    SCORE_METRICS,
     SWEEP_SCHEDULES,
     make_celery,
 )
@@ -24,6 +27,8 @@ MAX_INTERVAL = 1
 # The single-beat lock expires this long after the active beat stops renewing it, so a
 # standby beat takes over within that time when the active one dies.
 LOCK_TIMEOUT = 10
+# Metric points past ATOM_METRIC_RETENTION_DAYS are deleted this often (seconds).
+PRUNE_INTERVAL = 3600
 
 
 def periodic_jobs(settings: Settings) -> dict:
@@ -48,6 +53,24 @@ def periodic_jobs(settings: Settings) -> dict:
             "task": EVALUATE_ALERTS,
             "schedule": timedelta(seconds=settings.monitor_interval),
             "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.monitor_interval},
+        }
+    if settings.monitoring_enabled and settings.anomaly_interval > 0:
+        jobs["atom-score-metrics"] = {
+            "task": SCORE_METRICS,
+            "schedule": timedelta(seconds=settings.anomaly_interval),
+            "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.anomaly_interval},
+        }
+    jobs["atom-prune-metrics"] = {  # custom and derived metric points past the retention
+        "task": PRUNE_METRICS,
+        "schedule": timedelta(seconds=PRUNE_INTERVAL),
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": PRUNE_INTERVAL},
+    }
+    if settings.optimization_enabled and settings.optimization_interval > 0:
+        every_s = settings.optimization_interval
+        jobs["atom-optimize"] = {  # recommendations only: nothing is applied
+            "task": OPTIMIZE_WORKFLOWS,
+            "schedule": timedelta(seconds=every_s),
+            "options": {"queue": MAINTENANCE_QUEUE, "expires": every_s},
         }
     if settings.ml_retrain_interval > 0:  # models with outcomes their last training missed
         jobs["atom-ml-retrain"] = {

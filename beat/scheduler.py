@@ -197,8 +197,12 @@ class AtomScheduler(RedBeatScheduler):
         return False
 
     def _heartbeat(self) -> None:
-        """Tell the health check that a beat is active (``atom.monitoring``)."""
-        get_redis(self.app).set(BEAT_HEARTBEAT_KEY, time.time(), ex=3600)
+        """Tell the health check that a beat is active (``atom.monitoring``). The time is
+        Redis' own (``TIME``), which the health check compares it with: a beat whose clock
+        is off does not look dead, nor a dead one alive."""
+        client = get_redis(self.app)
+        seconds, micros = client.time()
+        client.set(BEAT_HEARTBEAT_KEY, seconds + micros / 1e6, ex=3600)
 
     def _restore_static_entries(self) -> None:
         statics = self.app.redbeat_conf.schedule

@@ -55,6 +55,28 @@ TRANSIENT_KINDS = [
     "database",
 ]
 PERMANENT_KINDS = ["auth", "not_found", "bad_request", "data_shape", "version_regression"]
+# Database lines of bench/data/error_log_lines.tsv whose failure is in what was sent (the
+# statement, the data, the login), labelled by hand: a retry repeats them, so a fault that
+# carries one is a permanent fault of category ``database`` (its truth, not the classifier's).
+PERMANENT_DATABASE_LINES = (
+    "psycopg2.errors.UniqueViolation: duplicate key value violates unique constraint"
+    ' "users_email_key"',
+    'ERROR:  relation "orders" does not exist at character 15',
+    "ERROR 1045 (28000): Access denied for user 'app'@'10.0.0.3' (using password: YES)",
+    "PG::UniqueViolation: ERROR: duplicate key value violates unique constraint"
+    ' "index_users_on_email"',
+    'pq: password authentication failed for user "app"',
+)
+
+
+def transient_truth(kind: str, step: StepRecord) -> bool:
+    """Whether the injected fault is transient: its kind, and for a database fault its line."""
+    if kind not in TRANSIENT_KINDS:
+        return False
+    if kind == "database" and step.error:
+        message = str(step.error.get("message", "")).strip()
+        return not any(message and line.endswith(message) for line in PERMANENT_DATABASE_LINES)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,7 +443,7 @@ def records_mode(count: int, seed: int) -> None:
         stats[1] += 1
         if not ok:
             confusion[(truth, got)] += 1
-        if truth in TRANSIENT_KINDS:
+        if transient_truth(truth, ctx.run.steps[node_id]):
             transient_total += 1
             transient_auto += bool(resolution.get("automatic"))
         else:
@@ -454,13 +476,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--records", type=int, default=400)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--e2e", type=int, default=0)
+    parser.add_argument("--concurrency", type=int, default=4, help="worker processes (e2e)")
     args = parser.parse_args(argv)
     if args.records:
         records_mode(args.records, args.seed)
     if args.e2e:
         from bench.troubleshooting_e2e import run
 
-        run(args.e2e, args.seed)
+        run(args.e2e, args.seed, args.concurrency)
 
 
 if __name__ == "__main__":

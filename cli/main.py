@@ -107,16 +107,16 @@ def cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
     from atom.security import vault
     from atom.store.db import make_engine, make_sessionmaker
 
-    settings = resolve_services(settings)
-    engine = make_engine(settings.database_url or "")
-    try:
-        with make_sessionmaker(engine).begin() as session:
-            count = vault.rotate(session, settings.secret_key)
-    except PermanentError as e:
-        print(f"atom credentials rotate-key: {e}", file=sys.stderr)
-        return 1
-    finally:
-        engine.dispose()
+    with one_off_database(settings) as url:  # Redis is not needed: it is not started
+        engine = make_engine(url)
+        try:
+            with make_sessionmaker(engine).begin() as session:
+                count = vault.rotate(session, settings.secret_key)
+        except PermanentError as e:
+            print(f"atom credentials rotate-key: {e}", file=sys.stderr)
+            return 1
+        finally:
+            engine.dispose()
     print(f"re-encrypted {count} credential(s) with the first ATOM_SECRET_KEY secret")
     return 0
 

@@ -8,7 +8,7 @@ import os
 
 from atom.celery_app import MAINTENANCE_QUEUE, ML_QUEUE, STEPS_QUEUE, make_celery
 from atom.config import Settings
-from workers import maintenance, tasks, troubleshooting
+from workers import maintenance, metrics, tasks, troubleshooting
 
 # Longest retry countdown a worker holds is visibility_timeout / 2 (longer ones are parked);
 # below this the margin would be too thin for step time limits and clock skew.
@@ -79,6 +79,7 @@ def main(settings: Settings, argv: list[str] | None = None) -> None:
     else:
         ctx = tasks.register(app, settings)
         maintenance.register(app, ctx)
+        metrics.register(app, ctx)
         troubleshooting.register(app, ctx)
         args.concurrency = args.concurrency or settings.worker_concurrency
     if args.metrics_port:

@@ -1,4 +1,4 @@
-"""The ML pool's task bodies (``atom worker --pool ml``): decide, explain, train.
+"""The ML pool's task bodies (``atom worker --pool ml``): decide, explain, train, score.
 
 Only this process type imports LightGBM. Answers are JSON; a request the pool cannot serve
 comes back as ``{"error": {status, message}}`` for the caller to raise.
@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery
 
 from atom.celery_app import (
+    ML_ANOMALY_SCORE,
     ML_DECIDE,
     ML_EXPLAIN,
     ML_PING,
@@ -25,7 +26,7 @@ from atom.celery_app import (
 )
 from atom.config import Settings
 from atom.errors import AtomError
-from atom.ml import behaviour, forecast, serving, training
+from atom.ml import anomaly, behaviour, forecast, serving, training
 from atom.store.db import make_engine, make_sessionmaker
 
 logger = logging.getLogger("atom.ml")
@@ -52,6 +53,15 @@ class MLContext:
 
 def _error(e: AtomError) -> dict[str, Any]:
     return {"error": {"status": e.http_status, "message": str(e)}}
+
+
+def _anomaly_scores(
+    timestamps: list[float | None], values: list[float | None], sensitivity: float
+) -> dict[str, Any]:
+    try:
+        return anomaly.score_series(timestamps, values, sensitivity)
+    except (TypeError, ValueError) as e:  # the API checks first; another caller may not
+        return {"error": {"status": 422, "message": str(e), "errors": {"series": [str(e)]}}}
 
 
 def register(app: Celery, settings: Settings) -> MLContext:
@@ -96,6 +106,13 @@ def register(app: Celery, settings: Settings) -> MLContext:
         with ctx.models.factory() as db:
             events = behaviour.tenant_events(db, uuid.UUID(tenant_id))
         return forecast.predict_user(events, user_id, horizon, time.time())
+
+    @app.task(name=ML_ANOMALY_SCORE, acks_late=False, soft_time_limit=30)
+    def anomaly_score(
+        timestamps: list[float | None], values: list[float | None], sensitivity: float = 0.5
+    ) -> Any:
+        """Streaming anomaly scores of one series (``atom.ml.anomaly.score_series``)."""
+        return _anomaly_scores(timestamps, values, sensitivity)
 
     @app.task(name=ML_TRAIN, acks_late=True, soft_time_limit=900, time_limit=960)
     def train(model_id: str) -> Any:

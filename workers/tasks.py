@@ -15,6 +15,7 @@ Business failures are data, not exceptions, so every canvas drains to ``finalize
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -31,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from atom.actions import ActionContext, Handler, functions, handlers
 from atom.celery_app import FINALIZE, MAINTENANCE_QUEUE, RUN_STEP, TROUBLESHOOT_FINISHED
-from atom.clock import now
+from atom.clock import DB_CLOCK, db_now
 from atom.config import Settings
 from atom.errors import ExecutionError, PermanentError, RetryableError
 from atom.observe import logs, metrics
@@ -56,6 +57,12 @@ logger = logging.getLogger("atom.worker")
 DB_ERRORS = (OperationalError, DBAPIError)
 # The error type of a step failed because its worker died on every delivery.
 WORKER_LOST = "worker_lost"
+# The error type of a step failed because the database failed on ATOM_INFRA_RETRIES + 1
+# deliveries in a row; the backoff between them doubles from 1 s up to this.
+INFRASTRUCTURE_ERROR = "infrastructure_error"
+INFRA_BACKOFF_MAX = 30.0
+# How long a delivery that gives up keeps trying to record that it did.
+GIVE_UP_RECORD_S = 60.0
 _UNRENDERED = object()
 
 
@@ -118,7 +125,7 @@ class Heartbeat:
                     s.execute(
                         update(StepRun)
                         .where(StepRun.id == self.step_id, StepRun.status == StepStatus.RUNNING)
-                        .values(heartbeat_at=now())
+                        .values(heartbeat_at=DB_CLOCK())
                     )
             except DB_ERRORS:
                 logger.warning("heartbeat of step run %s failed; will try again", self.step_id)
@@ -135,13 +142,63 @@ class StepRunner:
         self.tenant = ""
         self.credentials: dict[str, Any] = {}
         self.email_domains: tuple[str, ...] = ()
+        self._node: Node | None = None  # known once the step is decided
+        self._stored = 0  # bytes the execution had stored, this step's input included
 
     @property
     def _max_bytes(self) -> int:
         return self.ctx.settings.max_step_output_bytes
 
     def run(self) -> None:
-        """Steps 1-5 of the module docstring."""
+        """Steps 1-5 of the module docstring.
+
+        Celery's soft time limit is an exception raised wherever the task happens to be: in
+        the action (handled in ``_run``), but also while the outcome is being recorded or the
+        step claimed. Wherever it lands, the step ends ``failed`` with a timeout error here
+        and the task returns normally, so the canvas goes on to ``finalize`` at once instead
+        of leaving the step ``running`` for the reconciler.
+        """
+        try:
+            self._run()
+        except SoftTimeLimitExceeded:
+            self._timed_out_outside_the_action()
+
+    def _timeout_message(self, node: Node | None) -> str:
+        limit = node.timeout if node is not None and node.timeout else None
+        if limit:
+            return f"step {self.node_id!r} timed out after {limit:g} s"
+        return (
+            f"step {self.node_id!r} timed out after {self.ctx.settings.step_timeout:g} s "
+            "(ATOM_STEP_TIMEOUT)"
+        )
+
+    def _timed_out_outside_the_action(self) -> None:
+        logger.warning(
+            "step %s of %s: the time limit fired outside the action (claiming or recording "
+            "it); the step fails as timed out",
+            self.node_id,
+            self.execution_id,
+        )
+        message = redact_values(
+            self._timeout_message(self._node) + " (the limit was reached while the step "
+            "was being started or its outcome recorded)",
+            self.masked,
+        )
+        self._durably(lambda: self._fail_unfinished("TimeoutError", message))
+
+    def _fail_unfinished(self, error_type: str, message: str) -> None:
+        """Fail the step if it has not ended (running, or still pending under this epoch)."""
+        with self.ctx.factory.begin() as s:
+            execution = s.get(Execution, uuid.UUID(self.execution_id))
+            if execution is None or execution.epoch != self.epoch:
+                return
+            step = self._step(s)
+            active = execution.status in (ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)
+            if step.status == StepStatus.RUNNING or (step.status == StepStatus.PENDING and active):
+                definition = engine.effective_definition(s, execution)
+                self._end_failed(s, execution, definition, step, error_type, message)
+
+    def _run(self) -> None:
         prepared = self._prepare()
         if prepared is None:
             return
@@ -149,7 +206,13 @@ class StepRunner:
         try:
             with Heartbeat(self.ctx.factory, step_id, self.ctx.settings.heartbeat_interval):
                 output = self._act(node, config, attempt)
-            storable.check(output, f"step {node.id!r} output", self._max_bytes)
+            size = storable.check(output, f"step {node.id!r} output", self._max_bytes)
+            storable.check_total(
+                self._stored,
+                size,
+                f"step {node.id!r} output",
+                self.ctx.settings.max_execution_bytes,
+            )
         except SoftTimeLimitExceeded:
             if self._cancelled():
                 self._end(
@@ -160,12 +223,7 @@ class StepRunner:
                     ),
                 )
             else:
-                message = f"step {node.id!r} timed out after "
-                if node.timeout:
-                    message += f"{node.timeout:g} s"
-                else:
-                    message += f"{self.ctx.settings.step_timeout:g} s (ATOM_STEP_TIMEOUT)"
-                self._fail(node, "TimeoutError", message)
+                self._fail(node, "TimeoutError", self._timeout_message(node))
         except ExecutionError as e:
             status = (e.output or {}).get("status_code") if isinstance(e.output, dict) else None
             transient = isinstance(e, RetryableError) or status in node.retry.retry_on
@@ -200,6 +258,7 @@ class StepRunner:
         if decided is None:
             return None
         node, context, secrets = decided
+        self._node = node
         try:
             config = vault.apply_auth(self._render(node, context), secrets)
             storable.check(config, f"step {node.id!r} input", self._max_bytes)
@@ -235,7 +294,7 @@ class StepRunner:
                 definition,
                 steps,
                 self.node_id,
-                at=now(),
+                at=db_now(s),
                 heartbeat_timeout=settings.heartbeat_timeout,
             )
             if verdict.admission is Admission.DONE:
@@ -299,6 +358,18 @@ class StepRunner:
             self.credentials = secrets.values
             # The handler gets the config; what is stored (and shown) has secrets as ***.
             shown = redact_step_input(config, self.masked)
+            stored = storable.stored_bytes(s, execution.id, self.node_id)
+            input_bytes = len(json.dumps(shown).encode())
+            try:
+                storable.check_total(
+                    stored, input_bytes, f"step {node.id!r} input", settings.max_execution_bytes
+                )
+            except PermanentError as e:
+                engine.claim_step(s, step, None, self.task.request.id)
+                self._end_failed(s, execution, definition, step, e.error_type, str(e))
+                return None
+            # What the output may add is checked against this once the action has run.
+            self._stored = stored + input_bytes
             engine.claim_step(s, step, shown, self.task.request.id)
             return node, config, step.id, step.attempts
 
@@ -394,16 +465,61 @@ class StepRunner:
             # Longer than is safe to hold as a countdown under the broker's visibility
             # timeout: the reconciler re-drives the execution once retry_at has passed.
             raise Ignore()
-        raise self.task.retry(countdown=delay, max_retries=None)
+        # A business retry is progress: the count of database failures starts again.
+        raise self.task.retry(countdown=delay, max_retries=None, kwargs={})
 
-    def _durably(self, write: Callable[[], None]) -> None:
+    def infrastructure_error(self, error: Exception, failures: int) -> None:
+        """A delivery met a database error (PostgreSQL restarted, a connection cut, a lock
+        timeout): retry it with backoff, ``ATOM_INFRA_RETRIES`` times in a row at most; then
+        fail the step as ``infrastructure_error``, saying so. When even that cannot be
+        recorded, the delivery fails and the reconciler re-drives the run once the database
+        is back (its record, not this process, decides what is left)."""
+        limit = self.ctx.settings.infra_retries
+        detail = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        if failures < limit:
+            delay = min(INFRA_BACKOFF_MAX, 2.0**failures)
+            logger.warning(
+                "step %s of %s: database error (%s); delivery %d of at most %d, retry in %g s",
+                self.node_id,
+                self.execution_id,
+                type(error).__name__,
+                failures + 1,
+                limit + 1,
+                delay,
+            )
+            raise self.task.retry(
+                countdown=delay,
+                max_retries=None,
+                kwargs={"infra_failures": failures + 1},
+                exc=error,
+            )
+        message = redact_values(
+            f"step {self.node_id!r}: the database failed on {failures + 1} deliveries in a row "
+            f"(last: {detail[:300]}); not retried again (ATOM_INFRA_RETRIES is {limit})",
+            self.masked,
+        )
+        logger.error("%s; failing the step", message)
+        try:
+            self._durably(
+                lambda: self._fail_unfinished(INFRASTRUCTURE_ERROR, message), GIVE_UP_RECORD_S
+            )
+        except DB_ERRORS:
+            logger.error(
+                "step %s of %s: could not record the failure either; the reconciler re-drives "
+                "the execution once the database is back",
+                self.node_id,
+                self.execution_id,
+            )
+            raise error from None
+
+    def _durably(self, write: Callable[[], None], within: float | None = None) -> None:
         """Record a step's end, waiting out a database outage in this process.
 
         The step has run: its outcome is only in memory. Failing the delivery would run the
         step again (a side effect twice), so the write is retried with backoff (0.5 s up to
-        5 s) for up to half the visibility timeout, logged once.
+        5 s) for up to half the visibility timeout (or ``within`` seconds), logged once.
         """
-        deadline = time.monotonic() + self.ctx.settings.visibility_timeout / 2
+        deadline = time.monotonic() + (within or self.ctx.settings.visibility_timeout / 2)
         delay = 0.5
         while True:
             try:
@@ -496,18 +612,22 @@ def register(app: Celery, settings: Settings) -> WorkerContext:
         soft_time_limit=settings.step_timeout,
         time_limit=settings.step_timeout + HARD_LIMIT_GRACE,
         max_retries=None,
-        autoretry_for=DB_ERRORS,
-        retry_backoff=1,
-        retry_backoff_max=30,
-        retry_jitter=True,
     )
-    def run_step(self: Task, execution_id: str, node_id: str, epoch: int) -> None:
-        StepRunner(ctx, self, execution_id, node_id, epoch).run()
+    def run_step(
+        self: Task, execution_id: str, node_id: str, epoch: int, infra_failures: int = 0
+    ) -> None:
+        runner = StepRunner(ctx, self, execution_id, node_id, epoch)
+        try:
+            runner.run()
+        except DB_ERRORS as e:
+            runner.infrastructure_error(e, infra_failures)
 
     @app.task(
         name=FINALIZE,
         acks_late=True,
-        max_retries=None,
+        # Past these, the execution is left to the reconciler: every step has ended and no
+        # finalize came, which it re-drives once the database is back.
+        max_retries=settings.infra_retries,
         autoretry_for=DB_ERRORS,
         retry_backoff=1,
         retry_backoff_max=30,

@@ -37,6 +37,7 @@ def register(app: Celery, ctx: WorkerContext) -> None:
     def troubleshoot_retry(session_id: str, issue: int) -> None:
         """The wait is over: retry the execution from its failed step with the new policy."""
         with ctx.factory.begin() as s:
+            s.info[sessions.SETTINGS] = ctx.settings
             execution_id = sessions.retry_task(s, uuid.UUID(session_id), issue)
         if execution_id is not None:
             lifecycle.send_residual(ctx.factory, app, execution_id)

@@ -43,8 +43,28 @@ def _post(url: str, body: dict[str, Any], settings: Settings, who: str) -> None:
         raise _Failed(f"{who}: answered {response.status_code}")
 
 
+def _anomaly_text(state: str, payload: dict[str, Any]) -> str:
+    series = payload.get("series") or {}
+    about = " ".join(str(p) for p in (series.get("kind"), series.get("name")) if p) or "series"
+    value, expected = payload.get("value"), payload.get("expected")
+    shown = f"{value:.4g}" if isinstance(value, int | float) else "no data"
+    normal = (
+        f"expected {expected[0]:.4g}..{expected[1]:.4g}"
+        if isinstance(expected, list) and len(expected) == 2
+        else "no expected range"
+    )
+    score = payload.get("score")
+    scored = f"{score:.2f}" if isinstance(score, int | float) else "?"
+    return (
+        f"[{payload['severity'].upper()}] {state}: {payload['rule']} - anomaly in {about}: "
+        f"{shown} ({normal}, score {scored}, threshold {payload['threshold']:g})"
+    )
+
+
 def _text(payload: dict[str, Any]) -> str:
     state = "RESOLVED" if payload["event"] == "resolved" else "FIRING"
+    if payload.get("metric") == "anomaly":
+        return _anomaly_text(state, payload)
     value = payload.get("value")
     shown = f"{value:.4g}" if isinstance(value, int | float) else "no data"
     return (
@@ -54,14 +74,14 @@ def _text(payload: dict[str, Any]) -> str:
     )
 
 
-def _email(to: list[str], payload: dict[str, Any], settings: Settings) -> None:
+def _email(to: list[str], payload: dict[str, Any], settings: Settings, text: str) -> None:
     if not settings.smtp_host:
         raise _Failed("email: SMTP is not configured (ATOM_SMTP_HOST)")
     message = EmailMessage()
-    message["Subject"] = _text(payload)
+    message["Subject"] = text.splitlines()[0][:200]
     message["From"] = settings.smtp_from
     message["To"] = ", ".join(to)
-    lines = [_text(payload), ""] + [f"{k}: {v}" for k, v in payload.items()]
+    lines = [text, ""] + [f"{k}: {v}" for k, v in payload.items()]
     message.set_content("\n".join(lines))
     with PinnedSMTP(settings.smtp_host, settings.smtp_port, TIMEOUT) as smtp:
         if settings.smtp_starttls:
@@ -84,9 +104,11 @@ def deliver(
     payload: dict[str, Any],
     settings: Settings,
     email_domains: tuple[str, ...] = (),
+    text: str | None = None,
 ) -> list[dict[str, Any]]:
     """Send ``payload`` to every channel; one result per channel, failures included.
-    Email goes only to the tenant's ``email_domains`` (none by default)."""
+    Email goes only to the tenant's ``email_domains`` (none by default). ``text`` is the
+    one-line message Slack and the email subject show (an alert's by default)."""
     results = []
     for channel in channels:
         kind = channel.get("type")
@@ -101,12 +123,13 @@ def deliver(
             if kind == "webhook":
                 _post(channel["url"], payload, settings, "alert webhook")
             elif kind == "slack":
-                _post(channel["url"], {"text": _text(payload)}, settings, "alert slack")
+                line = text or _text(payload)
+                _post(channel["url"], {"text": line}, settings, "alert slack")
             elif kind == "email":
                 to = channel["to"] if isinstance(channel["to"], list) else [channel["to"]]
                 if problem := allowlist_problem(to, email_domains):
                     raise _Failed(f"email: {problem}")
-                _email(to, payload, settings)
+                _email(to, payload, settings, text or _text(payload))
             else:
                 raise _Failed(f"unknown channel type {kind!r}")
             result["ok"] = True
@@ -114,13 +137,13 @@ def deliver(
             if not isinstance(e, _Failed | AtomError | smtplib.SMTPException | OSError):
                 logger.exception(
                     "alert %s: unexpected error delivering to a %s channel",
-                    payload.get("alert_id"),
+                    payload.get("alert_id") or payload.get("session_id"),
                     kind,
                 )
             result.update(ok=False, error=str(e) or type(e).__name__)
             logger.warning(
                 "alert %s: %s delivery to %s failed: %s",
-                payload.get("alert_id"),
+                payload.get("alert_id") or payload.get("session_id"),
                 kind,
                 result["target"],
                 result["error"],

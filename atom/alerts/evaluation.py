@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from atom.alerts import channels as notify
 from atom.alerts.rules import ensure_default_rules
 from atom.alerts.spec import COMPARISONS, METRICS
+from atom.anomaly import alerting as anomaly_alerting
 from atom.clock import now
 from atom.config import Settings
 from atom.observe import stats
@@ -95,7 +96,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _payload(event: str, rule: AlertRule, alert: Alert) -> dict[str, Any]:
-    return {
+    payload: dict[str, Any] = {
         "event": event,
         "alert_id": str(alert.id),
         "rule_id": str(rule.id),
@@ -112,6 +113,19 @@ def _payload(event: str, rule: AlertRule, alert: Alert) -> dict[str, Any]:
         "fired_at": _iso(alert.fired_at),
         "resolved_at": _iso(alert.resolved_at),
     }
+    if rule.metric == "anomaly":
+        details = alert.details or {}
+        # The anomalous point: its value, the range the detector expected, its score (the
+        # metric compared with the threshold); a resolution also says where the series is.
+        payload.update(
+            value=details.get("value"),
+            expected=details.get("expected"),
+            score=alert.value,
+            at=details.get("at"),
+            series=details.get("series"),
+            last=details.get("last"),
+        )
+    return payload
 
 
 def _describe(rule: AlertRule, value: float, subject: str) -> str:
@@ -123,6 +137,61 @@ def _describe(rule: AlertRule, value: float, subject: str) -> str:
 
 
 Change = tuple[str | None, Notice | None]
+
+
+def _resolve(rule: AlertRule, current: Alert, at: datetime) -> Change:
+    current.status, current.resolved_at = AlertStatus.RESOLVED, at
+    logger.info("alert resolved: %s", current.message)
+    if current.notify and rule.channels:
+        return "resolved", Notice(
+            current.id, rule.channels, _payload("resolved", rule, current), rule.tenant_id
+        )
+    return "resolved", None
+
+
+def _fire(
+    session: Session,
+    rule: AlertRule,
+    subject: str,
+    workflow_id: uuid.UUID | None,
+    value: float,
+    at: datetime,
+    message: str,
+    details: dict[str, Any] | None = None,
+) -> Change:
+    """A new firing alert, announced unless an announced one fired within the cooldown."""
+    last_announced = session.scalar(
+        select(func.max(Alert.fired_at)).where(
+            Alert.rule_id == rule.id, Alert.subject == subject, Alert.notify.is_(True)
+        )
+    )
+    announce = last_announced is None or (at - last_announced).total_seconds() >= rule.cooldown
+    alert = Alert(
+        id=uuid.uuid4(),
+        tenant_id=rule.tenant_id,
+        rule_id=rule.id,
+        subject=subject,
+        workflow_id=workflow_id,
+        status=AlertStatus.FIRING,
+        severity=rule.severity,
+        value=value,
+        last_value=value,
+        threshold=rule.threshold,
+        message=message,
+        notify=announce,
+        notifications=[],
+        details=details,
+        fired_at=at,
+        updated_at=at,
+    )
+    session.add(alert)
+    session.flush()
+    logger.warning("alert fired: %s%s", alert.message, "" if announce else " (in cooldown)")
+    if announce and rule.channels:
+        return "fired", Notice(
+            alert.id, rule.channels, _payload("firing", rule, alert), rule.tenant_id
+        )
+    return "fired", None
 
 
 def _advance(
@@ -141,47 +210,70 @@ def _advance(
         current.last_value, current.updated_at = value, at
         if breaching:
             return None, None
-        current.status, current.resolved_at = AlertStatus.RESOLVED, at
-        logger.info("alert resolved: %s", current.message)
-        if current.notify and rule.channels:
-            return "resolved", Notice(
-                current.id, rule.channels, _payload("resolved", rule, current), rule.tenant_id
-            )
-        return "resolved", None
+        return _resolve(rule, current, at)
     if not breaching:
         return None, None
     assert value is not None
-    last_announced = session.scalar(
-        select(func.max(Alert.fired_at)).where(
-            Alert.rule_id == rule.id, Alert.subject == subject, Alert.notify.is_(True)
-        )
+    return _fire(session, rule, subject, workflow_id, value, at, _describe(rule, value, subject))
+
+
+def _describe_anomaly(rule: AlertRule, details: dict[str, Any]) -> str:
+    series = details.get("series") or {}
+    about = series.get("kind", "series")
+    if series.get("name"):
+        about += f" {series['name']}"
+    if series.get("workflow_id"):
+        about += f" of workflow {series['workflow_id']}"
+    unit = f" {series['unit']}" if series.get("unit") else ""
+    expected = details.get("expected")
+    normal = (
+        f"expected {expected[0]:.4g}..{expected[1]:.4g}"
+        if isinstance(expected, list)
+        else "no expected range yet"
     )
-    announce = last_announced is None or (at - last_announced).total_seconds() >= rule.cooldown
-    alert = Alert(
-        id=uuid.uuid4(),
-        tenant_id=rule.tenant_id,
-        rule_id=rule.id,
-        subject=subject,
-        workflow_id=workflow_id,
-        status=AlertStatus.FIRING,
-        severity=rule.severity,
-        value=value,
-        last_value=value,
-        threshold=rule.threshold,
-        message=_describe(rule, value, subject),
-        notify=announce,
-        notifications=[],
-        fired_at=at,
-        updated_at=at,
+    return (
+        f"{rule.name}: {about} was {details.get('value', 0.0):.4g}{unit} at "
+        f"{details.get('at')} ({normal}; anomaly score {details.get('score', 0.0):.2f} "
+        f">= {rule.threshold:g})"
     )
-    session.add(alert)
-    session.flush()
-    logger.warning("alert fired: %s%s", alert.message, "" if announce else " (in cooldown)")
-    if announce and rule.channels:
-        return "fired", Notice(
-            alert.id, rule.channels, _payload("firing", rule, alert), rule.tenant_id
-        )
-    return "fired", None
+
+
+def _advance_anomaly(
+    session: Session,
+    rule: AlertRule,
+    verdict: anomaly_alerting.Verdict,
+    current: Alert | None,
+    at: datetime,
+) -> Change:
+    """The lifecycle of an anomaly rule's alert about one series (atom.anomaly.alerting)."""
+    if current is not None:
+        current.last_value, current.updated_at = verdict.score, at
+        current.details = verdict.details
+        return (None, None) if verdict.open else _resolve(rule, current, at)
+    if not verdict.open or verdict.score is None:
+        return None, None
+    message = _describe_anomaly(rule, verdict.details)
+    return _fire(
+        session,
+        rule,
+        verdict.subject,
+        verdict.workflow_id,
+        verdict.score,
+        at,
+        message,
+        verdict.details,
+    )
+
+
+def _evaluate_anomaly(
+    session: Session, rule: AlertRule, firing: dict[tuple[uuid.UUID, str], Alert], at: datetime
+) -> list[Change]:
+    mine = {subject: a for (rule_id, subject), a in firing.items() if rule_id == rule.id}
+    window = stats.parse_window(rule.window)
+    return [
+        _advance_anomaly(session, rule, verdict, mine.get(verdict.subject), at)
+        for verdict in anomaly_alerting.verdicts(session, rule, mine, at, window)
+    ]
 
 
 def evaluate(factory: sessionmaker[Session], probe: Probe, settings: Settings) -> dict[str, Any]:
@@ -206,6 +298,14 @@ def evaluate(factory: sessionmaker[Session], probe: Probe, settings: Settings) -
         }
         platform = _Platform(probe)
         for rule in rules:
+            if rule.metric == "anomaly":
+                for change, notice in _evaluate_anomaly(session, rule, firing, at):
+                    if change:
+                        changes[change] += 1
+                    if notice:
+                        notices.append(notice)
+                rule.last_evaluated_at = at
+                continue
             measured = measure(session, rule, platform, at)
             subjects = set(measured) | {s for (r, s) in firing if r == rule.id}
             for subject in sorted(subjects):

@@ -12,11 +12,14 @@ Metrics (tenant-scoped unless noted): ``error_rate`` (failed / finished, 0..1),
 ``duration_p95_ms``, ``performance_degradation`` (p95 over the workflow's own baseline p95;
 a rule without a workflow watches each of the tenant's workflows), ``queue_depth`` (messages
 waiting in all broker queues) and ``workers`` (workers answering a ping) — the last two are
-the platform's. Evaluation runs on the maintenance queue, fired by beat.
+the platform's. ``anomaly`` compares the anomaly score of the points of the series a rule
+selects (``series``) with its threshold; what opens and closes such an alert is in
+``atom.anomaly.alerting``. Evaluation runs on the maintenance queue, fired by beat.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Any
@@ -53,8 +56,19 @@ BUILTIN_RULES: dict[str, dict[str, Any]] = {
         "severity": "critical",
         "cooldown": 600,
     },
+    "anomaly": {
+        "name": "Anomaly in a run metric or custom metric",
+        "metric": "anomaly",
+        "comparison": ">=",
+        "threshold": 0.9,
+        "window": "1h",
+        "severity": "medium",
+        "cooldown": 1800,
+        "series": {},
+    },
 }
-"""The defaults of the original guide, made for every tenant; tune them with PATCH."""
+"""The defaults of the original guide, and the anomaly rule (every series of the tenant's
+own), made for every tenant; tune them with PATCH."""
 
 
 def _workflow_exists(session: Session, tenant_id: uuid.UUID, workflow_id: uuid.UUID) -> bool:
@@ -117,6 +131,7 @@ def rule_doc(rule: AlertRule) -> dict[str, Any]:
         "channels": rule.channels,
         "workflow_id": rule.workflow_id,
         "enabled": rule.enabled,
+        "series": rule.series,
     }
 
 
@@ -132,12 +147,15 @@ def update_rule(
     if rule.builtin:
         fixed = [
             k
-            for k in ("metric", "workflow_id")
+            for k in ("metric", "workflow_id", "series")
             if k in changes and str(changes[k]) != str(rule_doc(rule)[k])
         ]
         if fixed:
             raise InvalidInput({k: ["a built-in rule keeps its metric and scope"] for k in fixed})
-    fields = validate_rule({**rule_doc(rule), **changes})
+    merged = {**rule_doc(rule), **changes}
+    if merged.get("metric") != "anomaly" and "series" not in changes:
+        merged["series"] = None  # a rule turned away from anomaly leaves its selector
+    fields = validate_rule(merged)
     _check_workflow(session, tenant_id, fields)
     for key, value in fields.items():
         setattr(rule, key, value)
@@ -162,9 +180,9 @@ def delete_rule(session: Session, tenant_id: uuid.UUID, rule_id: uuid.UUID) -> N
 
 _ENSURE_DEFAULTS = text("""
     INSERT INTO alert_rules (id, tenant_id, name, metric, comparison, threshold, "window",
-                             severity, cooldown, channels, enabled, builtin)
+                             severity, cooldown, channels, enabled, builtin, series)
     SELECT gen_random_uuid(), t.id, :name, :metric, :comparison, :threshold, :window,
-           :severity, :cooldown, '[]'::jsonb, true, :builtin
+           :severity, :cooldown, '[]'::jsonb, true, :builtin, CAST(:series AS jsonb)
     FROM tenants t
     WHERE (CAST(:tenant AS uuid) IS NULL OR t.id = CAST(:tenant AS uuid))
       AND NOT EXISTS (SELECT 1 FROM alert_rules r WHERE r.tenant_id = t.id
@@ -181,6 +199,7 @@ def ensure_default_rules(session: Session, tenant_id: uuid.UUID | None = None) -
             _ENSURE_DEFAULTS,
             {
                 **spec,
+                "series": json.dumps(spec["series"]) if "series" in spec else None,
                 "builtin": key,
                 "tenant": str(tenant_id) if tenant_id else None,
             },

@@ -24,6 +24,8 @@ METRICS = {
     "performance_degradation": MetricSpec(per_workflow=True, threshold=2.0),
     "queue_depth": MetricSpec(per_workflow=False),
     "workers": MetricSpec(per_workflow=False, comparison="<", threshold=1.0),
+    # The anomaly score of a series' points (atom.anomaly), 0..1, reaching the threshold.
+    "anomaly": MetricSpec(per_workflow=True, comparison=">=", threshold=0.9, fraction=True),
 }
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
@@ -46,4 +48,5 @@ FIELDS = (
     "channels",
     "workflow_id",
     "enabled",
+    "series",
 )

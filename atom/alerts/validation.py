@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +30,7 @@ from atom.alerts.spec import (
     METRICS,
     SEVERITIES,
 )
+from atom.anomaly.validation import SeriesSelectorSchema, canonical_selector
 from atom.errors import InvalidInput, PermanentError, flatten
 from atom.observe.stats import WINDOW_RE, parse_window
 from atom.security.netguard import REDACTED, parse
@@ -36,6 +38,9 @@ from atom.security.netguard import REDACTED, parse
 _EMAIL = re.compile(r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+\.[^@\s,;<>\"]+$")
 MAX_THRESHOLD = 1e15
 MAX_RECIPIENTS = 20
+ANOMALY_WINDOW = "1h"
+"""An anomaly rule's default window: how recent an anomalous point must be to open an alert,
+and how long a new level must hold before it counts as normal."""
 
 
 class StrictBoolean(fields.Boolean):
@@ -154,7 +159,7 @@ def _name(value: str) -> None:
 
 class AlertRuleInSchema(Schema):
     """An alert rule as a user writes it. Defaults: comparison ``>`` (``<`` for workers),
-    window 5m, severity medium, cooldown 300 s, no channels, enabled."""
+    window 5m (1h for anomaly), severity medium, cooldown 300 s, no channels, enabled."""
 
     class Meta:
         unknown = RAISE
@@ -168,15 +173,15 @@ class AlertRuleInSchema(Schema):
     comparison = fields.String(validate=validate.OneOf(list(COMPARISONS)))
     threshold = JsonNumber(
         metadata={
-            "description": "error_rate is a fraction (0.1 = 10 %); required unless the "
-            "metric has a default (performance_degradation 2, workers 1)"
+            "description": "error_rate is a fraction (0.1 = 10 %), anomaly a score in [0, 1]; "
+            "required unless the metric has a default (performance_degradation 2, workers 1, "
+            "anomaly 0.9)"
         }
     )
     window = fields.String(
-        load_default="5m",
         validate=_window,
         metadata={
-            "description": "a number and s, m, h or d, 1s .. 30d",
+            "description": "a number and s, m, h or d, 1s .. 30d; default 5m (1h for anomaly)",
             "pattern": WINDOW_RE.pattern,
         },
     )
@@ -199,6 +204,14 @@ class AlertRuleInSchema(Schema):
         load_default=None, allow_none=True, metadata={"description": "only this workflow's runs"}
     )
     enabled = StrictBoolean(load_default=True)
+    series = fields.Nested(
+        SeriesSelectorSchema,
+        allow_none=True,
+        metadata={
+            "description": "metric anomaly only: which series to watch, {kind?, workflow_id?, "
+            "name?, action_type?, queue?} (none: every series of your own)"
+        },
+    )
 
     @validates_schema(skip_on_field_errors=False, pass_original=True)
     def _metric_rules(
@@ -213,17 +226,47 @@ class AlertRuleInSchema(Schema):
         if threshold is None and not partial and "threshold" not in original:
             problems["threshold"] = ["required for this metric"]
         elif threshold is not None and spec.fraction and not 0 <= threshold <= 1:
-            problems["threshold"] = ["a fraction between 0 and 1 (0.1 is 10 %)"]
+            problems["threshold"] = [
+                "a score between 0 and 1"
+                if data["metric"] == "anomaly"
+                else "a fraction between 0 and 1 (0.1 is 10 %)"
+            ]
         elif threshold is not None and threshold < 0:
             problems["threshold"] = ["zero or more"]
         if data.get("workflow_id") is not None and not spec.per_workflow:
             problems["workflow_id"] = [f"{data['metric']} is about the platform, not a workflow"]
+        if data["metric"] == "anomaly":
+            problems.update(_anomaly_problems(data))
+        elif data.get("series") is not None:
+            problems["series"] = ["only a rule with metric anomaly selects series"]
         if problems:
             raise ValidationError(problems)
 
     def handle_error(self, error: ValidationError, data: Any, **kwargs: Any) -> None:
         """Every problem, by field, in the API's 422 shape (not webargs' by location)."""
         raise InvalidInput(flatten(error.messages)) from error
+
+
+def _anomaly_problems(data: dict[str, Any]) -> dict[str, list[str]]:
+    """An anomaly rule's comparison is >= (the score reaches the threshold) and its
+    ``workflow_id``, if any, agrees with its series selector."""
+    problems: dict[str, list[str]] = {}
+    if data.get("comparison", ">=") != ">=":
+        problems["comparison"] = ["an anomaly rule compares the score with >="]
+    selector = data.get("series") or {}
+    ours, theirs = data.get("workflow_id"), selector.get("workflow_id")
+    if ours is not None and theirs is not None and ours != theirs:
+        problems["workflow_id"] = ["differs from series.workflow_id"]
+    kind = selector.get("kind") or (
+        "step_duration"
+        if "action_type" in selector
+        else "queue_depth"
+        if "queue" in selector
+        else None
+    )
+    if ours is not None and kind in ("queue_depth", "step_duration"):
+        problems["workflow_id"] = [f"{kind} series are not about one workflow"]
+    return problems
 
 
 class AlertRuleChangesSchema(AlertRuleInSchema):
@@ -239,7 +282,19 @@ def validate_rule(doc: Any) -> dict[str, Any]:
     fields_ = AlertRuleInSchema().load(doc)
     spec = METRICS[fields_["metric"]]
     fields_["name"] = fields_["name"].strip()
-    fields_["window"] = fields_["window"].strip()
+    default_window = ANOMALY_WINDOW if fields_["metric"] == "anomaly" else "5m"
+    # Stored in its plain form ("5m"): whitespace inside would not fit the column.
+    number, unit = WINDOW_RE.match(fields_.get("window", default_window)).groups()  # type: ignore[union-attr]
+    fields_["window"] = f"{int(number)}{unit}"
     fields_.setdefault("comparison", spec.comparison)
     fields_["threshold"] = float(fields_.get("threshold", spec.threshold))
+    if fields_["metric"] == "anomaly":
+        selector = dict(fields_.get("series") or {})
+        if fields_.get("workflow_id") and not selector.get("workflow_id"):
+            selector["workflow_id"] = fields_["workflow_id"]
+        fields_["series"] = canonical_selector(selector)
+        wf = fields_["series"].get("workflow_id")
+        fields_["workflow_id"] = uuid.UUID(wf) if wf else None
+    else:
+        fields_["series"] = None
     return fields_

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from atom.alerts.rules import rule_doc
+from atom.security import permissions
 from atom.security.netguard import redact_url
 from atom.statuses import AlertStatus
 from atom.store.models import Alert, AlertRule
@@ -49,6 +50,7 @@ def alert_view(alert: Alert, rule: AlertRule | None = None) -> dict[str, Any]:
         "notifications": alert.notifications or [],
         "fired_at": alert.fired_at,
         "resolved_at": alert.resolved_at,
+        "anomaly": alert.details,
     }
     if rule is not None:
         view.update(
@@ -57,24 +59,40 @@ def alert_view(alert: Alert, rule: AlertRule | None = None) -> dict[str, Any]:
     return view
 
 
-def overview(session: Session, tenant_id: uuid.UUID, recent: int = 50) -> dict[str, Any]:
-    """The tenant's firing alerts, its most recent resolved ones, and its rules."""
+def overview(
+    session: Session,
+    tenant_id: uuid.UUID,
+    who: permissions.Principal | None = None,
+    recent: int = 50,
+) -> dict[str, Any]:
+    """The tenant's firing alerts, its most recent resolved ones, and its rules (only those
+    about workflows ``who`` may view, when given)."""
     rules = {
         r.id: r
         for r in session.scalars(
-            select(AlertRule)
-            .where(AlertRule.tenant_id == tenant_id)
-            .order_by(AlertRule.created_at, AlertRule.id)
+            permissions.restrict(
+                select(AlertRule).where(AlertRule.tenant_id == tenant_id),
+                AlertRule.workflow_id,
+                tenant_id,
+                who,
+            ).order_by(AlertRule.created_at, AlertRule.id)
         )
     }
     active = session.scalars(
-        select(Alert)
-        .where(Alert.tenant_id == tenant_id, Alert.status == AlertStatus.FIRING)
-        .order_by(Alert.fired_at.desc())
+        permissions.restrict(
+            select(Alert).where(Alert.tenant_id == tenant_id, Alert.status == AlertStatus.FIRING),
+            Alert.workflow_id,
+            tenant_id,
+            who,
+        ).order_by(Alert.fired_at.desc())
     )
     resolved = session.scalars(
-        select(Alert)
-        .where(Alert.tenant_id == tenant_id, Alert.status == AlertStatus.RESOLVED)
+        permissions.restrict(
+            select(Alert).where(Alert.tenant_id == tenant_id, Alert.status == AlertStatus.RESOLVED),
+            Alert.workflow_id,
+            tenant_id,
+            who,
+        )
         .order_by(Alert.resolved_at.desc())
         .limit(recent)
     )

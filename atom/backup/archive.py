@@ -1,17 +1,23 @@
-"""One archive with every workflow (all its versions), schedule, webhook, alert rule, model and
-(still encrypted) credential of some tenants or all, and its restore.
+"""One archive with every workflow (all its versions), execution (with its steps), schedule,
+webhook, alert rule, model, API key (its hash only) and (still encrypted) credential of some
+tenants or all, and its restore.
 
 The archive is gzip-compressed JSON: ``{format, version, schema, created_at, tables}`` where
 ``tables`` maps a table name to its rows, columns by name, ids kept. Restoring inserts each
-row unless a row with its id is already there (``ON CONFLICT DO NOTHING``), so restoring into
-an empty installation gives everything back, and restoring twice, or into the live
-installation it came from, duplicates nothing. A tenant that exists under the same name with
-another id is joined: the archive's rows are attached to the existing tenant.
+row unless a row with its id (or another unique key) is already there (``ON CONFLICT DO
+NOTHING``), so restoring into an empty installation gives everything back, and restoring twice,
+or into the live installation it came from, duplicates nothing. A tenant that exists under the
+same name with another id is joined: the archive's rows are attached to the existing tenant.
 
-Executions, step runs, fires and alerts are history, not configuration: they are not in the
-archive (back PostgreSQL up with ``pg_dump`` to keep them). API keys are not either: after a
-restore into a new installation, make keys with ``atom keys create``. Credentials stay
-encrypted: restore them where the same ``ATOM_SECRET_KEY`` is set.
+- API keys are stored as their SHA-256 hashes, and so are they archived: the raw key is never
+  in the archive, and a key authenticates again after a restore.
+- Step runs are archived without their numeric id (a sequence of the database they came from);
+  their key is (execution, node).
+- An execution that was running when the archive was written is restored as it was; the
+  reconciler re-drives it after ``ATOM_STALL_SECONDS`` (steps that succeeded do not run again).
+- Fires of schedules, alerts, decisions, the audit log and troubleshooting sessions are not in
+  the archive (back PostgreSQL up with ``pg_dump`` to keep everything).
+- Credentials stay encrypted: restore them where the same ``ATOM_SECRET_KEY`` is set.
 """
 
 from __future__ import annotations
@@ -35,15 +41,20 @@ VERSION = 1
 # Parents before children. Tables another part of ATOM has not created yet are skipped.
 TABLES = (
     "tenants",
+    "api_keys",
     "workflows",
     "workflow_versions",
     "schedules",
     "webhooks",
     "alert_rules",
     "credentials",
-    "models",
-    "model_versions",
+    "ml_models",
+    "ml_model_versions",
+    "executions",
+    "step_runs",
 )
+# Columns left out: a step run's id comes from the sequence of the database it is restored to.
+LEFT_OUT = {"step_runs": ("id",)}
 
 
 class ArchiveError(ValueError):
@@ -94,7 +105,10 @@ def dump(session: Session, tenants: list[str] | None = None) -> dict[str, Any]:
         rows = session.execute(
             select(table).where(column.in_(ids)).order_by(*table.primary_key.columns)
         ).mappings()
-        tables[table.name] = [{k: _plain(v) for k, v in row.items()} for row in rows]
+        left_out = LEFT_OUT.get(table.name, ())
+        tables[table.name] = [
+            {k: _plain(v) for k, v in row.items() if k not in left_out} for row in rows
+        ]
     return {
         "format": FORMAT,
         "version": VERSION,

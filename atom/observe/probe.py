@@ -1,5 +1,5 @@
 """The health of the platform's parts: the database, the broker, the workers (a ping), beat
-(its heartbeat), queue depths, and the alert evaluator's last report."""
+(its heartbeat, on Redis' clock), queue depths, and the alert evaluator's last report."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from atom.config import Settings
 logger = logging.getLogger(__name__)
 
 BEAT_HEARTBEAT_KEY = "atom:beat:heartbeat"
-"""Written by the active beat on every tick (``beat/scheduler.py``): the time, in epoch s."""
+"""Written by the active beat on every tick (``beat/scheduler.py``): Redis' TIME, epoch s."""
 BEAT_STALE_SECONDS = 30.0
 MONITOR_STATUS_KEY = "atom:monitor:last"
 """The last alert evaluation, as JSON (written by the evaluator)."""
@@ -101,12 +101,14 @@ class Probe:
         """The active beat's last heartbeat: ``{status, last_seen, age_s}``."""
         try:
             raw = self._redis.get(BEAT_HEARTBEAT_KEY)
+            # Redis' clock wrote it (``TIME``): the age is measured on the same clock.
+            seconds, micros = self._redis.time() if raw is not None else (0, 0)
         except redis.RedisError:
             raw = None
         if raw is None:
             return {"status": "down", "last_seen": None, "age_s": None}
         seen = float(raw)
-        age = max(0.0, time.time() - seen)
+        age = max(0.0, seconds + micros / 1e6 - seen)
         return {
             "status": "ok" if age < BEAT_STALE_SECONDS else "down",
             "last_seen": datetime.fromtimestamp(seen, UTC).isoformat(),

@@ -108,15 +108,23 @@ def _stats(row: Any) -> RunStats:
     return RunStats(int(row.succeeded), int(row.failed), int(row.cancelled), *pct)
 
 
+_VISIBLE = "AND e.workflow_id = ANY(CAST(:visible AS uuid[]))"
+"""Only the workflows a key may view (``metadata.permissions``), when ``visible`` is given."""
+
+
 def run_stats(
     session: Session,
     tenant_id: uuid.UUID,
     since: datetime,
     until: datetime,
     workflow_id: uuid.UUID | None = None,
+    visible: list[str] | None = None,
 ) -> RunStats:
-    """Counts and duration percentiles of the executions that finished in [since, until)."""
+    """Counts and duration percentiles of the executions that finished in [since, until)
+    (of one workflow, or of the ``visible`` ones, when given)."""
     where = "AND e.workflow_id = :workflow" if workflow_id else ""
+    if visible is not None:
+        where += " " + _VISIBLE
     row = session.execute(
         text(_FINISHED_STATS.format(group="", where=where, group_by="")),
         {
@@ -124,6 +132,7 @@ def run_stats(
             "since": since,
             "until": until,
             "workflow": workflow_id,
+            "visible": visible,
             **_OUTCOMES,
         },
     ).one()
@@ -131,30 +140,40 @@ def run_stats(
 
 
 def run_stats_by_workflow(
-    session: Session, tenant_id: uuid.UUID, since: datetime, until: datetime
+    session: Session,
+    tenant_id: uuid.UUID,
+    since: datetime,
+    until: datetime,
+    visible: list[str] | None = None,
 ) -> dict[uuid.UUID, RunStats]:
-    """``run_stats`` for every workflow with runs that finished in [since, until)."""
+    """``run_stats`` for every workflow (of the ``visible`` ones, when given) with runs that
+    finished in [since, until)."""
     rows = session.execute(
         text(
             _FINISHED_STATS.format(
-                group="e.workflow_id,", where="", group_by="GROUP BY e.workflow_id"
+                group="e.workflow_id,",
+                where=_VISIBLE if visible is not None else "",
+                group_by="GROUP BY e.workflow_id",
             )
         ),
-        {"tenant": tenant_id, "since": since, "until": until, **_OUTCOMES},
+        {"tenant": tenant_id, "since": since, "until": until, "visible": visible, **_OUTCOMES},
     )
     return {row.workflow_id: _stats(row) for row in rows}
 
 
 def created_by_status(
-    session: Session, tenant_id: uuid.UUID, since: datetime
+    session: Session, tenant_id: uuid.UUID, since: datetime, visible: list[str] | None = None
 ) -> dict[tuple[uuid.UUID, str], int]:
-    """Executions created since ``since``, counted by (workflow, current status)."""
+    """Executions created since ``since`` (of the ``visible`` workflows, when given), counted
+    by (workflow, current status)."""
+    where = _VISIBLE if visible is not None else ""
     rows = session.execute(
         text(
-            "SELECT workflow_id, status, count(*) AS n FROM executions "
-            "WHERE tenant_id = :tenant AND created_at >= :since GROUP BY workflow_id, status"
+            "SELECT e.workflow_id, e.status, count(*) AS n FROM executions e "
+            f"WHERE e.tenant_id = :tenant AND e.created_at >= :since {where} "
+            "GROUP BY e.workflow_id, e.status"
         ),
-        {"tenant": tenant_id, "since": since},
+        {"tenant": tenant_id, "since": since, "visible": visible},
     )
     return {(row.workflow_id, row.status): int(row.n) for row in rows}
 
@@ -163,14 +182,20 @@ STATUSES = tuple(ExecutionStatus)
 
 
 def window_metrics(
-    session: Session, tenant_id: uuid.UUID, window: timedelta, max_workflows: int = 100
+    session: Session,
+    tenant_id: uuid.UUID,
+    window: timedelta,
+    max_workflows: int = 100,
+    visible: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The tenant's run statistics over the last ``window`` (see the module docstring)."""
+    """The tenant's run statistics over the last ``window`` (see the module docstring); with
+    ``visible``, only those workflows' runs count (a key that may not view a workflow sees
+    none of its figures)."""
     until = now()
     since = until - window
-    created = created_by_status(session, tenant_id, since)
-    overall = run_stats(session, tenant_id, since, until)
-    per = run_stats_by_workflow(session, tenant_id, since, until)
+    created = created_by_status(session, tenant_id, since, visible)
+    overall = run_stats(session, tenant_id, since, until, visible=visible)
+    per = run_stats_by_workflow(session, tenant_id, since, until, visible)
     ids = {wf for wf, _ in created} | set(per)
     names = (
         dict(

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from atom.clock import now
+from atom.clock import DB_CLOCK, db_now
 from atom.errors import NotFound
 from atom.runs import events
 from atom.security.redaction import redact_step_input
@@ -120,7 +120,7 @@ def create_execution(
     )
     session.add(execution)
     session.flush()
-    stamp = now()
+    stamp = db_now(session)
     for node in definition.nodes:
         is_trigger = node.type is NodeType.TRIGGER
         session.add(
@@ -205,9 +205,36 @@ def decide(definition: Definition, node_id: str, steps: dict[str, StepRun]) -> D
     if failed and rule is not TriggerRule.ONE_SUCCESS:
         reason = f"upstream failed: {', '.join(sorted(failed))}"
     else:
-        not_run = sorted(s for s, v in states.items() if v != StepStatus.SUCCEEDED)
-        reason = f"trigger rule {rule.value} not met; not succeeded: {', '.join(not_run)}"
+        reason = _why_not_run(definition, node_id, steps, states)
+        if succeeded:  # some ran, not enough for the rule (a join after an if/else)
+            reason = f"trigger rule {rule.value} not met: {reason}"
     return Decision(False, StepStatus.SKIPPED, reason)
+
+
+def _why_not_run(
+    definition: Definition, node_id: str, steps: dict[str, StepRun], states: dict[str, str]
+) -> str:
+    """In a reader's words, why the predecessors that did not succeed did not: a condition
+    that took the other branch, or a predecessor that was itself skipped (or failed)."""
+    parts: list[str] = []
+    skipped: list[str] = []
+    failed: list[str] = []
+    for connection in definition.connections:
+        source = connection.source
+        if connection.target != node_id or states[source] == StepStatus.SUCCEEDED:
+            continue
+        if steps[source].status == StepStatus.SUCCEEDED:  # succeeded, the edge not taken
+            taken = "false" if connection.when == "true" else "true"
+            parts.append(f"branch not taken (`{source}` was {taken})")
+        elif states[source] == StepStatus.SKIPPED:
+            skipped.append(source)
+        else:
+            failed.append(source)
+    if skipped:
+        parts.append(f"upstream skipped: {', '.join(sorted(skipped))}")
+    if failed:
+        parts.append(f"upstream failed: {', '.join(sorted(failed))}")
+    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +272,7 @@ def claim_step(
     session: Session, step: StepRun, rendered_input: Any, task_id: str | None = None
 ) -> None:
     """Mark a step running under this delivery and count the attempt."""
-    stamp = now()
+    stamp = db_now(session)
     step.status = StepStatus.RUNNING
     step.attempts += 1
     step.input = rendered_input
@@ -261,11 +288,12 @@ def claim_step(
 
 def schedule_retry(session: Session, step: StepRun, error: dict[str, Any], delay: float) -> None:
     """A failed attempt: the step waits (pending) for its retry in ``delay`` seconds."""
+    stamp = db_now(session)
     step.status = StepStatus.PENDING
     step.error = {**error, "retry_in_s": round(delay, 3)}
-    step.retry_at = now() + timedelta(seconds=delay)
+    step.retry_at = stamp + timedelta(seconds=delay)
     step.heartbeat_at = None
-    step.updated_at = now()
+    step.updated_at = stamp
     session.flush()
     announce_step(session, step)
 
@@ -277,7 +305,7 @@ def mark_running(session: Session, execution: Execution) -> None:
     result = session.execute(
         update(Execution)
         .where(Execution.id == execution.id, Execution.status == ExecutionStatus.QUEUED)
-        .values(status=ExecutionStatus.RUNNING, started_at=now(), updated_at=now())
+        .values(status=ExecutionStatus.RUNNING, started_at=DB_CLOCK(), updated_at=DB_CLOCK())
     )
     if result.rowcount:  # type: ignore[attr-defined]
         events.emit(
@@ -299,7 +327,7 @@ def end_step(
     step.status = status
     step.output = output
     step.error = error
-    step.finished_at = now()
+    step.finished_at = db_now(session)
     step.updated_at = step.finished_at
     session.flush()
     announce_step(session, step)
@@ -330,7 +358,7 @@ def fail_fast(
             Execution.error.is_(None),
             Execution.status.in_([ExecutionStatus.QUEUED, ExecutionStatus.RUNNING]),
         )
-        .values(error=error, updated_at=now())
+        .values(error=error, updated_at=DB_CLOCK())
     )
 
 
@@ -421,7 +449,7 @@ def finalize(session: Session, execution: Execution) -> None:
         return
     definition = load_definition(session, execution.version_id)
     steps = {s.node_id: s for s in steps_of(session, execution)}
-    stamp = now()
+    stamp = db_now(session)
     failed = sorted(
         (s for s in steps.values() if s.status == StepStatus.FAILED),
         key=lambda s: s.finished_at or stamp,

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 
 from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from atom.clock import now
+from atom.clock import db_now
 from atom.errors import Conflict, NotFound
 from atom.runs import dispatch, engine
 from atom.statuses import ExecutionStatus, StepStatus
@@ -61,7 +62,7 @@ def pause(session: Session, tenant_id: uuid.UUID, execution_id: uuid.UUID) -> Ex
     """Running steps finish; no new step starts until resume."""
     execution = _locked(session, tenant_id, execution_id, "pause")
     execution.status = ExecutionStatus.PAUSED
-    execution.updated_at = now()
+    execution.updated_at = db_now(session)
     session.flush()
     engine.announce_execution(session, execution)
     return execution
@@ -72,7 +73,7 @@ def cancel(
 ) -> tuple[Execution, list[str]]:
     """End the execution now; returns the task ids of running steps, to interrupt."""
     execution = _locked(session, tenant_id, execution_id, "cancel")
-    stamp = now()
+    stamp = db_now(session)
     execution.status = ExecutionStatus.CANCELLED
     execution.finished_at = stamp
     execution.updated_at = stamp
@@ -100,7 +101,7 @@ def resume(session: Session, tenant_id: uuid.UUID, execution_id: uuid.UUID) -> E
     started = execution.started_at is not None
     execution.status = ExecutionStatus.RUNNING if started else ExecutionStatus.QUEUED
     execution.epoch += 1
-    execution.updated_at = now()
+    execution.updated_at = db_now(session)
     session.flush()
     engine.announce_execution(session, execution)
     return execution
@@ -116,14 +117,14 @@ def retry(session: Session, tenant_id: uuid.UUID, execution_id: uuid.UUID) -> Ex
             step.output = None
             step.finished_at = None
             step.retry_at = None
-            step.updated_at = now()
+            step.updated_at = db_now(session)
             engine.announce_step(session, step)
     execution.status = ExecutionStatus.RUNNING
     execution.error = None
     execution.output = None
     execution.finished_at = None
     execution.epoch += 1
-    execution.updated_at = now()
+    execution.updated_at = db_now(session)
     session.flush()
     engine.announce_execution(session, execution)
     return execution
@@ -148,9 +149,18 @@ def send_residual(factory: sessionmaker[Session], app: Celery, execution_id: uui
 
 
 def redrive(
-    factory: sessionmaker[Session], app: Celery, execution_id: uuid.UUID, reason: str
+    factory: sessionmaker[Session],
+    app: Celery,
+    execution_id: uuid.UUID,
+    reason: str,
+    still_stalled: Callable[[Session, Execution], bool] | None = None,
 ) -> bool:
-    """Bump the epoch of a stalled execution and send what is left of it (self-healing)."""
+    """Bump the epoch of a stalled execution and send what is left of it (self-healing).
+
+    ``still_stalled`` checks again under the execution's row lock: the execution was found
+    stalled a moment ago, and a delivery may have claimed a step since (a message a worker
+    held while Redis restarted, say). Re-driving it then would hand a live step to a second
+    delivery, and its side effect would happen twice."""
     with factory.begin() as session:
         execution = session.scalar(
             select(Execution).where(Execution.id == execution_id).with_for_update(skip_locked=True)
@@ -160,8 +170,10 @@ def redrive(
             ExecutionStatus.RUNNING,
         ):
             return False
+        if still_stalled is not None and not still_stalled(session, execution):
+            return False
         execution.epoch += 1
-        execution.updated_at = now()
+        execution.updated_at = db_now(session)
         stale = session.scalars(
             select(StepRun).where(
                 StepRun.execution_id == execution.id,

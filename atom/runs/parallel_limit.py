@@ -18,7 +18,7 @@ from celery import Celery
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from atom.clock import now
+from atom.clock import db_now
 from atom.runs import dispatch
 from atom.store.models import Execution, WorkflowVersion
 from atom.workflow.definition import parse_definition
@@ -92,7 +92,7 @@ def admit(
             return []
         params = {"tenant": tenant_id, "exclude": None, "limit": free}
         ids = [row[0] for row in session.execute(_WAITING, params)]
-        stamp = now()
+        stamp = db_now(session)
         for execution_id in ids:
             execution = session.get_one(Execution, execution_id)
             version = session.get_one(WorkflowVersion, execution.version_id)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import cast
@@ -24,9 +25,10 @@ from celery import Celery
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from atom.clock import now
+from atom.clock import db_now
 from atom.config import Settings
 from atom.runs import lifecycle, parallel_limit
+from atom.store.models import Execution
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,29 @@ _STALLED = text("""
 """)
 
 
+_STARTED = text("SELECT pg_postmaster_start_time()")
+_PROGRESS = text("""
+    SELECT EXISTS (
+        SELECT 1 FROM step_runs s WHERE s.execution_id = :id AND (
+            s.updated_at >= :cutoff OR s.heartbeat_at >= :alive OR s.retry_at >= :cutoff))
+""")
+
+
+def _still_stalled(settings: Settings) -> Callable[[Session, Execution], bool]:
+    """The stall test of ``_STALLED`` for one execution, under its row lock (``redrive``)."""
+
+    def check(session: Session, execution: Execution) -> bool:
+        stamp = db_now(session)
+        cutoff = stamp - timedelta(seconds=settings.stall_seconds)
+        alive = stamp - timedelta(seconds=settings.heartbeat_timeout)
+        if execution.updated_at >= cutoff:
+            return False
+        params = {"id": execution.id, "cutoff": cutoff, "alive": alive}
+        return not session.execute(_PROGRESS, params).scalar_one()
+
+    return check
+
+
 @dataclass(frozen=True)
 class Report:
     """What one reconciliation pass saw and did."""
@@ -58,8 +83,19 @@ class Report:
 
 
 def stalled(session: Session, settings: Settings, limit: int = 100) -> list[uuid.UUID]:
-    """Executions with no progress for ``stall_seconds`` (across all tenants: maintenance)."""
-    stamp = now()
+    """Executions with no progress for ``stall_seconds`` (across all tenants: maintenance);
+    ages are measured on the database's clock, which wrote the stamps.
+
+    Nothing while PostgreSQL has been up for less than ``stall_seconds``: "no progress for
+    that long" means nothing while the database could not take any. During an outage no
+    worker could write a heartbeat or record a step's end (it waits to, in-process, retrying
+    at least every 5 s), so a live step would look dead, and re-driving it would run it twice.
+    """
+    stamp = db_now(session)
+    uptime = (stamp - session.execute(_STARTED).scalar_one()).total_seconds()
+    if uptime < settings.stall_seconds:
+        logger.info("reconcile: the database started %.0f s ago; waiting before judging", uptime)
+        return []
     rows = session.execute(
         _STALLED,
         {
@@ -100,7 +136,27 @@ def ids_in_broker(url: str) -> set[str] | None:
         client.close()
 
 
-def reconcile(factory: sessionmaker[Session], app: Celery, settings: Settings) -> Report:
+Observer = Callable[[uuid.UUID, str], None]
+"""Told about each stalled execution before anything happens to it: ``(id, "redrive")`` or
+``(id, "waiting")`` (its message waits in the broker). The troubleshooter explains and
+records; it never changes what the reconciler does, and its failures are only logged."""
+
+
+def _tell(observe: Observer | None, execution_id: uuid.UUID, finding: str) -> None:
+    if observe is None:
+        return
+    try:
+        observe(execution_id, finding)
+    except Exception:  # explaining must never stop the healing
+        logger.exception("reconcile: explaining execution %s failed", execution_id)
+
+
+def reconcile(
+    factory: sessionmaker[Session],
+    app: Celery,
+    settings: Settings,
+    observe: Observer | None = None,
+) -> Report:
     """One pass of the self-healing loop; only one runs at a time (advisory lock)."""
     if parallel_limit.limit_of(app) > 0:
         parallel_limit.admit_all(factory, app, parallel_limit.limit_of(app))
@@ -119,12 +175,15 @@ def reconcile(factory: sessionmaker[Session], app: Celery, settings: Settings) -
     for execution_id in candidates:
         if str(execution_id) in queued:
             waiting += 1
+            _tell(observe, execution_id, "waiting")
             continue
+        _tell(observe, execution_id, "redrive")
         if lifecycle.redrive(
             factory,
             app,
             execution_id,
             f"no progress for {settings.stall_seconds:g} s and no message in the broker",
+            _still_stalled(settings),
         ):
             redriven.append(str(execution_id))
     return Report(len(candidates), redriven, waiting)

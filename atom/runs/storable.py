@@ -10,9 +10,19 @@ the delivery failing at the database and being re-driven forever.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
 from atom.errors import PermanentError
+
+_STORED = text("""
+    SELECT coalesce(sum(octet_length(coalesce(input::text, ''))
+                        + octet_length(coalesce(output::text, ''))), 0)
+    FROM step_runs WHERE execution_id = :execution AND node_id <> :node
+""")
 
 
 def _bad_text(value: str) -> str | None:
@@ -59,3 +69,19 @@ def check(value: Any, what: str, max_bytes: int) -> int:
     if reason := _find_bad_text(value, what):
         raise PermanentError(f"cannot store it: {reason}")
     return size
+
+
+def stored_bytes(session: Session, execution_id: uuid.UUID, but_node: str) -> int:
+    """The bytes the execution's other steps have stored (input and output, as JSON text)."""
+    return int(session.execute(_STORED, {"execution": execution_id, "node": but_node}).scalar_one())
+
+
+def check_total(stored: int, adding: int, what: str, max_bytes: int) -> None:
+    """PermanentError when ``adding`` bytes to the ``stored`` ones passes the execution's cap
+    (``ATOM_MAX_EXECUTION_BYTES``)."""
+    if stored + adding > max_bytes:
+        raise PermanentError(
+            f"{what} ({adding} bytes) would bring the execution's stored inputs and outputs "
+            f"to {stored + adding} bytes, over the limit of {max_bytes} "
+            "(ATOM_MAX_EXECUTION_BYTES)"
+        )

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from atom.clock import now
 from atom.errors import NotFound
+from atom.security import permissions
 from atom.store import workflows
 from atom.store.models import Webhook, Workflow
 
@@ -22,8 +23,11 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def set_webhook(session: Session, tenant_id: uuid.UUID, workflow_id: uuid.UUID) -> str:
-    """Create the workflow's webhook token, or rotate it (the old one stops working now)."""
+def set_webhook(
+    session: Session, tenant_id: uuid.UUID, workflow_id: uuid.UUID
+) -> tuple[uuid.UUID, str]:
+    """Create the workflow's webhook token, or rotate it (the old one stops working now):
+    ``(webhook id, token)``; the id stays across rotations (the audit log names it)."""
     workflows.get_workflow(session, tenant_id, workflow_id)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     hook = session.scalar(
@@ -32,12 +36,15 @@ def set_webhook(session: Session, tenant_id: uuid.UUID, workflow_id: uuid.UUID) 
         .with_for_update()
     )
     if hook is None:
-        session.add(Webhook(tenant_id=tenant_id, workflow_id=workflow_id, token_hash=_hash(token)))
+        hook = Webhook(
+            id=uuid.uuid4(), tenant_id=tenant_id, workflow_id=workflow_id, token_hash=_hash(token)
+        )
+        session.add(hook)
     else:
         hook.token_hash = _hash(token)
         hook.created_at = now()
     session.flush()
-    return token
+    return hook.id, token
 
 
 def delete_webhook(session: Session, tenant_id: uuid.UUID, workflow_id: uuid.UUID) -> None:
@@ -52,6 +59,15 @@ def delete_webhook(session: Session, tenant_id: uuid.UUID, workflow_id: uuid.UUI
     session.flush()
 
 
+def webhook_for_token(session: Session, token: str) -> Webhook | None:
+    """The webhook of a live workflow this token opens, or None."""
+    return session.scalar(
+        select(Webhook)
+        .join(Workflow, Webhook.workflow_id == Workflow.id)
+        .where(Webhook.token_hash == _hash(token), Workflow.deleted_at.is_(None))
+    )
+
+
 def workflow_for_token(session: Session, token: str) -> Workflow:
     """The live workflow a webhook token starts, or NotFound."""
     workflow = session.scalar(
@@ -64,8 +80,11 @@ def workflow_for_token(session: Session, token: str) -> Workflow:
     return workflow
 
 
-def workflows_for_event(session: Session, tenant_id: uuid.UUID, event_type: str) -> list[Workflow]:
-    """The tenant's live workflows whose trigger is ``kind: event`` with this event type."""
+def workflows_for_event(
+    session: Session, tenant_id: uuid.UUID, event_type: str, who: permissions.Principal
+) -> list[Workflow]:
+    """The tenant's live workflows whose trigger is ``kind: event`` with this event type and
+    that ``who`` may run (``metadata.permissions``; the others are left alone, silently)."""
     return list(
         session.scalars(
             select(Workflow)
@@ -74,6 +93,7 @@ def workflows_for_event(session: Session, tenant_id: uuid.UUID, event_type: str)
                 Workflow.deleted_at.is_(None),
                 Workflow.trigger_kind == "event",
                 Workflow.event_type == event_type,
+                permissions.runnable(tenant_id, who),
             )
             .order_by(Workflow.created_at)
         )

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from celery import Celery
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from atom.clock import db_now
 from atom.errors import NotFound
 from atom.runs import dispatch, engine, parallel_limit
 from atom.schedules.entry import sync_entries_safely
@@ -23,6 +25,39 @@ from atom.store import workflows
 from atom.store.models import Execution, Schedule, ScheduleFire
 
 logger = logging.getLogger(__name__)
+
+
+Saturation = Callable[[], str | None]
+"""Why the step queue is too full to start a run now (None: it is not): backpressure."""
+
+
+def saturation(backlog: Callable[[], int | None], limit: int) -> Saturation:
+    """A :data:`Saturation` check: over ``limit`` (``ATOM_MAX_QUEUE_DEPTH``; 0: never) step
+    messages waiting in the broker, as ``backlog()`` counts them."""
+
+    def check() -> str | None:
+        waiting = backlog() if limit else None
+        if waiting is None or waiting < limit:
+            return None
+        return (
+            f"backpressure: {waiting} steps were waiting for a worker "
+            f"(ATOM_MAX_QUEUE_DEPTH is {limit}); this fire started no run"
+        )
+
+    return check
+
+
+def _never() -> str | None:
+    return None
+
+
+class TooEarly(Exception):
+    """A fire arrived before its slot by the database's clock (the clock of the beat that
+    sent it runs ahead): send it again in ``seconds``."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"fire {seconds:.3f} s before its time")
+        self.seconds = seconds
 
 
 @dataclass(frozen=True)
@@ -54,8 +89,10 @@ def record_fire(
     source: str,
     *,
     missed_reason: str | None = None,
+    saturated: str | None = None,
 ) -> Fired:
-    """Record one fire time (once: unique per schedule and time) and start its run."""
+    """Record one fire time (once: unique per schedule and time) and start its run; with
+    ``saturated`` (the broker's step queue is over its limit), record it skipped instead."""
     inserted = session.execute(
         insert(ScheduleFire)
         .values(
@@ -75,6 +112,9 @@ def record_fire(
     if missed_reason:
         fire.status, fire.reason = FireStatus.MISSED, missed_reason
         return Fired(FireStatus.MISSED)
+    if saturated:
+        fire.status, fire.reason = FireStatus.SKIPPED, saturated
+        return Fired(FireStatus.SKIPPED)
     if schedule.overlap == "skip" and (running := _active_run(session, schedule)):
         fire.status, fire.reason = (
             FireStatus.SKIPPED,
@@ -111,21 +151,30 @@ def fire(
     fire_time: datetime,
     misfire_grace: float,
     source: str = "beat",
+    saturated: Saturation = _never,
 ) -> str:
     """Handle one fire sent by beat: record it and send the run it started.
 
     A slot older than ``misfire_grace`` (beat was down) is left to the sweeper, which
-    applies the schedule's catchup policy to it.
+    applies the schedule's catchup policy to it. While the broker's step queue is over
+    ``ATOM_MAX_QUEUE_DEPTH`` (``saturated``), the fire is recorded ``skipped`` with the
+    reason and starts nothing: a schedule never floods a saturated broker. A fire that
+    arrives before its slot by the database's clock raises :class:`TooEarly`.
     """
-    if datetime.now(UTC) - fire_time > timedelta(seconds=misfire_grace):
-        return "left to the sweeper"
     with dispatch.record_then_send(factory, app) as (session, outbox):
+        # The database's clock decides, not this worker's or beat's: the transaction's
+        # time is also the run's created_at, so a run never starts before its slot.
+        at = session.execute(select(func.now())).scalar_one().astimezone(UTC)
+        if fire_time > at:
+            raise TooEarly((fire_time - at).total_seconds())
+        if at - fire_time > timedelta(seconds=misfire_grace):
+            return "left to the sweeper"
         schedule = session.scalar(
             select(Schedule).where(Schedule.id == uuid.UUID(schedule_id)).with_for_update()
         )
         if schedule is None or not schedule.enabled:
             return "disabled"
-        fired = record_fire(session, schedule, fire_time, source)
+        fired = record_fire(session, schedule, fire_time, source, saturated=saturated())
         if fired.execution is not None:
             parallel_limit.send_or_wait(
                 session, outbox, fired.execution, parallel_limit.limit_of(app)
@@ -140,14 +189,16 @@ def sweep(
     grace: float,
     misfire_grace: float,
     now: datetime | None = None,
+    saturated: Saturation = _never,
 ) -> dict[str, int]:
-    """Account for every slot up to ``now - grace``: fire late, catch up, or record missed."""
-    now = now or datetime.now(UTC)
-    horizon = now - timedelta(seconds=grace)
+    """Account for every slot up to ``now - grace``: fire late, catch up, or record missed
+    (or skipped, while the broker is saturated: see ``fire``)."""
     counts = {"late": 0, "catchup": 0, "missed": 0}
     with factory.begin() as session:
         if not session.scalar(text("SELECT pg_try_advisory_xact_lock(742004)")):
             return counts
+        now = now or db_now(session)  # the database's clock: a skewed worker fires no slot early
+        horizon = now - timedelta(seconds=grace)
         ids = list(
             session.scalars(
                 select(Schedule.id).where(
@@ -157,7 +208,7 @@ def sweep(
         )
     for schedule_id in ids:
         try:
-            _sweep_one(factory, app, schedule_id, now, horizon, misfire_grace, counts)
+            _sweep_one(factory, app, schedule_id, now, horizon, misfire_grace, counts, saturated)
         except Exception:  # one bad schedule must not stop the others
             logger.exception("schedule %s: sweep failed; the next pass tries again", schedule_id)
     sync_entries_safely(factory, app, misfire_grace)
@@ -172,6 +223,7 @@ def _sweep_one(
     horizon: datetime,
     misfire_grace: float,
     counts: dict[str, int],
+    saturated: Saturation = _never,
 ) -> None:
     """One schedule's share of a sweep, in its own transaction."""
     with dispatch.record_then_send(factory, app) as (session, outbox):
@@ -210,7 +262,11 @@ def _sweep_one(
                 counts["missed"] += 1
                 continue
             fired = record_fire(
-                session, schedule, slot, "catchup" if slot in caught_up else "sweeper"
+                session,
+                schedule,
+                slot,
+                "catchup" if slot in caught_up else "sweeper",
+                saturated=saturated(),
             )
             counts["catchup" if slot in caught_up else "late"] += 1
             if fired.execution is not None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, false, select
 from sqlalchemy.orm import Session
 
 from atom.store.models import AuditEntry
@@ -30,6 +30,7 @@ _SINGULAR = {
     "alerts": "alert_rule",
     "decisions": "decision",
     "models": "model",
+    "anomaly": "anomaly",
 }
 _VERB = {"POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
 
@@ -101,7 +102,11 @@ def query(tenant_id: uuid.UUID, filters: dict[str, Any]) -> Select:
     if filters.get("key_id"):
         q = q.where(AuditEntry.key_id == filters["key_id"])
     if isinstance(filters.get("since"), datetime):
-        q = q.where(AuditEntry.at >= filters["since"])
+        # In UTC: PostgreSQL refuses offsets past +-15:59 that Python (and ISO 8601) accept.
+        try:
+            q = q.where(AuditEntry.at >= filters["since"].astimezone(UTC))
+        except OverflowError:  # after year 9999 in UTC: nothing is that recent
+            q = q.where(false())
     return q.order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
 
 

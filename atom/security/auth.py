@@ -86,6 +86,9 @@ def issue_key(
 
 
 MAX_KEY_LIFETIME = timedelta(days=3650)
+FUTURE_TIME_FORMAT = "future-date-time"
+"""The OpenAPI ``format`` of ``expires_at``: an RFC 3339 date-time that lies in the future
+(a window a JSON Schema cannot state; the name says it)."""
 
 
 def _expiry(doc: dict[str, Any], problems: dict[str, list[str]]) -> datetime | None:

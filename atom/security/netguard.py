@@ -191,6 +191,41 @@ def check_host(
     return Target(scheme=scheme, host=host, port=port, address=addresses[0])
 
 
+_LITERAL_AUTHORITY = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/?#{}]+)[/?#]")
+
+
+def refused_before_running(url: str, allowlist: tuple[str, ...]) -> str | None:
+    """Why the guard will refuse ``url`` whatever DNS answers, or None: a URL two parsers read
+    differently, or a host that is an address (or ``localhost``) the platform may not reach
+    and ``allowlist`` does not admit. Checked when a workflow is saved; a name is resolved
+    only when its step runs. A templated URL is checked when its scheme and host are literal
+    (``https://10.0.0.5/{{ input.path }}``)."""
+    literal = url
+    if "{{" in url or "{%" in url:
+        prefix = url[: min(i for i in (url.find("{{"), url.find("{%")) if i >= 0)]
+        match = _LITERAL_AUTHORITY.match(prefix)
+        if match is None:
+            return None  # the host comes from the run's data: the guard checks it then
+        literal = match.group(1) + "/"
+    try:
+        _scheme, host, _port = parse(literal)
+    except PermanentError as e:
+        return str(e)
+    name = host.lower().rstrip(".")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if name != "localhost" and not name.endswith(".localhost"):
+            return None
+        ip = ipaddress.ip_address("127.0.0.1")  # RFC 6761: localhost is loopback
+    if _forbidden(ip) and not _allowed(host, ip, allowlist):
+        return (
+            f"http_request: {host} is a private, loopback or link-local address, which "
+            "the platform does not call; add it to ATOM_HTTP_ALLOWLIST to allow it"
+        )
+    return None
+
+
 REDACTED = "***"
 
 

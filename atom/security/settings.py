@@ -16,10 +16,23 @@ from sqlalchemy.orm import Session
 from atom.errors import InvalidInput, NotFound
 from atom.store.models import Tenant
 
-_DOMAIN = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+DOMAIN_PATTERN = rf"^{_LABEL}(\.{_LABEL})+$"
+"""A domain as the API's document states it (no lookarounds: JSON Schema patterns are
+ECMA-262); the server also takes it in any case and with surrounding dots or spaces."""
+_DOMAIN = re.compile(DOMAIN_PATTERN)
 _ADDRESS = re.compile(r"^[^@\s<>,;\"]+@([^@\s<>,;\"]+)$")
 MAX_DOMAINS = 100
 KNOWN = {"email_allowed_domains"}
+
+
+def _normal(domain: str) -> str:
+    return domain.strip().strip(".").lower()
+
+
+def domain_ok(domain: Any) -> bool:
+    """True if ``domain`` is a domain the allowlist takes."""
+    return isinstance(domain, str) and bool(_DOMAIN.fullmatch(_normal(domain)))
 
 
 def _tenant(session: Session, tenant_id: uuid.UUID) -> Tenant:
@@ -49,14 +62,14 @@ def put(session: Session, tenant_id: uuid.UUID, doc: Any) -> dict[str, Any]:
         )
     else:
         for i, domain in enumerate(domains):
-            if not isinstance(domain, str) or not _DOMAIN.match(domain.lower().strip(".")):
+            if not domain_ok(domain):
                 problems.setdefault(f"email_allowed_domains[{i}]", []).append(
                     "must be a domain such as example.com"
                 )
     if problems:
         raise InvalidInput(problems)
     tenant = _tenant(session, tenant_id)
-    tenant.settings = {"email_allowed_domains": sorted({d.lower().strip(".") for d in domains})}
+    tenant.settings = {"email_allowed_domains": sorted({_normal(d) for d in domains})}
     session.flush()
     return get(session, tenant_id)
 

@@ -35,7 +35,12 @@ from atom.store.models import Credential
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 TYPES = ("secret", "token", "basic", "dsn", "smtp", "object")
-MAX_VALUE_BYTES = 16 * 1024
+MAX_VALUE_CHARS = 16 * 1024
+"""A string value's length at most (a PEM key or a long DSN fits)."""
+MAX_VALUE_FIELDS = 32
+MAX_FIELD_CHARS = 4096
+"""An object value: at most this many fields, each a string of at most this length, an
+integer or a boolean (``{username, password}``, a DSN's parts)."""
 _REFERENCE = re.compile(
     r"credentials\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*['\"]([A-Za-z_][A-Za-z0-9_]*)['\"]\s*\])"
 )
@@ -79,6 +84,28 @@ def decrypt(token: str, secret_key: str | None) -> Any:
         ) from e
 
 
+def value_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be a credential's value, or None."""
+    if isinstance(value, str):
+        if not 1 <= len(value) <= MAX_VALUE_CHARS:
+            return f"a string value must have 1 to {MAX_VALUE_CHARS} characters"
+        return None
+    if isinstance(value, dict):
+        if not 1 <= len(value) <= MAX_VALUE_FIELDS:
+            return f"an object value must have 1 to {MAX_VALUE_FIELDS} fields"
+        for v in value.values():
+            if isinstance(v, str) and len(v) <= MAX_FIELD_CHARS:
+                continue
+            if isinstance(v, int):  # booleans too (a DSN's allow_write)
+                continue
+            return (
+                f"an object's fields must be strings of at most {MAX_FIELD_CHARS} characters, "
+                "integers or booleans"
+            )
+        return None
+    return "must be a non-empty string or object"
+
+
 def _check(doc: Any, partial: bool = False) -> dict[str, Any]:
     problems: dict[str, list[str]] = {}
     if not isinstance(doc, dict):
@@ -87,20 +114,15 @@ def _check(doc: Any, partial: bool = False) -> dict[str, Any]:
     for key in set(doc) - known:
         problems.setdefault(key, []).append("is not a field of a credential")
     name = doc.get("name")
-    if not partial and (not isinstance(name, str) or not NAME.match(name)):
+    if not partial and (not isinstance(name, str) or not NAME.fullmatch(name)):
         problems.setdefault("name", []).append(
             "must be 1-64 letters, digits or underscores, not starting with a digit"
         )
     value = doc.get("value")
     if "value" not in doc and not partial:
         problems.setdefault("value", []).append("is required")
-    elif "value" in doc:
-        if not isinstance(value, str | dict) or value in ("", {}):
-            problems.setdefault("value", []).append("must be a non-empty string or object")
-        elif len(json.dumps(value)) > MAX_VALUE_BYTES:
-            problems.setdefault("value", []).append(f"must be at most {MAX_VALUE_BYTES} bytes")
-        elif isinstance(value, dict) and not all(isinstance(v, str | int) for v in value.values()):
-            problems.setdefault("value", []).append("an object's fields must be strings")
+    elif "value" in doc and (problem := value_problem(value)):
+        problems.setdefault("value", []).append(problem)
     kind = doc.get("type", "secret")
     if kind not in TYPES:
         problems.setdefault("type", []).append(f"must be one of {', '.join(TYPES)}")

@@ -297,6 +297,8 @@ class AlertRule(Base):
     """Seconds after a notified alert during which the rule fires silently."""
     channels: Mapped[list[Any]] = mapped_column(JSONType, default=list)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    series: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    """An ``anomaly`` rule's series selector ``{kind?, workflow_id?, name?}`` (else None)."""
     builtin: Mapped[str | None] = mapped_column(String(40))
     """The key of a built-in rule (one per tenant), None for a user's own."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -334,6 +336,8 @@ class Alert(Base):
     """False when it fired within the cooldown of an earlier notified alert: it stays silent."""
     notifications: Mapped[list[Any]] = mapped_column(JSONType, default=list)
     """Delivery results: ``{event, channel, target (redacted), ok, error, at}``."""
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    """An anomaly alert's point: ``{series, at, value, expected, score, through}``."""
     fired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -422,6 +426,9 @@ class TroubleshootingSession(Base):
 
 # Run statistics select executions by the time they finished (atom.monitoring).
 Index("ix_executions_tenant_finished", Execution.tenant_id, Execution.finished_at)
+# Run-metric series read every tenant's finished runs and steps by finish time (atom.anomaly).
+Index("ix_executions_finished", Execution.finished_at)
+Index("ix_step_runs_finished", StepRun.finished_at)
 
 
 class MLModel(Base):
@@ -516,4 +523,97 @@ class UserEvent(Base):
     __table_args__ = (
         Index("ix_user_events_tenant_user_at", "tenant_id", "user_id", "at"),
         Index("ix_user_events_tenant_at", "tenant_id", "at"),
+    )
+
+
+class MetricSeries(Base):
+    """A metric series: a tenant's custom metric, one of its run metrics, or (no tenant) a
+    platform queue's depth."""
+
+    __tablename__ = "metric_series"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE")
+    )
+    """None for the platform's series (queue depths), which every tenant's rules may watch."""
+    kind: Mapped[str] = mapped_column(String(24))
+    """workflow_duration, workflow_error_rate, queue_depth, step_duration or custom."""
+    workflow_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("workflows.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(String(200), default="")
+    """The custom metric's name, the action type, or the queue ("" for workflow series)."""
+    key: Mapped[str] = mapped_column(String(400), unique=True)
+    """tenant|kind|workflow|name: one series per key (NULLs could not be unique)."""
+    unit: Mapped[str] = mapped_column(String(32), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_point_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_metric_series_tenant_kind", "tenant_id", "kind"),)
+
+
+class MetricPoint(Base):
+    """One point of a series, with its anomaly score once the ML pool has scored it."""
+
+    __tablename__ = "metric_points"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    series_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("metric_series.id", ondelete="CASCADE"))
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE")
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    value: Mapped[float] = mapped_column(Float)
+    score: Mapped[float | None] = mapped_column(Float)
+    """0..1 (None: the detector gave none, e.g. a cold start); set with ``scored_at``."""
+    expected_low: Mapped[float | None] = mapped_column(Float)
+    expected_high: Mapped[float | None] = mapped_column(Float)
+    scored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_metric_points_series_at", "series_id", "at"),
+        Index("ix_metric_points_at", "at"),
+        Index(
+            "ix_metric_points_unscored",
+            "series_id",
+            postgresql_where=text("scored_at IS NULL"),
+        ),
+    )
+
+
+class MetricCursor(Base):
+    """How far the derivation of run-metric series has read (one row per source)."""
+
+    __tablename__ = "metric_cursors"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    through: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OptimizationResult(Base):
+    """One optimizer analysis: its baseline, suggestions, optimized definition, prediction."""
+
+    __tablename__ = "optimization_results"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    workflow_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("workflows.id", ondelete="CASCADE")
+    )
+    """None for an analysis of an inline definition (which cannot be applied)."""
+    workflow_version: Mapped[int | None] = mapped_column(Integer)
+    """The version analysed."""
+    strategy: Mapped[str] = mapped_column(String(20))
+    origin: Mapped[str] = mapped_column(String(10), default="api")
+    """api (a person asked) | beat (the periodic analysis)."""
+    baseline: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    suggestions: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    optimized: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    predicted: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    trade_offs: Mapped[list[Any] | None] = mapped_column(JSONType)
+    applied_version: Mapped[int | None] = mapped_column(Integer)
+    """The workflow version ``apply`` saved ``optimized`` as."""
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_optimization_results_tenant_created", "tenant_id", "created_at"),
+        Index("ix_optimization_results_workflow", "workflow_id"),
     )

@@ -9,17 +9,40 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from atom.clock import now
-from atom.errors import NotFound
-from atom.security import vault
+from atom.errors import DefinitionError, NotFound, Problem
+from atom.security import netguard, permissions, vault
 from atom.store.models import Workflow, WorkflowVersion
 from atom.workflow.compiler import compile_plan
-from atom.workflow.definition import Definition, parse_definition
+from atom.workflow.definition import Definition, parse_definition, unknown_step_references
 
 
-def validate(document: Any) -> tuple[Definition, dict[str, Any]]:
-    """Parse and compile a document; raises DefinitionError listing every problem."""
+def validate(
+    document: Any, http_allowlist: tuple[str, ...] | None = None
+) -> tuple[Definition, dict[str, Any]]:
+    """Parse and compile a document; raises DefinitionError listing every problem.
+
+    A document being saved is held to more than one that loads: a template must not read a
+    step the workflow does not have, and with ``http_allowlist`` given (``ATOM_HTTP_ALLOWLIST``)
+    an ``http_request`` to an address the outbound guard will refuse is a problem now, not a
+    failed run later."""
     definition = parse_definition(document)
+    problems = unknown_step_references(definition)
+    if http_allowlist is not None:
+        problems += _refused_targets(definition, http_allowlist)
+    if problems:
+        raise DefinitionError(problems)
     return definition, compile_plan(definition)
+
+
+def _refused_targets(definition: Definition, allowlist: tuple[str, ...]) -> list[Problem]:
+    problems = []
+    for node in definition.nodes:
+        url = node.config.get("url")
+        if node.action_type != "http_request" or not isinstance(url, str):
+            continue
+        if reason := netguard.refused_before_running(url, allowlist):
+            problems.append(Problem(f"nodes[{node.id}].config.url", reason, node.id))
+    return problems
 
 
 def _describe(workflow: Workflow, definition: Definition) -> None:
@@ -30,11 +53,16 @@ def _describe(workflow: Workflow, definition: Definition) -> None:
 
 
 def create_workflow(
-    session: Session, tenant_id: uuid.UUID, document: Any
+    session: Session,
+    tenant_id: uuid.UUID,
+    document: Any,
+    http_allowlist: tuple[str, ...] | None = None,
 ) -> tuple[Workflow, WorkflowVersion]:
-    """Validate, compile and store a new workflow at version 1."""
-    definition, plan = validate(document)
+    """Validate, compile and store a new workflow at version 1 (``validate`` says what
+    ``http_allowlist`` adds)."""
+    definition, plan = validate(document, http_allowlist)
     vault.check_references(session, tenant_id, list(definition.nodes))
+    permissions.check_key_entries(session, tenant_id, definition.permissions)
     workflow = Workflow(id=uuid.uuid4(), tenant_id=tenant_id, version=1)
     _describe(workflow, definition)
     session.add(workflow)
@@ -101,11 +129,16 @@ def versions_of(session: Session, workflows: list[Workflow]) -> dict[uuid.UUID, 
 
 
 def update_workflow(
-    session: Session, tenant_id: uuid.UUID, workflow_id: uuid.UUID, document: Any
+    session: Session,
+    tenant_id: uuid.UUID,
+    workflow_id: uuid.UUID,
+    document: Any,
+    http_allowlist: tuple[str, ...] | None = None,
 ) -> tuple[Workflow, WorkflowVersion]:
     """Store a new version; executions already running keep the version they started on."""
-    definition, plan = validate(document)
+    definition, plan = validate(document, http_allowlist)
     vault.check_references(session, tenant_id, list(definition.nodes))
+    permissions.check_key_entries(session, tenant_id, definition.permissions)
     workflow = get_workflow(session, tenant_id, workflow_id, for_update=True)
     workflow.version += 1
     workflow.updated_at = now()

@@ -203,14 +203,24 @@ def status_category(status: int) -> Category | None:
     return None
 
 
-_TRANSIENT_DB = re.compile(
-    r"operationalerror|could not connect|connection (refused|reset)|server closed|deadlock|"
-    r"lock wait|could not serialize|too many clients|statement timeout|timed? ?out|"
-    r"queuepool|gone away|administrator command|database is locked|interfaceerror",
+_STATEMENT_DB = re.compile(
+    r"does not exist|no such (table|column)|unknown (column|table|database)|syntax error|"
+    r"violates|violation|duplicate (key|entry)|constraint|integrityerror|programmingerror|"
+    r"dataerror|invalid input|datatype mismatch|out of range|division by zero|"
+    r"authentication failed|access denied|permission denied|undefined(column|table|function)|"
+    r"undefined (column|table|function)|must appear in the group by|ambiguous",
     re.I,
 )
+"""A database failure caused by what was sent: the statement, the data or the login. A
+retry sends the same and fails the same way."""
 
 
 def database_is_transient(text: str) -> bool:
-    """A database failure that a later attempt can get past (not a schema or data error)."""
-    return bool(_TRANSIENT_DB.search(text or ""))
+    """A database failure that a later attempt can get past.
+
+    The test is the other way round from a list of outages (which missed every outage it
+    did not name): a database error is transient (the server is unreachable, restarting,
+    full, locked, out of connections or memory) unless it names a fault in what the step
+    sent (the statement, the data, the login), which a retry would repeat. When in doubt
+    between the two, the statement wins: nothing permanent is retried."""
+    return not _STATEMENT_DB.search(text or "")

@@ -27,10 +27,17 @@ from atom.clock import now
 from atom.config import Settings
 from atom.errors import Conflict, InvalidInput, NotFound
 from atom.runs import engine, events, lifecycle
+from atom.security import settings as tenant_settings
 from atom.statuses import ExecutionStatus, SessionStatus, StepStatus, values
 from atom.store import workflows as store
 from atom.store.db import after_commit
-from atom.store.models import AlertRule, Execution, TroubleshootingSession, WorkflowVersion
+from atom.store.models import (
+    AlertRule,
+    Execution,
+    TroubleshootingSession,
+    Workflow,
+    WorkflowVersion,
+)
 from atom.troubleshoot import gather, resolutions
 from atom.troubleshoot.diagnose import Diagnosis, Issue, diagnose
 
@@ -44,6 +51,12 @@ OPEN, RESOLVED, NEEDS_ATTENTION = (
 STATUSES = values(SessionStatus)
 MAX_LOG_LINES = 500
 MAX_LOG_LINE = 4000
+
+
+RECONCILER = "reconciler"
+"""``by`` of what the reconciler did (``atom.troubleshoot.stuck`` records it)."""
+ACTED = ("retried", "redriven", "waiting_for_worker")
+"""Decisions after which a session waits for its run to end."""
 
 
 @dataclass(frozen=True)
@@ -276,8 +289,46 @@ def _finish(session: Session, row: TroubleshootingSession, status: SessionStatus
     _announce(session, row, why)
 
 
+def notice_of(row: TroubleshootingSession) -> tuple[str, str | None] | None:
+    """Whether a session that just ended is worth a notice: ``(event, auto_resolution)``.
+
+    ATOM tells the tenant's alert channels when it acted or needs someone: a session ATOM
+    opened by itself (a failed run, a stuck one) that needs attention, and every automatic
+    resolution that succeeded or failed. A session a person opened through the API and
+    that ATOM did not act on is answered in the response; it sends nothing."""
+    person = any(d.get("by") == "person" for d in row.decisions)
+    acted = row.auto_retries > 0 or any(
+        d.get("decision") in ACTED and d.get("by") != "person" for d in row.decisions
+    )
+    if person:
+        return None  # someone is at it already
+    if row.status == RESOLVED:
+        return ("troubleshooting.resolved", "succeeded") if acted else None
+    if row.status == NEEDS_ATTENTION:
+        if acted:
+            return "troubleshooting.needs_attention", "failed"
+        if row.origin != "api":
+            return "troubleshooting.needs_attention", None
+    return None
+
+
+def notice_text(payload: dict[str, Any]) -> str:
+    """The one line Slack and the email subject show."""
+    texts: dict[tuple[str, str | None], str] = {
+        ("troubleshooting.resolved", "succeeded"): "resolved automatically",
+        ("troubleshooting.needs_attention", "failed"): "automatic resolution failed, needs "
+        "attention",
+    }
+    what = texts.get((payload["event"], payload.get("auto_resolution")), "needs attention")
+    root = payload.get("root_cause") or {}
+    where = f" at step {root['node_id']}" if root.get("node_id") else ""
+    cause = f" ({root['category']}{where})" if root.get("category") else ""
+    return f"[ATOM] troubleshooting: {payload['workflow_name']} {what}{cause}"
+
+
 def _announce(session: Session, row: TroubleshootingSession, why: str) -> None:
-    """A live event on the execution's stream, and the tenant's webhook alert channels."""
+    """A live event on the execution's stream and, when ATOM acted or needs someone, a
+    notice on the tenant's alert channels (``ATOM_TROUBLESHOOT_NOTIFY`` picks the types)."""
     message = {
         RESOLVED: "resolved automatically" if row.auto_retries else "resolved",
         NEEDS_ATTENTION: "needs attention",
@@ -294,10 +345,47 @@ def _announce(session: Session, row: TroubleshootingSession, why: str) -> None:
     }
     if row.execution_id is not None:
         events.emit(session, event)
-    settings = session.info.get(SETTINGS)
-    if settings is None:
+    settings: Settings | None = session.info.get(SETTINGS)
+    notice = notice_of(row)
+    if settings is None or notice is None or not settings.troubleshoot_notify:
         return
-    targets = []
+    targets = _channels_of(session, row, settings.troubleshoot_notify)
+    if not targets:
+        return
+    kind, outcome = notice
+    root = row.issues[0] if row.issues else {}
+    workflow = session.get(Workflow, row.workflow_id)
+    payload = {
+        **event,
+        "event": kind,
+        "auto_resolution": outcome,
+        "auto_retries": row.auto_retries,
+        "workflow_name": workflow.name if workflow is not None else str(row.workflow_id),
+        "root_cause": {k: root.get(k) for k in ("category", "node_id", "confidence")},
+        "suggestion": (root.get("resolution") or {}).get("description"),
+        "summary": row.summary,
+    }
+    domains = tenant_settings.allowed_domains(session, row.tenant_id)
+    bind = session.get_bind()
+    session_id = row.id
+
+    def notify() -> None:
+        results = channels.deliver(targets, payload, settings, domains, notice_text(payload))
+        # Recorded on the session, in a transaction of its own (this one has committed).
+        with Session(bind) as later, later.begin():
+            stored = later.get(TroubleshootingSession, session_id, with_for_update=True)
+            if stored is not None:
+                _decide(stored, "notified", event=kind, deliveries=results)
+
+    after_commit(session, notify)
+
+
+def _channels_of(
+    session: Session, row: TroubleshootingSession, kinds: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """The tenant's alert channels (its enabled rules, tenant-wide or on this workflow) of
+    the chosen types, each once."""
+    targets: list[dict[str, Any]] = []
     for rule in session.scalars(
         select(AlertRule).where(
             AlertRule.tenant_id == row.tenant_id,
@@ -306,16 +394,10 @@ def _announce(session: Session, row: TroubleshootingSession, why: str) -> None:
         )
     ):
         for channel in rule.channels or []:
-            if isinstance(channel, dict) and channel.get("type") == "webhook":
+            if isinstance(channel, dict) and channel.get("type") in kinds:
                 if channel not in targets:
                     targets.append(channel)
-    if targets:
-        payload = {"event": f"troubleshooting.{row.status}", **event, "summary": row.summary}
-
-        def notify() -> None:
-            channels.deliver(targets, payload, settings)
-
-        after_commit(session, notify)
+    return targets
 
 
 SETTINGS = "atom.troubleshoot.settings"
@@ -438,17 +520,28 @@ def on_finished(session: Session, execution_id: uuid.UUID, settings: Settings) -
     retried = (
         row is not None
         and row.status == OPEN
-        and any(d.get("decision") == "retried" for d in row.decisions)
+        and any(d.get("decision") in ACTED for d in row.decisions)
     )
     if row is not None and retried:
         if execution.status == ExecutionStatus.SUCCEEDED.value:
             resolution = row.issues[0]["resolution"]
-            resolution["result"] = (
-                f"succeeded after {row.auto_retries} automatic "
-                f"retr{'y' if row.auto_retries == 1 else 'ies'}"
-                if row.auto_retries
-                else "succeeded after the retry"
+            redrives = sum(
+                1
+                for d in row.decisions
+                if d.get("decision") == "retried" and d.get("by") == RECONCILER
             )
+            if row.auto_retries:
+                result = (
+                    f"succeeded after {row.auto_retries} automatic "
+                    f"retr{'y' if row.auto_retries == 1 else 'ies'}"
+                )
+            elif redrives:
+                result = f"succeeded after {redrives} re-drive(s) by the reconciler"
+            elif any(d.get("decision") == "waiting_for_worker" for d in row.decisions):
+                result = "succeeded once a worker took it"
+            else:
+                result = "succeeded after the retry"
+            resolution["result"] = result
             flag_modified(row, "issues")
             _finish(session, row, RESOLVED, resolution["result"])
             return None

@@ -16,7 +16,12 @@ from typing import Any
 from atom.actions import ACTIONS, is_template
 from atom.errors import DefinitionError, Problem
 from atom.workflow.graph import Graph
-from atom.workflow.templating import expression_error, syntax_errors
+from atom.workflow.templating import (
+    expression_error,
+    expression_step_references,
+    step_references,
+    syntax_errors,
+)
 
 MAX_NODES = 500
 """The largest workflow accepted (validation and compilation of 500 nodes and up to 5,000
@@ -105,6 +110,9 @@ class Connection:
     source: str
     target: str
     when: str | None = None
+    ordered: bool = False
+    """Declared by the user: ``target`` depends on a side effect of ``source`` (it reads
+    nothing of its output, yet must run after it). The optimizer never removes such an edge."""
 
 
 @dataclass(frozen=True)
@@ -117,8 +125,9 @@ class Definition:
     connections: tuple[Connection, ...]
     on_failure: FailurePolicy = FailurePolicy.FAIL_FAST
     permissions: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    """``metadata.permissions``: the roles that may ``view``, ``run`` and ``edit`` it (an
-    absent kind: every role its endpoint allows)."""
+    """``metadata.permissions``: who may ``view``, ``run`` and ``edit`` it: roles,
+    ``key:<API key id>`` entries and, in ``run``, ``webhook`` (an absent kind: every role its
+    endpoint allows)."""
 
     @property
     def trigger(self) -> Node:
@@ -171,9 +180,11 @@ class Definition:
             nodes.append(doc)
         connections = []
         for c in self.connections:
-            edge = {"source": c.source, "target": c.target}
+            edge: dict[str, Any] = {"source": c.source, "target": c.target}
             if c.when is not None:
                 edge["when"] = c.when
+            if c.ordered:
+                edge["ordered"] = True
             connections.append(edge)
         doc = {
             "name": self.name,
@@ -189,6 +200,26 @@ class Definition:
 
 PERMISSION_KINDS = ("view", "run", "edit")
 ROLES = ("viewer", "operator", "editor", "admin")
+KEY_ENTRY_PREFIX = "key:"
+WEBHOOK_ENTRY = "webhook"
+"""In ``run`` only: deliveries to the workflow's webhook URL (which carry no key)."""
+_KEY_ENTRY = re.compile(
+    r"^key:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+_PERMISSION_ENTRIES = f"roles ({', '.join(ROLES)}), 'key:<API key id>' or, in run, 'webhook'"
+
+
+def permission_entry_problem(kind: str, entry: Any) -> str | None:
+    """Why ``entry`` cannot stand in ``metadata.permissions.<kind>``, or None."""
+    if isinstance(entry, str):
+        if entry in ROLES or _KEY_ENTRY.match(entry):
+            return None
+        if entry == WEBHOOK_ENTRY:
+            return None if kind == "run" else "'webhook' may only be listed in run"
+        if entry.startswith(KEY_ENTRY_PREFIX):
+            return "must be 'key:' followed by an API key id (a UUID)"
+    return f"{entry!r} is not one of {_PERMISSION_ENTRIES}"
+
 
 _CONFIG_ALIASES = {"actionType": "action_type", "eventType": "event_type"}
 
@@ -274,14 +305,24 @@ class _Parser:
             self.problem("metadata.permissions", "must be an object {view, run, edit}")
             return {}
         found: dict[str, tuple[str, ...]] = {}
-        for kind, roles in raw.items():
+        for kind, entries in raw.items():
             where = f"metadata.permissions.{kind}"
             if kind not in PERMISSION_KINDS:
                 self.problem(where, f"is not one of {', '.join(PERMISSION_KINDS)}")
-            elif not isinstance(roles, list) or any(r not in ROLES for r in roles):
-                self.problem(where, f"must be a list of roles ({', '.join(ROLES)})")
-            else:
-                found[kind] = tuple(dict.fromkeys(roles))
+                continue
+            if not isinstance(entries, list):
+                self.problem(where, f"must be a list of {_PERMISSION_ENTRIES}")
+                continue
+            good = True
+            for i, entry in enumerate(entries):
+                problem = permission_entry_problem(kind, entry)
+                if problem:
+                    self.problem(f"{where}[{i}]", problem)
+                    good = False
+            if good:
+                found[kind] = tuple(
+                    dict.fromkeys(e.lower() if _KEY_ENTRY.match(e) else e for e in entries)
+                )
         return found
 
     def node(self, i: int, raw: Any) -> Node | None:
@@ -498,7 +539,11 @@ class _Parser:
                 f"{where}.target", f"nothing may connect into the trigger {target!r}", target
             )
             return None
-        return Connection(source=source, target=target, when=when)
+        ordered = raw.get("ordered", False)
+        if not isinstance(ordered, bool):
+            self.problem(f"{where}.ordered", "must be true or false", source)
+            return None
+        return Connection(source=source, target=target, when=when, ordered=ordered)
 
     def check_graph(self, nodes: list[Node], edges: list[Connection]) -> None:
         triggers = [n.id for n in nodes if n.type is NodeType.TRIGGER]
@@ -535,6 +580,39 @@ class _Parser:
                     )
 
 
+def unknown_step_references(definition: Definition) -> list[Problem]:
+    """Templates (and condition expressions) reading ``steps.<id>`` of a step the workflow
+    does not have: they would fail only when they run. Checked when a definition is saved
+    (``atom.store.workflows.validate``), not when a stored one loads, so a version saved
+    before this check still runs as it did."""
+    known = [n.id for n in definition.nodes]
+    listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+    problems: list[Problem] = []
+    for node in definition.nodes:
+        where = f"nodes[{node.id}].config"
+        found = step_references({k: v for k, v in node.config.items() if k != "expression"}, where)
+        expression = node.config.get("expression")
+        if node.type is NodeType.CONDITION and isinstance(expression, str):
+            found += [
+                (f"{where}.expression", expression, step)
+                for step in expression_step_references(expression)
+            ]
+        for location, source, step in found:
+            if step in known:
+                continue
+            kind = "expression" if location.endswith(".expression") else "template"
+            shown = source if len(source) <= 120 else source[:117] + "..."
+            problems.append(
+                Problem(
+                    location,
+                    f"the {kind} {shown!r} reads step {step!r}, which workflow "
+                    f"{definition.name!r} does not have (its steps: {listed})",
+                    node.id,
+                )
+            )
+    return problems
+
+
 def parse_definition(document: Any) -> Definition:
     """Build a Definition from a JSON document, or raise DefinitionError with every problem."""
     parser = _Parser()
@@ -555,4 +633,5 @@ __all__ = [
     "TriggerRule",
     "is_template",
     "parse_definition",
+    "unknown_step_references",
 ]

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, Undefined
+from jinja2 import nodes as ast
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from atom.errors import PermanentError
@@ -147,3 +148,107 @@ def expression_error(expression: str) -> str | None:
     except _COMPILE_ERRORS as e:
         return f"expression does not parse: {type(e).__name__}: {e}"[:300]
     return None
+
+
+@lru_cache(maxsize=4096)
+def _steps_read(source: str) -> tuple[str, ...]:
+    """The step ids a template reads as ``steps.<id>`` or ``steps['<id>']`` (in order, once)."""
+    try:
+        tree = _ENV.parse(source)
+    except _COMPILE_ERRORS:
+        return ()  # syntax_errors reports it
+    found: list[str] = []
+    for node in tree.find_all((ast.Getattr, ast.Getitem)):
+        owner = getattr(node, "node", None)
+        if not (isinstance(owner, ast.Name) and owner.name == "steps"):
+            continue
+        if isinstance(node, ast.Getattr):
+            found.append(node.attr)
+        elif isinstance(node, ast.Getitem):
+            key = node.arg
+            if isinstance(key, ast.Const) and isinstance(key.value, str):
+                found.append(key.value)
+    return tuple(dict.fromkeys(found))
+
+
+def step_references(value: Any, where: str) -> list[tuple[str, str, str]]:
+    """``(location, template, step id)`` for every step a template inside ``value`` reads."""
+    found: list[tuple[str, str, str]] = []
+    if isinstance(value, str) and _is_template(value):
+        found.extend((where, value, step) for step in _steps_read(value))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            found.extend(step_references(v, f"{where}.{k}"))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found.extend(step_references(v, f"{where}[{i}]"))
+    return found
+
+
+def expression_step_references(expression: str) -> tuple[str, ...]:
+    """The step ids a bare expression (a condition) reads."""
+    return _steps_read("{{ " + expression + " }}")
+
+
+def _parse_all(value: Any, found: list[Any]) -> None:
+    """Jinja2 syntax trees of every template inside ``value`` (an unparsable one is skipped:
+    validation has refused it already)."""
+    if isinstance(value, str) and _is_template(value):
+        single = _single_expression(value)
+        source = "{{ " + single + " }}" if single is not None else value
+        try:
+            found.append(_ENV.parse(source))
+        except _COMPILE_ERRORS:
+            return
+    elif isinstance(value, dict):
+        for v in value.values():
+            _parse_all(v, found)
+    elif isinstance(value, list):
+        for v in value:
+            _parse_all(v, found)
+
+
+def _tree_steps_read(tree: Any) -> set[str] | None:
+    """Step ids read as ``steps.X`` / ``steps['X']`` in one tree; None for any other use of
+    ``steps`` (``steps[input.k]``, a loop over ``steps``, ``steps`` passed whole)."""
+    from jinja2 import nodes
+
+    read: set[str] = set()
+    resolved: set[int] = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        inner = node.node
+        if isinstance(inner, nodes.Name) and inner.name == "steps":
+            if isinstance(node, nodes.Getattr):
+                read.add(node.attr)
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                read.add(node.arg.value)
+            else:
+                return None
+            resolved.add(id(inner))
+    for name in tree.find_all(nodes.Name):
+        if name.name == "steps" and id(name) not in resolved:
+            return None
+    return read
+
+
+def steps_needed(value: Any, expression: str | None = None) -> frozenset[str] | None:
+    """The ids of the steps whose output (or status) the templates inside ``value`` and the
+    bare ``expression`` (a condition's) read: what a step needs from the steps before it.
+
+    None means "any step": ``steps`` is used in a way that names no fixed id, so the reader
+    must be assumed to depend on every step before it.
+    """
+    trees: list[Any] = []
+    _parse_all(value, trees)
+    if expression is not None:
+        try:
+            trees.append(_ENV.parse("{{ " + expression + " }}"))
+        except _COMPILE_ERRORS:
+            pass
+    read: set[str] = set()
+    for tree in trees:
+        found = _tree_steps_read(tree)
+        if found is None:
+            return None
+        read |= found
+    return frozenset(read)

@@ -8,11 +8,13 @@ at the session's PostgreSQL database.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +26,7 @@ from werkzeug.serving import make_server
 from atom.client import Client
 from atom.config import Settings
 from cli import embedded
-from tests.conftest import Processes, wait_for_worker
+from tests.conftest import TEST_DATA, Processes, wait_for_worker
 from tests.integration.loopback import LoopbackService
 
 FUNCTION_MODULES = ("tests.integration.functions", "tests.faults.functions")
@@ -59,10 +61,14 @@ class Stack:
         self.postgres: embedded.EmbeddedPostgres | None = None
         if own_postgres:
             # A server of its own, which the test may stop and start without disturbing
-            # the session's.
+            # the session's. Its data lives beside the session's server: pgserver runs
+            # PostgreSQL as its own user when started by root, and pytest's temporary
+            # folders (under a 0700 /tmp/pytest-of-root) are closed to that user.
             from atom.store.migrations import upgrade
 
-            self.postgres = embedded.start_postgres(root / "postgres")
+            self._postgres_dir = TEST_DATA / "pgstack" / uuid.uuid4().hex[:12]
+
+            self.postgres = embedded.start_postgres(self._postgres_dir)
             url = self.postgres.create_database("atom_faults")
             upgrade(url)
             self.settings = replace(self.settings, database_url=url)
@@ -96,7 +102,7 @@ class Stack:
     def start_postgres(self) -> None:
         """Start it again, same data directory and socket."""
         assert self.postgres is not None
-        self.postgres = embedded.start_postgres(self.root / "postgres")
+        self.postgres = embedded.start_postgres(self._postgres_dir)
 
     def _own_key(self, role: str = "admin") -> str:
         from atom.security.auth import Role, create_key, get_or_create_tenant
@@ -161,6 +167,7 @@ class Stack:
         self.redis.stop()
         if self.postgres is not None:
             self.postgres.stop()
+            shutil.rmtree(self._postgres_dir, ignore_errors=True)
 
 
 @pytest.fixture

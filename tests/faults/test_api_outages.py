@@ -155,3 +155,25 @@ def test_the_same_idempotency_key_never_starts_a_second_run(stack: Stack, servic
     assert post(workflow_id, "k-2").json()["id"] != first.json()["id"]
     time.sleep(1)
     assert len(service.calls("POST", "/side-effect")) == 2
+
+
+def test_with_rate_limits_on_execute_during_a_redis_outage_still_answers_202(
+    stack: Stack, service: LoopbackService
+):
+    """Rate limits count in Redis; with Redis down they fail open (a limit protects, it does
+    not decide), so execute takes the run as it does with limits off, never a 500."""
+    stack.settings = replace(stack.settings, rate_limit_enabled=True)
+    client = stack.api()
+    workflow_id = client.create_workflow(side_effect_workflow(service, 0))["id"]
+    url = f"{client.base_url}/api/workflows/{workflow_id}/execute"
+    stack.stop_redis()
+    try:
+        answers = [
+            client.session.post(url, json={"input": {"order": i}}, timeout=30) for i in range(3)
+        ]
+    finally:
+        stack.start_redis()
+    assert [a.status_code for a in answers] == [202] * 3, [a.text for a in answers]
+    assert all(a.json()["status"] == "queued" for a in answers)
+    limited = client.session.post(url, json={"input": {"order": 9}}, timeout=30)
+    assert limited.status_code == 202 and "RateLimit-Limit" in limited.headers, limited.headers

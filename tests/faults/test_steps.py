@@ -169,3 +169,90 @@ def test_a_step_output_over_the_size_limit_fails_the_step(stack: Stack):
     assert huge["status"] == "failed", huge
     assert "over the limit of 50000" in huge["error"]["message"], huge
     assert huge["output"] is None
+
+
+def test_a_time_limit_that_fires_while_the_outcome_is_recorded_fails_the_step_promptly(
+    stack: Stack,
+):
+    """Celery's soft limit lands wherever the task is: here, in the write of the step's end
+    (held up by a row lock the test takes). The step must end failed as timed out, and the
+    run finish, without waiting for the reconciler (none runs here)."""
+    from sqlalchemy import create_engine, text
+
+    stack.worker()
+    client = stack.api()
+    slow = action("slow", "delay", seconds=1.5)
+    slow["timeout"] = 3
+    doc = workflow(
+        "limit-while-recording",
+        [trigger(), slow, action("after", "transform", output="never")],
+        [("start", "slow"), ("slow", "after")],
+    )
+    run = client.execute(client.create_workflow(doc)["id"])
+    wait_until(
+        lambda: by_node(client.execution(run["id"]))["slow"]["status"] == "running",
+        20,
+        "the step to start",
+    )
+    db = create_engine(stack.settings.database_url or "")
+    try:
+        with db.connect() as conn, conn.begin():
+            # The action (1.5 s) ends and its worker waits on this lock to record it; the
+            # soft limit (3 s) fires meanwhile and is raised once the write gets through.
+            conn.execute(
+                text(
+                    "SELECT 1 FROM step_runs WHERE execution_id = :e AND node_id = 'slow' "
+                    "FOR UPDATE"
+                ),
+                {"e": run["id"]},
+            )
+            time.sleep(3.5)  # past the soft limit, within the hard one (soft + 5 s)
+        released = time.monotonic()
+        done = client.wait(run["id"], timeout=20)
+    finally:
+        db.dispose()
+    took = time.monotonic() - released
+    print(f"\nrun ended {took:.1f} s after the lock was released")
+    assert done["status"] == "failed", done
+    step = by_node(done)["slow"]
+    assert step["status"] == "failed", step
+    assert step["error"]["type"] == "TimeoutError", step
+    assert "timed out after 3 s" in step["error"]["message"], step
+    assert step["attempts"] == 1, step
+    assert by_node(done)["after"]["status"] in {"cancelled", "skipped"}
+    assert took < 10
+
+
+def test_an_execution_over_its_total_size_cap_fails_the_step_that_passes_it(
+    stack: Stack, service: LoopbackService
+):
+    """Each step is under ATOM_MAX_STEP_OUTPUT_BYTES; together they pass the execution's cap
+    (ATOM_MAX_EXECUTION_BYTES): the step whose output would pass it fails, and the run
+    follows its failure rules (fail fast: the next step is cancelled)."""
+    stack.worker(env={"ATOM_MAX_EXECUTION_BYTES": "20000"})
+    client = stack.api()
+    service.route(r"GET /blob", lambda req, m: (200, {"blob": "x" * 7000}))
+    fetch = {"method": "GET", "url": service.url + "/blob"}
+    doc = workflow(
+        "growing",
+        [
+            trigger(),
+            action("one", "http_request", **fetch),
+            action("two", "http_request", **fetch),
+            action("three", "http_request", **fetch),
+            action("after", "transform", output="never"),
+        ],
+        [("start", "one"), ("one", "two"), ("two", "three"), ("three", "after")],
+    )
+    run = client.execute(client.create_workflow(doc)["id"])
+    done = client.wait(run["id"], timeout=30)
+    assert done["status"] == "failed", done
+    steps = by_node(done)
+    assert steps["one"]["status"] == steps["two"]["status"] == "succeeded"
+    three = steps["three"]
+    assert three["status"] == "failed" and three["attempts"] == 1, three
+    assert "ATOM_MAX_EXECUTION_BYTES" in three["error"]["message"], three
+    assert "over the limit of 20000" in three["error"]["message"], three
+    assert three["output"] is None
+    assert steps["after"]["status"] in {"cancelled", "skipped"}
+    assert done["error"]["node_id"] == "three"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 
 import pytest
@@ -147,10 +149,86 @@ def test_list_pagination_filters_and_soft_delete(api_url: str, make_key: Callabl
     assert names == {"report-1", "report-2"}
 
 
-def test_body_over_the_limit_is_413(api_url: str, make_key: Callable[..., str]):
+def test_body_over_the_limit_is_413_naming_the_limit_and_its_variable(
+    api_url: str, make_key: Callable[..., str]
+):
     huge = {**VALID, "description": "x" * (2 * 1024 * 1024)}
     response = call(api_url, "POST", "/api/workflows", make_key("editor"), json=huge)
     assert response.status_code == 413 and response.json()["code"] == 413
+    assert response.json()["message"] == (
+        "The body is larger than the limit of 1048576 bytes; ATOM_MAX_REQUEST_BYTES sets the limit."
+    )
+    hook = call(api_url, "POST", "/api/hooks/some-token", data=b"[" + b"1," * 200_000 + b"1]")
+    assert hook.status_code == 413
+    assert "262144 bytes; ATOM_WEBHOOK_MAX_BYTES" in hook.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "said"),
+    [
+        ({}, "the request had no Content-Type header"),
+        ({"Content-Type": "text/plain"}, "the request said 'text/plain'"),
+        (
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            "the request said 'application/x-www-form-urlencoded'",
+        ),
+    ],
+)
+def test_a_body_that_is_not_declared_json_is_a_415(
+    api_url: str, make_key: Callable[..., str], headers: dict, said: str
+):
+    body = json.dumps(VALID)  # a valid definition, sent without saying it is JSON
+    key = make_key("editor")
+    for method, path in (("POST", "/api/workflows"), ("POST", "/api/events")):
+        response = call(api_url, method, path, key, data=body, headers=dict(headers))
+        assert response.status_code == 415, response.text
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.json()["message"] == (
+            f"The body must be JSON with 'Content-Type: application/json'; {said}."
+        )
+    # no key is still a 401 first; an empty body needs no type; JSON types are accepted
+    assert call(api_url, "POST", "/api/workflows", data=body).status_code == 401
+    created = call(api_url, "POST", "/api/workflows", key, json=VALID).json()
+    hook = call(api_url, "POST", f"/api/workflows/{created['id']}/webhook", key, data=b"")
+    assert hook.status_code == 201
+    for kind in ("application/json; charset=utf-8", "application/merge-patch+json"):
+        ok = call(api_url, "POST", "/api/workflows", key, data=body, headers={"Content-Type": kind})
+        assert ok.status_code == 201, (kind, ok.text)
+
+
+def test_invalid_json_is_a_400_with_line_and_column(api_url: str, make_key: Callable[..., str]):
+    broken = '{"name": "x",\n "nodes": [}'
+    key = make_key("editor")
+    for path in ("/api/workflows", "/api/workflows/validate", "/api/hooks/any-token"):
+        response = call(
+            api_url, "POST", path, key, data=broken, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["message"] == (
+            "The body is not valid JSON: Expecting value at line 2, column 12."
+        )
+        assert response.json()["errors"] == {
+            "json": ["Expecting value at line 2, column 12 (character 25)"]
+        }
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "says"),
+    [
+        ("GET", "/api/workflows/not-a-uuid", "There is no workflow with the id 'not-a-uuid'"),
+        ("POST", "/api/executions/123/cancel", "There is no execution with the id '123'"),
+        ("GET", "/api/schedules/42", "There is no schedule with the id '42'"),
+        ("DELETE", "/api/keys/k-1", "There is no key with the id 'k-1'"),
+        ("GET", "/api/nothing-here", "Nothing is served at '/api/nothing-here'"),
+    ],
+)
+def test_a_malformed_id_is_a_json_404_naming_it(
+    api_url: str, make_key: Callable[..., str], method: str, path: str, says: str
+):
+    response = call(api_url, method, path, make_key("admin"))
+    assert response.status_code == 404
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["message"].startswith(says), response.json()
 
 
 @pytest.mark.parametrize("path", ["/api/openapi.json"])
@@ -214,3 +292,101 @@ def test_enum_fields_holding_lists_are_422s_not_500s(api_url: str, make_key):
     assert response.status_code == 422
     locations = {p["location"] for p in response.json()["errors"]["definition"]}
     assert {"on_failure", "nodes[start].type", "nodes[a].trigger_rule"} <= locations
+
+
+def test_saving_a_template_that_reads_a_missing_step_is_a_422(
+    api_url: str, make_key: Callable[..., str]
+):
+    doc = workflow(
+        "Greeter",
+        [
+            trigger(),
+            action("fetch", "transform", output={"name": "Ada"}),
+            action("greet", "log", message="hi {{ steps.fetchh.output.name }}"),
+            {
+                "id": "check",
+                "type": "condition",
+                "config": {"expression": "steps['ghost'].output.vip"},
+            },
+            action("vip", "log", message="{{ steps.fetch.output.name }}"),
+        ],
+        [("start", "fetch"), ("fetch", "greet"), ("fetch", "check")],
+    )
+    doc["connections"].append({"source": "check", "target": "vip", "when": "true"})
+    key = make_key("editor")
+    for method, path in (("POST", "/api/workflows"), ("POST", "/api/workflows/validate")):
+        response = call(api_url, method, path, key, json=doc)
+        assert response.status_code == 422, response.text
+        problems = response.json()["errors"]["definition"]
+        assert problems == [
+            {
+                "location": "nodes[greet].config.message",
+                "node": "greet",
+                "message": "the template 'hi {{ steps.fetchh.output.name }}' reads step "
+                "'fetchh', which workflow 'Greeter' does not have (its steps: start, fetch, "
+                "greet, check, vip)",
+            },
+            {
+                "location": "nodes[check].config.expression",
+                "node": "check",
+                "message": "the expression \"steps['ghost'].output.vip\" reads step 'ghost', "
+                "which workflow 'Greeter' does not have (its steps: start, fetch, greet, "
+                "check, vip)",
+            },
+        ]
+    doc["nodes"][2]["config"]["message"] = "hi {{ steps.fetch.output.name }}"
+    doc["nodes"][3]["config"]["expression"] = "steps.fetch.output.name == 'Ada'"
+    created = call(api_url, "POST", "/api/workflows", key, json=doc)
+    assert created.status_code == 201, created.text
+    doc["nodes"][4]["config"]["message"] = "{{ steps.nobody.status }}"
+    changed = call(api_url, "PUT", f"/api/workflows/{created.json()['id']}", key, json=doc)
+    assert changed.status_code == 422
+    assert changed.json()["errors"]["definition"][0]["node"] == "vip"
+
+
+def test_saving_an_http_step_the_guard_will_refuse_is_a_422_naming_the_setting(
+    api_url: str, make_key: Callable[..., str]
+):
+    def calls(*urls: str) -> dict:
+        nodes = [trigger()] + [
+            action(f"call{i}", "http_request", url=url) for i, url in enumerate(urls)
+        ]
+        edges = [("start", f"call{i}") for i in range(len(urls))]
+        return workflow("outbound", nodes, edges)
+
+    key = make_key("editor")
+    refused = calls(
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.1.2.3/{{ input.path }}",
+        "http://user@api.example.com/",
+    )
+    response = call(api_url, "POST", "/api/workflows", key, json=refused)
+    assert response.status_code == 422, response.text
+    problems = {p["node"]: p for p in response.json()["errors"]["definition"]}
+    assert problems["call0"]["location"] == "nodes[call0].config.url"
+    assert problems["call0"]["message"] == (
+        "http_request: 169.254.169.254 is a private, loopback or link-local address, which "
+        "the platform does not call; add it to ATOM_HTTP_ALLOWLIST to allow it"
+    )
+    assert "10.1.2.3" in problems["call1"]["message"]
+    assert "ATOM_HTTP_ALLOWLIST" in problems["call1"]["message"]
+    assert "user information" in problems["call2"]["message"]
+    # the test installation's ATOM_HTTP_ALLOWLIST admits loopback; names resolve at run time
+    allowed = calls("http://127.0.0.1:9/x", "http://localhost/", "https://{{ input.host }}/")
+    assert call(api_url, "POST", "/api/workflows", key, json=allowed).status_code == 201
+
+
+def test_the_docs_page_loads_every_asset_from_this_server(api_url: str):
+    page = requests.get(api_url + "/api/docs", timeout=10)
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert len(assets) >= 3 and "/api/openapi.json" in page.text
+    for asset in assets:  # nothing from a CDN: the page works with no network
+        assert asset.startswith("/api/docs/assets/"), asset
+        got = requests.get(api_url + asset, timeout=10)
+        assert got.status_code == 200 and len(got.content) > 10_000, asset
+    bundle = requests.get(api_url + "/api/docs/assets/swagger-ui-bundle.js", timeout=10)
+    assert bundle.headers["Content-Type"].startswith("text/javascript")
+    assert "SwaggerUIBundle" in bundle.text
+    outside = requests.get(api_url + "/api/docs/assets/..%2F__init__.py", timeout=10)
+    assert outside.status_code == 404  # the package's folder, and nothing above it

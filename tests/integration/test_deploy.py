@@ -3,11 +3,13 @@ a password and a database number, and the deploy script's native mode on loopbac
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -309,21 +311,36 @@ def test_help_starts_nothing(process: str, tmp_path: Path):
     assert list(tmp_path.iterdir()) == []  # no embedded server's data folder
 
 
-def test_db_upgrade_alone_starts_only_postgres_and_stops_it(tmp_path: Path):
+@pytest.fixture
+def own_dir() -> Iterator[Path]:
+    """A folder outside pytest's base temp: pytest makes that one 0700 whenever a session
+    starts, and the embedded PostgreSQL runs as the 'pgserver' user when we are root."""
+    with tempfile.TemporaryDirectory(prefix="atom-one-off-") as made:
+        os.chmod(made, 0o755)
+        yield Path(made)
+
+
+def test_one_off_commands_start_only_postgres_and_stop_it(own_dir: Path):
+    tmp_path = own_dir
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    result = subprocess.run(
-        [ATOM, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr
-    assert "database postgresql+psycopg2://postgres@/atom?host=" in result.stdout
-    assert sorted(p.name for p in (tmp_path / ".atom").iterdir()) == ["postgres"]  # no Redis
+    env["ATOM_SECRET_KEY"] = "a-secret-for-the-vault-of-this-test"
     data = str(tmp_path / ".atom")
-    left = [
-        p.pid
-        for p in psutil.process_iter(["cmdline"])
-        if any(data in arg for arg in (p.info["cmdline"] or []))
-    ]
-    assert left == []
+    for command, says in (
+        (["db", "upgrade"], "database postgresql+psycopg2://postgres@/atom?host="),
+        (["credentials", "rotate-key"], "re-encrypted 0 credential(s)"),
+    ):
+        result = subprocess.run(
+            [ATOM, *command], env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr
+        assert says in result.stdout
+        assert sorted(p.name for p in (tmp_path / ".atom").iterdir()) == ["postgres"]  # no Redis
+        left = [
+            p.pid
+            for p in psutil.process_iter(["cmdline"])
+            if any(data in arg for arg in (p.info["cmdline"] or []))
+        ]
+        assert left == [], command
 
 
 # ---- backup and restore ------------------------------------------------------------------------
@@ -342,10 +359,11 @@ def _tenant_tables(url: str, tenant: str) -> dict:
 
 
 def test_backup_then_restore_into_an_empty_and_a_live_installation(
-    settings: Settings, api_url: str, make_key, new_database, tmp_path: Path
+    settings: Settings, api_url: str, make_key, new_database, tmp_path: Path, worker
 ):
     tenant = f"backup-{uuid.uuid4().hex[:8]}"
-    client = Client(api_url, make_key("admin", tenant))
+    key = make_key("admin", tenant)
+    client = Client(api_url, key)
     first = client.create_workflow(
         workflow("nightly", [trigger(), action("a", "transform", output=1)], [("start", "a")])
     )
@@ -380,17 +398,26 @@ def test_backup_then_restore_into_an_empty_and_a_live_installation(
             "channels": [],
         },
     )
+    run = client.wait(client.execute(first["id"], {"n": 1})["id"])
+    assert run["status"] == "succeeded"
+    client.request("GET", "/api/workflows")  # the key's last use is recorded before the copy
     original = _tenant_tables(settings.database_url or "", tenant)
     assert len(original["workflows"]) == 2 and len(original["workflow_versions"]) == 3
     assert len(original["schedules"]) == 1 and len(original["webhooks"]) == 1
     assert any(r["name"] == "nightly failing" for r in original["alert_rules"])
+    assert [e["id"] for e in original["executions"]] == [run["id"]]
+    assert {s["node_id"] for s in original["step_runs"]} == {"start", "b"}
+    (stored_key,) = original["api_keys"]
+    assert stored_key["key_hash"] == hashlib.sha256(key.encode()).hexdigest()
 
     file = tmp_path / "atom.json.gz"
     env = settings.as_env()
     made = shell(f"{ATOM} backup --tenant {tenant} --output {file}", **env)
     assert made.returncode == 0, made.stderr
-    assert "2 workflows, 3 workflow_versions, 1 schedules, 1 webhooks" in made.stdout
+    assert "1 api_keys, 2 workflows, 3 workflow_versions, 1 schedules, 1 webhooks" in made.stdout
+    assert "1 executions, 2 step_runs" in made.stdout
     assert oct(file.stat().st_mode & 0o777) == "0o600"
+    assert key.encode() not in gzip.decompress(file.read_bytes())  # the hash only
 
     # into an empty installation (the command migrates it first): everything comes back
     empty = new_database("atom_restore")
@@ -405,6 +432,21 @@ def test_backup_then_restore_into_an_empty_and_a_live_installation(
             again.stdout
         )
         assert _tenant_tables(url, tenant) == original
+
+    # backup -> drop -> restore on the live installation: the key works again, the run is back
+    admin = create_engine(settings.database_url or "")
+    with admin.begin() as conn:  # everything of the tenant goes with it (ON DELETE CASCADE)
+        conn.execute(text("DELETE FROM tenants WHERE name = :name"), {"name": tenant})
+    admin.dispose()
+    gone = requests.get(f"{api_url}/api/workflows", headers={"X-API-Key": key}, timeout=10)
+    assert gone.status_code == 401
+    back = shell(f"{ATOM} restore {file}", **env)
+    assert back.returncode == 0, back.stderr
+    assert "executions           1 restored, 0 already there" in back.stdout
+    assert _tenant_tables(settings.database_url or "", tenant) == original
+    again = client.request("GET", f"/api/executions/{run['id']}")
+    assert again["status"] == "succeeded" and again["steps"] == run["steps"]
+    assert len(client.request("GET", "/api/workflows")) == 2
 
     # a file that is not a backup: one line, status 2
     (tmp_path / "not.json.gz").write_text("hello")

@@ -314,12 +314,8 @@ def test_webhook_starts_its_workflow_and_rotation_revokes_the_old_token(
         requests.post(f"{api_url}/api/hooks/{hook['token']}", json={}, timeout=10).status_code
         == 404
     )
-    assert (
-        requests.post(
-            f"{api_url}/api/hooks/{rotated['token']}", data="not json", timeout=10
-        ).status_code
-        == 422
-    )
+    not_json = requests.post(f"{api_url}/api/hooks/{rotated['token']}", data="not json", timeout=10)
+    assert not_json.status_code == 400 and "line 1, column 1" in not_json.json()["message"]
     big = b'{"x": "' + b"a" * settings.webhook_max_bytes + b'"}'
     too_big = requests.post(
         f"{api_url}/api/hooks/{rotated['token']}",

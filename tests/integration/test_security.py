@@ -229,6 +229,127 @@ def test_credentials_are_used_by_steps_and_never_shown(
     assert "credential 'crm_token' does not exist" in by_node(failed)["tpl"]["error"]["message"]
 
 
+def _serve_api(processes: Processes, *args: str, env: dict | None = None) -> tuple[str, object]:
+    """``atom api ARGS`` on a free port, once it answers: (base URL, process)."""
+    from cli.embedded import free_port
+
+    port = free_port()
+    proc = processes.start("api", "--port", str(port), *args, env=env, name="api-scan")
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.get(base + "/api/workflows/monitoring/health", timeout=5)
+            return base, proc
+        except requests.ConnectionError:
+            assert proc.poll() is None and time.monotonic() < deadline, Path(
+                proc.log_path
+            ).read_text()
+            time.sleep(0.3)
+
+
+def test_a_full_run_leaks_no_secret(
+    processes: Processes,
+    settings: Settings,
+    make_key,
+    worker: subprocess.Popen,
+    service: LoopbackService,
+):
+    """Vault values in headers (a template and ``auth: {credential}``), the webhook token, the
+    Redis password, the vault's key and the API key: searched for in every log line (API and
+    workers at DEBUG), every response body and every event of a run that uses them."""
+    from tests.conftest import wait_for_worker
+
+    _echo(service)
+    debug = {"ATOM_LOG_LEVEL": "DEBUG"}
+    base, api = _serve_api(processes, "--workers", "1", env=debug)
+    scan_worker = processes.start(
+        "worker", "--concurrency=1", "--loglevel=DEBUG", "-n", "scan@%h", env=debug, name="w-scan"
+    )
+    wait_for_worker(settings, scan_worker, hostname="scan@" + __import__("socket").gethostname())
+    api_key = make_key("admin")
+    client = Client(base, api_key)
+    token_value = "tok-" + uuid.uuid4().hex
+    password = "pw-" + uuid.uuid4().hex
+    client.request("POST", "/api/credentials", json={"name": "bearer", "value": token_value})
+    client.request(
+        "POST",
+        "/api/credentials",
+        json={"name": "basic", "value": {"username": "bot", "password": password}},
+    )
+    nodes = [
+        trigger(kind="webhook"),
+        _http(
+            "tpl",
+            service.url + "/echo",
+            method="POST",
+            headers={"Authorization": "Bearer {{ credentials.bearer }}"},
+            json={"token": "{{ credentials.bearer }}"},
+        ),
+        _http("basic", service.url + "/echo", auth={"credential": "basic"}),
+        action("say", "log", message="using {{ credentials.bearer }}"),
+    ]
+    wf = client.create_workflow(
+        workflow("leaky?", nodes, [("start", "tpl"), ("tpl", "basic"), ("basic", "say")])
+    )
+    hook_token = client.request("POST", f"/api/workflows/{wf['id']}/webhook")["token"]
+    answers: list[str] = []
+    delivered = requests.post(f"{base}/api/hooks/{hook_token}", json={"n": 1}, timeout=30)
+    assert delivered.status_code == 202
+    answers.append(delivered.text)
+    run = client.wait(delivered.json()["id"])
+    assert run["status"] == "succeeded", run
+    assert service.calls("POST", "/echo")[0].headers["Authorization"] == f"Bearer {token_value}"
+    basic = service.calls("GET", "/echo")[0].headers["Authorization"].split()[1]
+    answers += [json.dumps(data) for _, data in client.events(run["id"])]
+    for path in (
+        f"/api/executions/{run['id']}",
+        "/api/executions",
+        f"/api/workflows/{wf['id']}",
+        "/api/workflows",
+        "/api/credentials",
+        "/api/audit?page_size=100",
+        "/api/keys",
+        "/api/workflows/monitoring/metrics",
+        "/api/workflows/monitoring/alerts",
+        "/api/workflows/monitoring/status",
+        "/api/workflows/monitoring/health",
+        f"/api/workflows/{wf['id']}/health",
+        "/metrics",
+    ):
+        answer = requests.get(base + path, headers={"X-API-Key": api_key}, timeout=30)
+        assert answer.status_code == 200, (path, answer.text)
+        answers.append(answer.text)
+    time.sleep(1)  # the last log lines reach the files
+    logs = {
+        name: Path(proc.log_path).read_text()  # type: ignore[attr-defined]
+        for name, proc in (("api", api), ("worker", worker), ("debug worker", scan_worker))
+    }
+    # the scan reads what it should: the delivery's request line, the run's step lines
+    assert "/api/hooks/***" in logs["api"] and '"status": 202' in logs["api"]
+    assert "using ***" in logs["worker"] + logs["debug worker"]  # the log step ran, masked
+    redis_password = urlsplit(settings.redis_url or "").password
+    assert redis_password
+    secrets_ = {
+        "bearer credential": token_value,
+        "basic password": password,
+        "basic header": basic,
+        "webhook token": hook_token,
+        "redis password": redis_password,
+        "vault key": settings.secret_key,
+        "api key": api_key,
+    }
+    found = [
+        (what, where)
+        for what, secret in secrets_.items()
+        for where, text in [*((f"answer {i}", a) for i, a in enumerate(answers)), *logs.items()]
+        if secret and secret in text
+    ]
+    assert found == []
+    processes.stop(scan_worker)
+    processes.stop(api)
+
+
 def test_viewers_and_operators_cannot_touch_the_vault(client: Client, api_url: str):
     for role in ("viewer", "operator"):
         key = _same_tenant_key(client, role)
@@ -480,6 +601,55 @@ def test_event_streams_are_capped_and_health_keeps_answering(limited, make_key):
     opened[-1].close()
 
 
+def test_event_stream_caps_are_per_key_across_api_processes(limited, make_key):
+    from api.app import create_app
+    from atom.errors import TooManyRequests
+    from atom.security.ratelimit import StreamCaps
+
+    base, limited_settings = limited
+    other = make_server("127.0.0.1", 0, create_app(limited_settings), threaded=True)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    second = f"http://127.0.0.1:{other.server_port}"
+    key = make_key("admin")
+    client = Client(base, key)
+    run = client.execute(
+        client.create_workflow(_chain("slow2", action("w", "delay", seconds=30)))["id"]
+    )
+    path = f"/api/executions/{run['id']}/events"
+    opened: list[requests.Response] = []
+
+    def stream(where: str) -> requests.Response:
+        response = requests.get(where + path, headers={"X-API-Key": key}, stream=True, timeout=30)
+        opened.append(response)
+        return response
+
+    try:
+        assert [stream(base).status_code, stream(base).status_code] == [200, 200]
+        refused = stream(second)  # another API process: the key's two slots are taken
+        assert refused.status_code == 429, refused.text
+        assert "across API processes" in refused.json()["message"]
+        client.request("POST", f"/api/executions/{run['id']}/cancel")  # the streams end
+        deadline = time.monotonic() + 10
+        while stream(second).status_code != 200:  # an ended stream frees its slot everywhere
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        for response in opened:
+            response.close()
+        other.shutdown()
+
+    # a process that dies holding slots (no release, no heartbeat) frees them after the TTL
+    crashed = StreamCaps(2, 10, limited_settings.events_redis, ttl=1)
+    alive = StreamCaps(2, 10, limited_settings.events_redis, ttl=1)
+    gone = str(uuid.uuid4())
+    crashed.acquire(gone), crashed.acquire(gone)
+    with pytest.raises(TooManyRequests):
+        alive.acquire(gone)
+    time.sleep(2.1)
+    alive.release(alive.acquire(gone))
+    assert alive.count() == 0
+
+
 # --- hole 3: Redis password, Flower -------------------------------------------------------
 
 
@@ -672,3 +842,184 @@ def test_workflow_permissions_apply_to_its_routes_and_runs(client: Client, api_u
     assert _raw(base + "/webhook", editor, "POST").status_code == 403
     open_wf = client.create_workflow(_chain("open", action("a", "log", message="x")))
     assert _raw(f"{api_url}/api/workflows/{open_wf['id']}", viewer).status_code == 200
+
+
+def _new_key(client: Client, role: str) -> tuple[str, str]:
+    """A key of the client's tenant: ``(id, plaintext)``."""
+    made = client.request("POST", "/api/keys", json={"name": f"perm-{role}", "role": role})
+    return made["id"], made["key"]
+
+
+def _listed(url: str, key: str, **params) -> tuple[list[dict], int]:
+    answer = requests.get(url, headers={"X-API-Key": key}, params=params, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json(), json.loads(answer.headers["X-Pagination"])["total"]
+
+
+def test_permissions_filter_every_list_in_sql_and_name_keys(client: Client, api_url: str):
+    op_id, op = _new_key(client, "operator")  # named in the guarded workflow's permissions
+    _, other_op = _new_key(client, "operator")
+    viewer = _same_tenant_key(client, "viewer")
+    guarded_perms = {"view": ["editor", f"key:{op_id}"], "run": [f"key:{op_id}"]}
+    guarded = client.create_workflow(
+        _chain("guarded-list", action("a", "log", message="x"))
+        | {"metadata": {"permissions": guarded_perms}}
+    )
+    open_wf = client.create_workflow(_chain("open-list", action("a", "log", message="x")))
+    for wf in (guarded, open_wf, guarded):
+        client.wait(client.execute(wf["id"])["id"])
+        client.request(
+            "POST", "/api/schedules", json={"workflow_id": wf["id"], "cron": "0 3 * * *"}
+        )
+        client.request(
+            "POST", "/api/workflows/troubleshooting/analyze", json={"workflow_id": wf["id"]}
+        )
+    rule = client.request(
+        "POST",
+        "/api/workflows/monitoring/alerts",
+        json={
+            "name": "guarded failures",
+            "metric": "error_rate",
+            "comparison": ">",
+            "threshold": 0.5,
+            "window": "5m",
+            "workflow_id": guarded["id"],
+        },
+    )
+    lists = {
+        "/api/workflows": lambda item: item["id"],
+        "/api/executions": lambda item: item["workflow_id"],
+        "/api/schedules": lambda item: item["workflow_id"],
+        "/api/workflows/troubleshooting/sessions": lambda item: item["workflow_id"],
+    }
+    for path, workflow_of in lists.items():
+        # page size 1: the total counts only what the key may see (filtered before paging)
+        for key, expected in ((viewer, {open_wf["id"]}), (other_op, {open_wf["id"]})):
+            items, total = _listed(api_url + path, key, page_size=1)
+            everything, _ = _listed(api_url + path, key, page_size=100)
+            assert {workflow_of(i) for i in everything} == expected, path
+            assert total == len(everything) and len(items) == 1, path
+        seen, _ = _listed(api_url + path, op, page_size=100)  # named by its key id
+        assert {workflow_of(i) for i in seen} == {open_wf["id"], guarded["id"]}, path
+    metrics = _raw(f"{api_url}/api/workflows/monitoring/metrics", viewer).json()
+    assert [w["workflow_id"] for w in metrics["workflows"]] == [open_wf["id"]]
+    assert metrics["executions"]["total"] == 1
+    everything = client.request("GET", "/api/workflows/monitoring/metrics")
+    assert everything["executions"]["total"] == 3
+    alerts = _raw(f"{api_url}/api/workflows/monitoring/alerts", viewer).json()
+    assert rule["id"] not in [r["id"] for r in alerts["rules"]]
+    rule_url = f"{api_url}/api/workflows/monitoring/alerts/rules/{rule['id']}"
+    assert _raw(rule_url, viewer).status_code == 404
+    assert _raw(rule_url, op).status_code == 200
+    schedule = client.request("GET", "/api/schedules", params={"workflow_id": guarded["id"]})[0]
+    assert _raw(f"{api_url}/api/schedules/{schedule['id']}", viewer).status_code == 404
+    assert _raw(f"{api_url}/api/schedules/{schedule['id']}/fires", viewer).status_code == 404
+    # the key entry gives run; the operator role alone does not
+    execute = f"{api_url}/api/workflows/{guarded['id']}/execute"
+    assert _raw(execute, op, "POST", json={}).status_code == 202
+    assert _raw(execute, other_op, "POST", json={}).status_code == 404
+    # an editor may view but not run: no schedule, no webhook (it would run it)
+    editor = _same_tenant_key(client, "editor")
+    body = {"workflow_id": guarded["id"], "cron": "0 4 * * *"}
+    assert _raw(f"{api_url}/api/schedules", editor, "POST", json=body).status_code == 403
+    hook = f"{api_url}/api/workflows/{guarded['id']}/webhook"
+    assert _raw(hook, editor, "POST").status_code == 403
+    # a workflow only admins may see cannot be named by an editor's alert rule (like none)
+    admins_only = client.create_workflow(
+        _chain("admins-only", action("a", "log", message="x"))
+        | {"metadata": {"permissions": {"view": []}}}
+    )
+    named = {"name": "x", "metric": "error_rate", "threshold": 0.5}
+    rules = f"{api_url}/api/workflows/monitoring/alerts"
+    refused = _raw(rules, editor, "POST", json=named | {"workflow_id": admins_only["id"]})
+    assert refused.status_code == 422 and "workflow_id" in refused.json()["errors"]
+    assert _raw(rules, editor, "POST", json=named | {"workflow_id": guarded["id"]}).ok
+
+
+def test_permission_entries_are_validated_by_name(client: Client):
+    own_id, _ = _new_key(client, "viewer")
+    stranger = str(uuid.uuid4())
+    perms = {
+        "view": ["viewer", "key:nope", f"key:{own_id}"],
+        "edit": ["webhook"],
+        "run": [f"key:{stranger}", "webhook", 7],
+    }
+    with pytest.raises(ApiError) as bad:
+        client.create_workflow(
+            _chain("bad-perms", action("a", "log", message="x"))
+            | {"metadata": {"permissions": perms}}
+        )
+    errors = bad.value.body["errors"]["definition"]
+    assert bad.value.status == 422
+    assert {e["location"] for e in errors} == {
+        "metadata.permissions.view[1]",
+        "metadata.permissions.edit[0]",
+        "metadata.permissions.run[2]",
+    }, errors
+    perms = {"view": [f"key:{own_id}"], "run": [f"key:{stranger}"]}  # well formed, unknown key
+    with pytest.raises(ApiError) as unknown:
+        client.create_workflow(
+            _chain("bad-key", action("a", "log", message="x"))
+            | {"metadata": {"permissions": perms}}
+        )
+    assert unknown.value.status == 422
+    problems = unknown.value.body["errors"]["definition"]
+    assert [p["location"] for p in problems] == ["metadata.permissions.run[0]"]
+    assert stranger in json.dumps(unknown.value.body["errors"])
+
+
+def test_events_start_only_what_the_key_may_run(client: Client, api_url: str):
+    op_id, op = _new_key(client, "operator")
+    _, other_op = _new_key(client, "operator")
+    event_type = f"order.paid.{uuid.uuid4().hex[:6]}"
+
+    def on_event(name: str, **extra) -> dict:
+        nodes = [trigger(kind="event", event_type=event_type), action("a", "log", message="x")]
+        return client.create_workflow(
+            workflow(name, nodes, [("start", "a")]) | ({"metadata": extra} if extra else {})
+        )
+
+    open_wf = on_event("open-event")
+    mine = on_event("mine-event", permissions={"run": [f"key:{op_id}"]})
+    hidden = on_event("hidden-event", permissions={"view": ["admin"]})
+    event = {"type": event_type, "payload": {"n": 1}}
+
+    def started(key: str) -> set[str]:
+        answer = _raw(f"{api_url}/api/events", key, "POST", json=event)
+        assert answer.status_code == 202, answer.text
+        return {e["workflow_id"] for e in answer.json()["executions"]}
+
+    assert started(other_op) == {open_wf["id"]}
+    assert started(op) == {open_wf["id"], mine["id"]}
+    assert started(client.session.headers["X-API-Key"]) == {open_wf["id"], mine["id"], hidden["id"]}
+
+
+def test_webhook_deliveries_obey_run_and_are_audited(client: Client, api_url: str):
+    def hooked(name: str, run: list[str]) -> tuple[str, str]:
+        nodes = [trigger(kind="webhook"), action("a", "log", message="x")]
+        wf = client.create_workflow(
+            workflow(name, nodes, [("start", "a")]) | {"metadata": {"permissions": {"run": run}}}
+        )
+        made = client.request("POST", f"/api/workflows/{wf['id']}/webhook")
+        return made["id"], made["token"]
+
+    closed_id, closed_token = hooked("run-by-editors", ["editor"])
+    allowed_id, allowed_token = hooked("run-by-hook", ["editor", "webhook"])
+    refused = requests.post(f"{api_url}/api/hooks/{closed_token}", json={}, timeout=30)
+    assert refused.status_code == 403 and "webhook" in refused.json()["message"]
+    ok = requests.post(f"{api_url}/api/hooks/{allowed_token}", data=b"{not json", timeout=30)
+    assert ok.status_code == 422
+    ok = requests.post(f"{api_url}/api/hooks/{allowed_token}", json={"a": 1}, timeout=30)
+    assert ok.status_code == 202
+    assert requests.post(f"{api_url}/api/hooks/whk_nope", json={}, timeout=30).status_code == 404
+
+    entries = client.request("GET", "/api/audit", params={"action": "webhook.deliver"})
+    seen = sorted((e["status"], e["target_id"], e["key_id"], e["client"]) for e in entries)
+    assert seen == [
+        (202, allowed_id, None, "127.0.0.1"),
+        (403, closed_id, None, "127.0.0.1"),
+        (422, allowed_id, None, "127.0.0.1"),
+    ]
+    assert all(e["target_type"] == "webhook" and e["at"] for e in entries)
+    text = json.dumps(client.request("GET", "/api/audit", params={"page_size": 100}))
+    assert closed_token not in text and allowed_token not in text

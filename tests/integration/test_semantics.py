@@ -59,6 +59,8 @@ def test_if_else_takes_one_branch_skips_the_other_and_the_join_runs(client: Clie
     assert steps["big"]["status"] == "succeeded" and steps["big"]["output"] == "big 150"
     assert steps["small"]["status"] == "skipped"
     assert steps["after_small"]["status"] == "skipped"  # skipping propagates
+    assert steps["small"]["error"]["message"] == "branch not taken (`check` was true)"
+    assert steps["after_small"]["error"]["message"] == "upstream skipped: small"
     assert steps["join"]["output"] == {"big": "succeeded", "small": "skipped"}
     assert big["metrics"]["steps_skipped"] == 2
 

@@ -104,7 +104,58 @@ def test_the_trigger_rule_skips_with_its_reason():
     assert verdict(st=steps(a="failed")) == Verdict(Admission.SKIP, "upstream failed: a")
     assert verdict(st=steps(a="failed"), d=definition(rule="all_done")).admission is (Admission.RUN)
     got = verdict(st=steps(a="skipped", b="skipped"), d=definition(rule="one_success"))
-    assert got.admission is Admission.SKIP and "not succeeded: a, b" in (got.reason or "")
+    assert got == Verdict(Admission.SKIP, "upstream skipped: a, b")
+
+
+def _if_else():
+    """start -> is_big; is_big -(true)-> big -> after_big; is_big -(false)-> small; join."""
+    log = {"action_type": "log", "message": "x"}
+    return parse_definition(
+        {
+            "name": "branches",
+            "nodes": [
+                {"id": "start", "type": "trigger", "config": {"kind": "manual"}},
+                {"id": "is_big", "type": "condition", "config": {"expression": "input.n > 9"}},
+                {"id": "big", "type": "action", "config": log},
+                {"id": "after_big", "type": "action", "config": log},
+                {"id": "small", "type": "action", "config": log},
+                {"id": "join", "type": "action", "config": log},
+            ],
+            "connections": [
+                {"source": "start", "target": "is_big"},
+                {"source": "is_big", "target": "big", "when": "true"},
+                {"source": "is_big", "target": "small", "when": "false"},
+                {"source": "big", "target": "after_big"},
+                {"source": "after_big", "target": "join"},
+                {"source": "small", "target": "join"},
+            ],
+        }
+    )
+
+
+@pytest.mark.parametrize("result", [False, True])
+def test_a_skip_on_the_branch_not_taken_says_so(result: bool):
+    taken, not_taken = ("big", "small") if result else ("small", "big")
+    st = {
+        "start": StepRun(node_id="start", status="succeeded", output=None),
+        "is_big": StepRun(node_id="is_big", status="succeeded", output={"result": result}),
+        taken: StepRun(node_id=taken, status="succeeded", output=None),
+        not_taken: StepRun(node_id=not_taken, status="pending", output=None),
+    }
+    got = verdict(d=_if_else(), st=st, node=not_taken)
+    word = "true" if result else "false"
+    assert got == Verdict(Admission.SKIP, f"branch not taken (`is_big` was {word})")
+    if not result:  # skipping propagates, and says from where
+        st["big"] = StepRun(node_id="big", status="skipped", output=None)
+        st["after_big"] = StepRun(node_id="after_big", status="pending", output=None)
+        got = verdict(d=_if_else(), st=st, node="after_big")
+        assert got == Verdict(Admission.SKIP, "upstream skipped: big")
+        st["after_big"] = StepRun(node_id="after_big", status="skipped", output=None)
+        st["join"] = StepRun(node_id="join", status="pending", output=None)
+        got = verdict(d=_if_else(), st=st, node="join")
+        assert got == Verdict(
+            Admission.SKIP, "trigger rule all_success not met: upstream skipped: after_big"
+        )
 
 
 def test_the_rules_apply_in_order():

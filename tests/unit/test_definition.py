@@ -446,3 +446,26 @@ def test_a_longer_cycle_names_its_nodes_in_order():
 )
 def test_single_problems_are_located(document, location):
     assert [p.location for p in problems_of(document)] == [location]
+
+
+def test_permission_entries_are_roles_key_ids_or_webhook_in_run():
+    key = "key:6F1C0D1E-3B5A-4C1E-9A63-2F5B8F0B7E42"
+    base = {"name": "p", "nodes": [{"id": "start", "type": "trigger", "config": {}}, log("a")]}
+    base["connections"] = [{"source": "start", "target": "a"}]
+    good = parse_definition(
+        base | {"metadata": {"permissions": {"view": ["viewer", key], "run": ["webhook"]}}}
+    )
+    assert good.permissions == {"view": ("viewer", key.lower()), "run": ("webhook",)}
+    assert good.to_dict()["metadata"]["permissions"]["view"] == ["viewer", key.lower()]
+    bad = {"view": ["key:42", "root"], "edit": ["webhook"], "run": ["key:", None], "own": []}
+    found = {p.location: p.message for p in problems_of(base | {"metadata": {"permissions": bad}})}
+    assert set(found) == {
+        "metadata.permissions.view[0]",
+        "metadata.permissions.view[1]",
+        "metadata.permissions.edit[0]",
+        "metadata.permissions.run[0]",
+        "metadata.permissions.run[1]",
+        "metadata.permissions.own",
+    }
+    assert "UUID" in found["metadata.permissions.view[0]"]
+    assert "only be listed in run" in found["metadata.permissions.edit[0]"]

@@ -308,23 +308,219 @@ def test_kubernetes_runs_every_process_with_probes_and_one_beat(parse_only):
     assert {"atom-api", "atom-worker"} <= budgets
 
 
-def test_workers_scale_on_their_queue_length_with_keda():
+def step_lists() -> set[str]:
+    """The Redis lists of the step queue: kombu keeps one per priority step."""
     from atom.celery_app import STEPS_QUEUE
+    from atom.observe.probe import PRIORITY_SEPARATOR, PRIORITY_STEPS
 
-    deployments = by_kind("Deployment")
-    scaled = by_kind("ScaledObject")
-    auth = by_kind("TriggerAuthentication")
-    secret_keys = set(by_kind("Secret")["atom"]["stringData"])
+    return {STEPS_QUEUE} | {f"{STEPS_QUEUE}{PRIORITY_SEPARATOR}{p}" for p in PRIORITY_STEPS}
+
+
+def _kinds(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+@pytest.mark.parametrize("source", ["kustomize", "helm"])
+def test_workers_scale_on_the_sum_of_their_queue_lists_with_keda(source: str):
+    docs = manifests() if source == "kustomize" else helm_render()
+    deployments = _kinds(docs, "Deployment")
+    scaled = _kinds(docs, "ScaledObject")
+    (auth,) = _kinds(docs, "TriggerAuthentication").values()
+    secret_keys = set(_kinds(docs, "Secret")["atom"]["stringData"])
     queues = {}
     for obj in scaled.values():
         assert obj["apiVersion"] == "keda.sh/v1alpha1"
-        assert obj["spec"]["scaleTargetRef"]["name"] in deployments
-        assert 1 <= obj["spec"]["minReplicaCount"] < obj["spec"]["maxReplicaCount"]
-        (trigger,) = obj["spec"]["triggers"]
-        assert trigger["type"] == "redis"
-        assert int(trigger["metadata"]["listLength"]) > 0
-        assert trigger["authenticationRef"]["name"] in auth
-        queues[obj["spec"]["scaleTargetRef"]["name"]] = trigger["metadata"]["listName"]
-    assert queues == {"atom-worker": STEPS_QUEUE, "atom-ml-worker": "atom.ml"}
-    for ref in auth["atom-redis"]["spec"]["secretTargetRef"]:
+        spec = obj["spec"]
+        assert spec["scaleTargetRef"]["name"] in deployments
+        assert 1 <= spec["minReplicaCount"] < spec["maxReplicaCount"]
+        lengths = set()
+        for trigger in spec["triggers"]:
+            assert trigger["type"] == "redis"
+            lengths.add(int(trigger["metadata"]["listLength"]))
+            assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+        assert len(lengths) == 1 and lengths.pop() > 0
+        names = [t.get("name") for t in spec["triggers"]]
+        if len(names) > 1:  # KEDA takes the largest of several triggers unless told to sum
+            modifiers = spec["advanced"]["scalingModifiers"]
+            assert sorted(modifiers["formula"].split(" + ")) == sorted(names)
+            assert modifiers["metricType"] == "AverageValue"
+        target = spec["scaleTargetRef"]["name"]
+        queues[target] = {t["metadata"]["listName"] for t in spec["triggers"]}
+        # the replica count is KEDA's: the Deployment does not fight it on every rollout
+        if source == "helm":
+            assert "replicas" not in deployments[target]["spec"]
+    assert queues == {"atom-worker": step_lists(), "atom-ml-worker": {"atom.ml"}}
+    for ref in auth["spec"]["secretTargetRef"]:
         assert ref["name"] == "atom" and ref["key"] in secret_keys
+
+
+# ---- Helm ------------------------------------------------------------------------------------
+# Rendered by Helm v4's own engine (helm-python-sdk, a dev dependency: the helm.sh/helm/v4
+# packages built as a shared library), as `helm template atom deploy/helm/atom` would: no helm
+# binary, no cluster.
+
+HELM = ROOT / "deploy" / "helm" / "atom"
+SECRETS = {
+    "DATABASE_URL": "postgresql://atom:change-me@postgres:5432/atom",
+    "REDIS_URL": "redis://:change-me@redis:6379/0",
+    "ATOM_SECRET_KEY": "change-me",
+    "FLOWER_BASIC_AUTH": "admin:change-me",
+    "REDIS_ADDRESS": "redis:6379",
+    "REDIS_PASSWORD": "change-me",
+}
+
+
+def helm_render(values: dict | None = None) -> list[dict]:
+    """Every object the chart renders for a release called ``atom``."""
+    import helm_python
+
+    chart = helm_python.Chart.load(str(HELM))
+    given = {"secret": {"values": SECRETS}} if values is None else values
+    rendered = chart.render(given, name="atom", namespace="atom", is_install=True)
+    docs: list[dict] = []
+    for name, text in rendered.items():
+        if not name.endswith("NOTES.txt"):  # what `helm install` prints, not an object
+            docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def test_the_helm_chart_tells_how_to_reach_it_and_make_a_first_key(parse_only):
+    import helm_python
+
+    chart = helm_python.Chart.load(str(HELM))
+    notes = chart.render({"secret": {"values": SECRETS}}, name="atom", namespace="prod")
+    text = notes["atom/templates/NOTES.txt"]
+    assert "port-forward svc/atom-api 5058" in text and "/api/docs" in text
+    command = "exec deploy/atom-api -- atom keys create --tenant default --role admin"
+    assert command in text
+    parse_only(command.split(" -- atom ")[1].split())  # a command the CLI has
+
+
+VARIANTS = {
+    "defaults": {"secret": {"values": SECRETS}},
+    "own secret, no KEDA, no Flower": {
+        "secret": {"existingSecret": "atom-prod"},
+        "keda": {"enabled": False},
+        "flower": {"enabled": False},
+        "migrate": {"enabled": False},
+        "imagePullSecrets": [{"name": "registry"}],
+    },
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_helm_chart_lints_renders_and_follows_the_kubernetes_schemas(variant: str):
+    import helm_python
+    import kubernetes_validate
+
+    values = VARIANTS[variant]
+    report = helm_python.lint(str(HELM), values, strict=True, kube_version=f"v{K8S_VERSION}")
+    assert report["errors"] == [] and report["total_charts_linted"] == 1
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+    docs = helm_render(values)
+    if variant != "defaults":
+        for doc in docs:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        assert len(_kinds(docs, "Deployment")) == 4 and _kinds(docs, "Job") == {}
+        return
+    checked = 0
+    for doc in docs:
+        if doc["apiVersion"].startswith("keda.sh/"):
+            continue  # a CRD: checked in test_workers_scale_on_the_sum_of_their_queue_lists
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        checked += 1
+    assert checked >= 13
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds.count("Deployment") == 5 and kinds.count("PodDisruptionBudget") == 3
+
+
+def _pod(doc: dict) -> dict:
+    return doc["spec"]["template"]["spec"]
+
+
+def _shape(doc: dict) -> dict:
+    """What a process is: its command, probes, settings' sources, hardening and grace."""
+    pod = _pod(doc)
+    (container,) = pod["containers"]
+    return {
+        "args": container["args"],
+        "probes": {p: container.get(p) for p in ("readinessProbe", "livenessProbe")},
+        "envFrom": container["envFrom"],
+        "ports": container.get("ports"),
+        "securityContext": container["securityContext"],
+        "podSecurityContext": pod["securityContext"],
+        "grace": pod.get("terminationGracePeriodSeconds"),
+        "resources": container["resources"],
+        "mounts": sorted(m["mountPath"] for m in container["volumeMounts"]),
+    }
+
+
+def test_the_helm_chart_runs_what_the_kustomize_manifests_run(parse_only):
+    chart = helm_render()
+    ours, theirs = manifests(), chart
+    for kind in ("Deployment", "Job"):
+        kustomized, charted = _kinds(ours, kind), _kinds(theirs, kind)
+        assert set(charted) == set(kustomized), kind
+        for name, doc in kustomized.items():
+            assert _shape(charted[name]) == _shape(doc), name
+            parse_only(_pod(charted[name])["containers"][0]["args"])  # a command the CLI has
+    config = _kinds(chart, "ConfigMap")["atom-config"]["data"]
+    assert config == _kinds(ours, "ConfigMap")["atom-config"]["data"]
+    assert set(config) <= atom_variables()
+    assert _kinds(chart, "Secret")["atom"]["stringData"] == SECRETS
+    for name, budget in _kinds(ours, "PodDisruptionBudget").items():
+        charted = _kinds(chart, "PodDisruptionBudget")[name]["spec"]
+        assert {k: v for k, v in charted.items() if k != "selector"} == {
+            k: v for k, v in budget["spec"].items() if k != "selector"
+        }
+    for name, service in _kinds(ours, "Service").items():
+        assert _kinds(chart, "Service")[name]["spec"]["ports"] == service["spec"]["ports"]
+    api = _kinds(chart, "Deployment")["atom-api"]
+    assert api["spec"]["replicas"] == 2
+    probe = _pod(api)["containers"][0]["readinessProbe"]["httpGet"]
+    assert probe["path"] == "/api/workflows/monitoring/health"
+    # selectors pick each component's own pods
+    for name, doc in _kinds(chart, "Deployment").items():
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        assert doc["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        assert labels["app.kubernetes.io/name"] == name
+
+
+def test_the_helm_chart_has_one_beat_and_takes_the_database_url_from_a_secret():
+    import helm_python
+
+    docs = helm_render(
+        {"secret": {"existingSecret": "atom-prod"}, "beat": {"replicas": 3}, "api": {"replicas": 4}}
+    )
+    deployments = _kinds(docs, "Deployment")
+    beat = deployments["atom-beat"]["spec"]
+    assert beat["replicas"] == 1 and beat["strategy"]["type"] == "Recreate"
+    assert deployments["atom-api"]["spec"]["replicas"] == 4
+    assert _kinds(docs, "Secret") == {}  # the operator's Secret, not one made from values
+    for doc in [*deployments.values(), *_kinds(docs, "Job").values()]:
+        (container,) = _pod(doc)["containers"]
+        assert {"secretRef": {"name": "atom-prod"}} in container["envFrom"]
+    (auth,) = _kinds(docs, "TriggerAuthentication").values()
+    assert {ref["name"] for ref in auth["spec"]["secretTargetRef"]} == {"atom-prod"}
+    with pytest.raises(helm_python.HelmRenderError, match="DATABASE_URL is required"):
+        helm_render({})
+    # KEDA off: the Deployments keep their replica counts, and no ScaledObject is rendered
+    plain = helm_render({"secret": {"values": SECRETS}, "keda": {"enabled": False}})
+    assert _kinds(plain, "ScaledObject") == {}
+    assert _kinds(plain, "Deployment")["atom-worker"]["spec"]["replicas"] == 1
+
+
+def test_helm_pods_roll_when_the_settings_change():
+    def checksums(values: dict) -> dict[str, dict]:
+        return {
+            name: doc["spec"]["template"]["metadata"]["annotations"]
+            for name, doc in _kinds(helm_render(values), "Deployment").items()
+        }
+
+    base = checksums({"secret": {"values": SECRETS}})
+    louder = checksums({"secret": {"values": SECRETS}, "config": {"ATOM_LOG_LEVEL": "DEBUG"}})
+    moved = checksums({"secret": {"values": {**SECRETS, "DATABASE_URL": "postgresql://x/y"}}})
+    for name in base:
+        assert louder[name]["checksum/config"] != base[name]["checksum/config"]
+        assert louder[name]["checksum/secret"] == base[name]["checksum/secret"]
+        assert moved[name]["checksum/secret"] != base[name]["checksum/secret"]

@@ -13,6 +13,8 @@ def test_api_step_worker_beat_and_cli_do_not_load_lightgbm():
         "api.app",
         "api.main",
         "api.decisions",
+        "api.anomaly",
+        "atom.anomaly.series",
         "workers.main",
         "workers.tasks",
         "workers.maintenance",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -130,6 +131,26 @@ def test_status_codes_and_database_transience() -> None:
     ]
     assert database_is_transient("psycopg2.OperationalError: could not connect to server")
     assert not database_is_transient('relation "orders" does not exist')
+
+
+def test_database_outages_are_transient_unless_the_statement_is_at_fault() -> None:
+    # Outages nobody listed by name are still outages: a retry after a wait may pass.
+    for line in (
+        "org.postgresql.util.PSQLException: Connection to db:5432 refused",
+        "OperationalError: FATAL: the database system is starting up",
+        "redis.exceptions.BusyLoadingError: Redis is loading the dataset in memory",
+        "MongoNetworkTimeoutError: connection 3 to mongo:27017 timed out",
+    ):
+        assert database_is_transient(line), line
+    # What the step sent is wrong: the same statement fails the same way.
+    for line in (
+        'psycopg2.errors.UndefinedColumn: column "emial" does not exist',
+        'ERROR: syntax error at or near "SELEC"',
+        "IntegrityError: insert or update on table violates foreign key constraint",
+        "django.db.utils.OperationalError: FATAL: password authentication failed for user",
+        "DataError: value too long / integer out of range",
+    ):
+        assert not database_is_transient(line), line
 
 
 def test_retry_after_as_seconds_or_date() -> None:
@@ -295,3 +316,87 @@ def test_a_run_that_used_most_of_its_limit_gets_a_longer_timeout_suggested() -> 
     assert resolution["changes"] == {"node_id": "fetch", "timeout": 20}
     quick = _run(1, [_step("fetch", "succeeded")], "succeeded")
     assert diagnose(_ctx(quick)).issues == []
+
+
+def test_notices_go_out_when_atom_acted_or_needs_someone() -> None:
+    from atom.store.models import TroubleshootingSession
+    from atom.troubleshoot.sessions import notice_of, notice_text
+
+    def row(status: str, origin: str, auto_retries: int = 0, decisions=()) -> Any:
+        return TroubleshootingSession(
+            status=status, origin=origin, auto_retries=auto_retries, decisions=list(decisions)
+        )
+
+    retried = [{"decision": "retried", "by": "atom"}]
+    redriven = [{"decision": "retried", "by": "reconciler"}]
+    person = [{"decision": "retried", "by": "person"}]
+    assert notice_of(row("resolved", "auto", 1, retried)) == (
+        "troubleshooting.resolved",
+        "succeeded",
+    )
+    assert notice_of(row("resolved", "reconciler", 0, redriven)) == (
+        "troubleshooting.resolved",
+        "succeeded",
+    )
+    assert notice_of(row("needs_attention", "auto", 3, retried)) == (
+        "troubleshooting.needs_attention",
+        "failed",
+    )
+    assert notice_of(row("needs_attention", "auto")) == ("troubleshooting.needs_attention", None)
+    # A person asked (the answer is the response) or is at it: nothing is sent.
+    assert notice_of(row("needs_attention", "api")) is None
+    assert notice_of(row("resolved", "api")) is None
+    assert notice_of(row("resolved", "auto", 1, [*retried, *person])) is None
+    assert notice_of(row("open", "auto", 1, retried)) is None
+    text = notice_text(
+        {
+            "event": "troubleshooting.resolved",
+            "auto_resolution": "succeeded",
+            "workflow_name": "billing",
+            "root_cause": {"category": "rate_limited", "node_id": "charge"},
+        }
+    )
+    assert (
+        text
+        == "[ATOM] troubleshooting: billing resolved automatically (rate_limited at step charge)"
+    )
+
+
+def test_notice_channels_setting() -> None:
+    from atom.config import ConfigError, Settings
+
+    assert Settings.from_env({}).troubleshoot_notify == ("webhook", "slack", "email")
+    assert Settings.from_env({"ATOM_TROUBLESHOOT_NOTIFY": "none"}).troubleshoot_notify == ()
+    chosen = Settings.from_env({"ATOM_TROUBLESHOOT_NOTIFY": "Email, webhook"})
+    assert chosen.troubleshoot_notify == ("email", "webhook")
+    assert Settings.from_env(chosen.as_env()).troubleshoot_notify == ("email", "webhook")
+    with pytest.raises(ConfigError, match="ATOM_TROUBLESHOOT_NOTIFY.*pager"):
+        Settings.from_env({"ATOM_TROUBLESHOOT_NOTIFY": "webhook,pager"})
+
+
+def test_a_stuck_run_waits_at_its_ready_steps() -> None:
+    from atom.troubleshoot.stuck import _ready
+
+    definition = parse_definition(
+        {
+            "name": "w",
+            "nodes": [
+                {"id": "start", "type": "trigger", "config": {"kind": "manual"}},
+                {"id": "a", "type": "action", "config": {"action_type": "log", "message": "m"}},
+                {"id": "b", "type": "action", "config": {"action_type": "log", "message": "m"}},
+                {"id": "c", "type": "action", "config": {"action_type": "log", "message": "m"}},
+            ],
+            "connections": [
+                {"source": "start", "target": "a"},
+                {"source": "a", "target": "b"},
+                {"source": "start", "target": "c"},
+            ],
+        }
+    )
+
+    class Row:
+        def __init__(self, status: str) -> None:
+            self.status = status
+
+    steps = {"start": Row("succeeded"), "a": Row("succeeded"), "b": Row("pending")}
+    assert _ready(definition, steps) == ["b", "c"]

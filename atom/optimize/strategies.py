@@ -1,0 +1,589 @@
+"""The four strategies: suggestions, each with its expected effect, and the optimized
+definition. Pure: the figures come in (``history`` or ``estimates``), JSON goes out.
+
+Suggestions are built in order; one that keeps behaviour is applied to the working
+definition at once (the next ones see it), and its ``expected`` figures are the workflow's
+with it and every applied one before it. One that changes behaviour (``changes_behaviour``)
+is listed with the figures it would give, and never applied.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from atom.actions.http_request import DEFAULT_TIMEOUT
+from atom.errors import DefinitionError
+from atom.optimize import dataflow
+from atom.optimize.estimates import estimate
+from atom.optimize.figures import Figures, StepFigures
+from atom.optimize.predict import predict, step_success
+from atom.workflow.compiler import compile_plan
+from atom.workflow.definition import Definition, Node, NodeType, parse_definition
+
+STRATEGIES = ("performance", "cost", "reliability", "hybrid")
+TARGET_STEP_SUCCESS = 0.99
+"""Retries are added until a flaky step succeeds this often (at most MAX_RETRIES)."""
+MAX_RETRIES = 5
+FALLBACK_BELOW = 0.95
+"""A dependency whose step succeeds less often than this, even with retries, is flaky."""
+MIN_SAMPLES = 3
+MIN_TIMEOUT = 5
+"""No timeout the optimizer sets is shorter (s): a loaded machine slows every step."""
+"""Runs of a step needed before a timeout is derived from its measured p99."""
+TRANSIENT_RETRY = {"retry_delay": 0.5, "backoff_multiplier": 2.0, "max_delay": 30.0}
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+Document = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What an analysis knows: the step figures, the overhead per step, the worker slots."""
+
+    original: Definition
+    measured: dict[str, StepFigures]
+    overhead_ms: float
+    slots: int
+    step_timeout: float
+
+    def figures(self, definition: Definition) -> dict[str, StepFigures]:
+        """Each node's figures: measured when the node is the one that ran, else estimated."""
+        out: dict[str, StepFigures] = {}
+        before = {n.id: n for n in self.original.nodes}
+        for node in definition.nodes:
+            was = before.get(node.id)
+            same = was is not None and was.action_type == node.action_type
+            measured = self.measured.get(node.id) if same else None
+            out[node.id] = measured or estimate(node)
+        return out
+
+    def predict(self, definition: Definition, **kw: Any) -> Figures:
+        """The workflow's figures."""
+        return predict(
+            definition,
+            self.figures(definition),
+            overhead=self.overhead_ms,
+            slots=self.slots,
+            **kw,
+        )
+
+
+@dataclass
+class Suggestion:
+    """One proposed change."""
+
+    kind: str
+    nodes: list[str]
+    rationale: str
+    changes_behaviour: bool = False
+    change: Callable[[Document], Document] | None = None
+    success_override: dict[str, float] = field(default_factory=dict)
+
+
+Generator = Callable[[Definition, Context], list[Suggestion]]
+
+
+def _node_doc(doc: Document, node_id: str) -> dict[str, Any]:
+    return next(n for n in doc["nodes"] if n["id"] == node_id)
+
+
+def _ms(value: float) -> str:
+    return f"{value:.0f} ms"
+
+
+# -- performance -------------------------------------------------------------------------------
+
+
+def parallelize(definition: Definition, ctx: Context) -> list[Suggestion]:
+    """Drop the orderings that carry no data, no declared order and no side effect."""
+    relaxed = dataflow.relax(definition)
+    if not relaxed.changed:
+        return []
+    involved = {n for pair in relaxed.dropped for n in pair}
+    moved = [n.id for n in definition.nodes if n.id in involved]
+    edges = [
+        {"source": c.source, "target": c.target}
+        | ({"when": c.when} if c.when is not None else {})
+        | ({"ordered": True} if c.ordered else {})
+        for c in relaxed.connections
+    ]
+    figures = ctx.figures(definition)
+    saved = sum(figures[b].p50_ms for b in {b for _, b in relaxed.dropped} if b in figures)
+    rationale = (
+        f"{len({b for _, b in relaxed.dropped})} steps wait for steps whose output they do "
+        "not read: "
+        + ", ".join(f"{b} no longer waits for {a}" for a, b in relaxed.dropped[:12])
+        + ("; ..." if len(relaxed.dropped) > 12 else "")
+        + f". They now start as soon as what they read is ready (up to {_ms(saved)} of step "
+        "time taken off the chain); none of them has a side effect another step could "
+        "depend on, and the workflow keeps its final steps, so its output is the same. "
+        'Mark a connection "ordered": true to keep an order that matters for another reason.'
+    )
+
+    def change(doc: Document) -> Document:
+        doc["connections"] = edges
+        return doc
+
+    return [Suggestion("parallelize", moved, rationale, change=change)]
+
+
+def _time_limit(node: Node, step_timeout: float) -> tuple[float, str]:
+    """How long the step may take now, and where that limit is set."""
+    if node.action_type == "http_request":
+        own = node.config.get("timeout")
+        seconds = float(own) if isinstance(own, int | float) else DEFAULT_TIMEOUT
+        return min(seconds, node.timeout or seconds), "the request timeout"
+    return node.timeout or step_timeout, "the step timeout"
+
+
+def _set_time_limit(doc: Document, node_id: str, seconds: float) -> Document:
+    spec = _node_doc(doc, node_id)
+    if spec["config"].get("action_type") == "http_request":
+        # The request's own timeout: a timed-out call is a retryable error (a step's time
+        # limit would end the step without its retries).
+        spec["config"]["timeout"] = seconds
+        if spec.get("timeout") is not None and spec["timeout"] < seconds:
+            spec.pop("timeout")
+    else:
+        spec["timeout"] = seconds
+    return doc
+
+
+def tighten_timeouts(definition: Definition, ctx: Context) -> list[Suggestion]:
+    """A fast, measured step gets a timeout a few times its p99 instead of the default."""
+    out = []
+    for node in definition.nodes:
+        fig = ctx.measured.get(node.id)
+        if node.type is not NodeType.ACTION or fig is None or fig.samples < MIN_SAMPLES:
+            continue
+        if node.action_type in ("delay", "transform", "log"):
+            continue
+        proposed = float(max(MIN_TIMEOUT, math.ceil(3 * fig.p99_ms / 1000)))
+        current, where = _time_limit(node, ctx.step_timeout)
+        if proposed * 4 > current:
+            continue
+
+        def change(doc: Document, node_id: str = node.id, seconds: float = proposed) -> Document:
+            return _set_time_limit(doc, node_id, seconds)
+
+        out.append(
+            Suggestion(
+                "timeout",
+                [node.id],
+                f"{node.id} took {_ms(fig.p99_ms)} at p99 over {fig.samples} runs but may run "
+                f"{current:g} s ({where}) before it is stopped; {proposed:g} s (3x p99, at "
+                f"least {MIN_TIMEOUT} s) frees the worker and fails fast (a retry, if set, "
+                "starts sooner) when the service hangs. A call slower than that now fails "
+                "instead of waiting.",
+                change=change,
+            )
+        )
+    return out
+
+
+# -- cost --------------------------------------------------------------------------------------
+
+
+def _request_key(node: Node) -> str | None:
+    if node.action_type != "http_request" or dataflow.side_effect(node):
+        return None
+    config = {k: v for k, v in node.config.items() if k != "description"}
+    config["method"] = str(config.get("method", "GET")).upper()
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def dedupe(definition: Definition, ctx: Context) -> list[Suggestion]:
+    """Identical reads (method, URL, params, body, headers) in one run are made once."""
+    graph = definition.graph()
+    anc = dataflow.ancestors(graph)
+    effectful = {n.id for n in definition.nodes if dataflow.side_effect(n)}
+    frozen = dataflow.frozen_nodes(definition, graph)
+    order = graph.topological_order()
+    first: dict[str, str] = {}
+    out = []
+    for node_id in order:
+        node = definition.node(node_id)
+        key = _request_key(node)
+        if key is None or node_id in frozen:
+            continue
+        keeper = first.get(key)
+        if keeper is None:
+            first[key] = node_id
+            continue
+        if node_id in anc[keeper] or not (anc[node_id] & effectful) <= anc[keeper]:
+            continue
+
+        def change(doc: Document, dup: str = node_id, keep: str = keeper) -> Document:
+            spec = _node_doc(doc, dup)
+            spec["config"] = {
+                "action_type": "transform",
+                "output": "{{ steps." + keep + ".output }}",
+            }
+            spec.pop("retry", None)
+            spec.pop("timeout", None)
+            if not any(e["source"] == keep and e["target"] == dup for e in doc["connections"]):
+                doc["connections"].append({"source": keep, "target": dup})
+            return doc
+
+        out.append(
+            Suggestion(
+                "dedupe",
+                [keeper, node_id],
+                f"{node_id} sends the same request as {keeper} "
+                f"({node.config.get('method', 'GET')} {node.config.get('url')}, same params, "
+                f"body and headers, rendered from the same values), with no write in between; "
+                f"{node_id} now takes {keeper}'s response instead of calling again "
+                "(one call less per run; its output is the same).",
+                change=change,
+            )
+        )
+    return out
+
+
+def drop_unused(definition: Definition, ctx: Context) -> list[Suggestion]:
+    """Steps whose output nothing reads (and which are not final steps) are cut."""
+    used = dataflow.used_outputs(definition)
+    if used is None:
+        return []
+    graph = definition.graph()
+    frozen = dataflow.frozen_nodes(definition, graph)
+    out = []
+    for node in definition.nodes:
+        if node.type is not NodeType.ACTION or node.id in used or not graph.successors[node.id]:
+            continue
+        effect = dataflow.side_effect(node)
+        if node.action_type == "log":
+            effect = "writes a log line (the line is its point)"
+        blocked = node.id in frozen or any(
+            definition.node(s).type is not NodeType.ACTION or s in frozen
+            for s in graph.successors[node.id]
+        )
+        if blocked and not effect:
+            continue
+        calls = ctx.figures(definition)[node.id].calls
+
+        def change(doc: Document, gone: str = node.id) -> Document:
+            inbound = [e for e in doc["connections"] if e["target"] == gone]
+            outbound = [e for e in doc["connections"] if e["source"] == gone]
+            edges = [e for e in doc["connections"] if gone not in (e["source"], e["target"])]
+            pairs = {(e["source"], e["target"]) for e in edges}
+            for i in inbound:
+                for o in outbound:
+                    if (i["source"], o["target"]) not in pairs:
+                        edges.append({**i, "target": o["target"]})
+                        pairs.add((i["source"], o["target"]))
+            doc["connections"] = edges
+            doc["nodes"] = [n for n in doc["nodes"] if n["id"] != gone]
+            return doc
+
+        if effect:
+            out.append(
+                Suggestion(
+                    "drop_unused",
+                    [node.id],
+                    f"No step reads the output of {node.id}, but it {effect}; cutting it "
+                    "would stop that, so it is listed, not applied.",
+                    changes_behaviour=True,
+                    change=None if blocked else change,
+                )
+            )
+        else:
+            out.append(
+                Suggestion(
+                    "drop_unused",
+                    [node.id],
+                    f"No step reads the output of {node.id} and it has no side effect "
+                    f"({node.action_type}); cutting it saves {calls:g} call(s) and "
+                    f"{_ms(ctx.figures(definition)[node.id].p50_ms)} per run. Its failure "
+                    "no longer fails the run.",
+                    change=change,
+                )
+            )
+    return out
+
+
+def no_retry(definition: Definition, ctx: Context) -> list[Suggestion]:
+    """Statuses retried although history shows they never recover stop being retried."""
+    out = []
+    for node in definition.nodes:
+        fig = ctx.measured.get(node.id)
+        if fig is None or not node.retry.retry_on:
+            continue
+        hopeless = sorted(s for s in node.retry.retry_on if fig.wasted_retries.get(s))
+        if not hopeless:
+            continue
+        keep = [s for s in node.retry.retry_on if s not in hopeless]
+
+        def change(doc: Document, node_id: str = node.id, left: list = keep) -> Document:
+            retry = _node_doc(doc, node_id).setdefault("retry", {})
+            if left:
+                retry["retry_on"] = left
+            else:
+                retry.pop("retry_on", None)
+            return doc
+
+        wasted = sum(fig.wasted_retries[s] for s in hopeless)
+        out.append(
+            Suggestion(
+                "no_retry",
+                [node.id],
+                f"{node.id} retried HTTP {', '.join(map(str, hopeless))} {wasted} times in "
+                f"{fig.samples} runs and never recovered: a client error answers the same "
+                "way every time. Those statuses now fail at once (fewer calls, sooner).",
+                change=change,
+            )
+        )
+    return out
+
+
+# -- reliability -------------------------------------------------------------------------------
+
+
+def _retries_for(success: float) -> int:
+    for n in range(MAX_RETRIES + 1):
+        if 1 - (1 - success) ** (n + 1) >= TARGET_STEP_SUCCESS:
+            return n
+    return MAX_RETRIES
+
+
+def retries(definition: Definition, ctx: Context) -> list[Suggestion]:
+    """Retries with backoff where history shows failures a later attempt gets past."""
+    out = []
+    for node in definition.nodes:
+        fig = ctx.measured.get(node.id)
+        if node.type is not NodeType.ACTION or fig is None or fig.transient_failures == 0:
+            continue
+        if step_success(fig, node.retry) >= TARGET_STEP_SUCCESS:
+            continue
+        wanted = max(_retries_for(fig.success), node.retry.max_retries + 1)
+        if wanted <= node.retry.max_retries:
+            continue
+        rate_limited = fig.failures.get("rate_limited", 0) > 0
+        policy = dict(TRANSIENT_RETRY, max_retries=wanted)
+        if rate_limited:
+            policy["retry_delay"] = 2.0
+        method = str(node.config.get("method", "GET")).upper()
+        unsafe = node.action_type != "http_request" and bool(dataflow.side_effect(node))
+        unsafe = unsafe or (node.action_type == "http_request" and method not in IDEMPOTENT_METHODS)
+        kinds = ", ".join(f"{k} x{v}" for k, v in sorted(fig.failures.items())) or "retried"
+        after = 1 - (1 - fig.success) ** (wanted + 1)
+
+        def change(doc: Document, node_id: str = node.id, spec: dict = policy) -> Document:
+            old = _node_doc(doc, node_id).get("retry") or {}
+            _node_doc(doc, node_id)["retry"] = {**old, **spec}
+            return doc
+
+        text = (
+            f"{node.id} failed {fig.transient_failures} of its attempts over {fig.samples} "
+            f"runs on transient causes ({kinds}); an attempt succeeds {fig.success:.0%} of the "
+            f"time. {wanted} retries with backoff ({policy['retry_delay']:g} s, x2) raise the "
+            f"step's success from {step_success(fig, node.retry):.1%} to {after:.1%}."
+        )
+        if unsafe:
+            text += (
+                f" It is not idempotent ({dataflow.side_effect(node)}): a retry after a "
+                "timeout may repeat it (the http action sends a stable Idempotency-Key, which "
+                "helps only if the service honours it), so this is listed, not applied."
+            )
+        out.append(
+            Suggestion(
+                "retry",
+                [node.id],
+                text,
+                changes_behaviour=unsafe,
+                change=change,
+            )
+        )
+    return out
+
+
+def timeouts_missing(definition: Definition, ctx: Context) -> list[Suggestion]:
+    """A step with no timeout of its own gets one from its p99 (or its estimate)."""
+    out = []
+    figures = ctx.figures(definition)
+    for node in definition.nodes:
+        if node.type is not NodeType.ACTION or node.timeout is not None:
+            continue
+        if node.action_type in ("delay", "transform", "log", "http_request"):
+            continue  # an HTTP call always has its request timeout (30 s by default)
+        fig = figures[node.id]
+        basis = fig.p99_ms if fig.source == "history" and fig.samples >= MIN_SAMPLES else None
+        seconds = float(max(5, math.ceil(5 * (basis or fig.p95_ms) / 1000)))
+        if seconds >= ctx.step_timeout:
+            continue
+        where = (
+            f"its p99 over {fig.samples} runs is {_ms(basis)}"
+            if basis is not None
+            else f"estimated p95 for {node.action_type} is {_ms(fig.p95_ms)}"
+        )
+
+        def change(doc: Document, node_id: str = node.id, s: float = seconds) -> Document:
+            _node_doc(doc, node_id)["timeout"] = s
+            return doc
+
+        out.append(
+            Suggestion(
+                "timeout",
+                [node.id],
+                f"{node.id} has no timeout of its own, so a hung call holds a worker for "
+                f"ATOM_STEP_TIMEOUT ({ctx.step_timeout:g} s); {where}, so {seconds:g} s "
+                "bounds it with a wide margin.",
+                change=change,
+            )
+        )
+    return out
+
+
+def fallback(definition: Definition, ctx: Context) -> list[Suggestion]:
+    """A dependency that stays flaky even with retries deserves a fallback branch."""
+    out = []
+    for node in definition.nodes:
+        fig = ctx.measured.get(node.id)
+        if node.type is not NodeType.ACTION or fig is None or fig.transient_failures == 0:
+            continue
+        best = 1 - (1 - fig.success) ** (max(node.retry.max_retries, MAX_RETRIES) + 1)
+        if fig.success >= FALLBACK_BELOW and best >= TARGET_STEP_SUCCESS:
+            continue
+        out.append(
+            Suggestion(
+                "fallback",
+                [node.id],
+                f"{node.id} succeeds on only {fig.success:.0%} of attempts; besides retries, "
+                "give it a fallback: a second step (another endpoint, a cached copy) that runs "
+                "when it fails, joined by a step with trigger_rule one_success. That changes "
+                "what the run returns when the dependency is down, so it is not applied; the "
+                "figures assume the fallback itself succeeds 99% of the time.",
+                changes_behaviour=True,
+                success_override={node.id: 1 - (1 - step_success(fig, node.retry)) * 0.01},
+            )
+        )
+    return out
+
+
+PLANS: dict[str, tuple[Generator, ...]] = {
+    "performance": (parallelize, tighten_timeouts),
+    "cost": (dedupe, drop_unused, no_retry),
+    "reliability": (retries, timeouts_missing, fallback),
+    "hybrid": (
+        dedupe,
+        drop_unused,
+        no_retry,
+        retries,
+        fallback,
+        parallelize,
+        tighten_timeouts,
+        timeouts_missing,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The outcome of one strategy on one definition."""
+
+    suggestions: list[dict[str, Any]]
+    optimized: Document
+    predicted: dict[str, Any]
+    trade_offs: list[str] | None
+
+
+def analyze(definition: Definition, ctx: Context, strategy: str) -> Analysis:
+    """Run ``strategy`` on ``definition`` (see the module docstring)."""
+    doc = definition.to_dict()
+    current = definition
+    before = ctx.predict(definition)
+    shown: list[dict[str, Any]] = []
+    for generate in PLANS[strategy]:
+        for suggestion in generate(current, ctx):
+            expected, candidate = _try(current, doc, suggestion, ctx)
+            if expected is None:
+                continue
+            if suggestion.kind == "parallelize" and not _faster(expected, ctx.predict(current)):
+                continue  # the plan it compiles to would not finish sooner (predict.py)
+            if candidate is not None and not suggestion.changes_behaviour:
+                doc, current = candidate
+            shown.append(
+                {
+                    "kind": suggestion.kind,
+                    "nodes": suggestion.nodes,
+                    "rationale": suggestion.rationale,
+                    "expected": expected.as_dict(),
+                    "changes_behaviour": suggestion.changes_behaviour,
+                    "applied": candidate is not None and not suggestion.changes_behaviour,
+                }
+            )
+    after = ctx.predict(current)
+    trade_offs = _trade_offs(shown, before, after) if strategy == "hybrid" else None
+    return Analysis(
+        suggestions=shown,
+        optimized=current.to_dict(),
+        predicted={"before": before.as_dict(), "after": after.as_dict()},
+        trade_offs=trade_offs,
+    )
+
+
+def _faster(expected: Figures, now: Figures) -> bool:
+    return (expected.duration_p50_ms or 0) < (now.duration_p50_ms or 0)
+
+
+def _try(
+    current: Definition, doc: Document, suggestion: Suggestion, ctx: Context
+) -> tuple[Figures | None, tuple[Document, Definition] | None]:
+    """The figures with the suggestion applied, and the new (document, definition)."""
+    if suggestion.change is None:
+        return ctx.predict(current, success_override=suggestion.success_override), None
+    changed = suggestion.change(copy.deepcopy(doc))
+    try:
+        definition = parse_definition(changed)
+        compile_plan(definition)
+    except DefinitionError:
+        return None, None  # a change that would not validate is never offered
+    return ctx.predict(definition), (definition.to_dict(), definition)
+
+
+def _pct(before: float | None, after: float | None) -> str:
+    if not before or after is None:
+        return "n/a"
+    return f"{(after - before) / before:+.0%}"
+
+
+def _trade_offs(shown: list[dict[str, Any]], before: Figures, after: Figures) -> list[str]:
+    """What the hybrid plan gives up for what it gains, in figures."""
+    kinds = {s["kind"] for s in shown if s["applied"]}
+    out = [
+        f"Overall: p50 {_pct(before.duration_p50_ms, after.duration_p50_ms)}, p95 "
+        f"{_pct(before.duration_p95_ms, after.duration_p95_ms)}, calls "
+        f"{_pct(before.calls, after.calls)}, success rate "
+        f"{(before.success_rate or 0):.1%} -> {(after.success_rate or 0):.1%}."
+    ]
+    if "retry" in kinds:
+        out.append(
+            "Retries trade time for success: a run that needs them takes longer (p95 grows "
+            "by the backoff) and makes more calls, but fails less often."
+        )
+    if "parallelize" in kinds:
+        out.append(
+            "Parallel steps finish sooner but call their services at the same time: the peak "
+            "load on a service and on the worker pool rises (a rate-limited API may answer "
+            '429 more often; keep such calls in order with "ordered": true).'
+        )
+    if "drop_unused" in kinds:
+        out.append(
+            "Cut reads no longer gate the run: a run they used to fail now succeeds without them."
+        )
+    if "timeout" in kinds:
+        out.append(
+            "Tighter timeouts free workers from hung calls sooner, but fail a call that is "
+            "only unusually slow."
+        )
+    if any(s["changes_behaviour"] for s in shown):
+        out.append(
+            "Suggestions marked changes_behaviour (listed, not applied) would change what "
+            "the workflow does; apply them by hand if the change is wanted."
+        )
+    return out

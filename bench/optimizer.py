@@ -1,0 +1,300 @@
+"""Predicted versus measured: the optimizer's strategies on realistic workflows, run for real.
+
+    python bench/optimizer.py [--runs 8] [--flaky-runs 24] [--seed 7]
+
+Loopback services with delays and failure rates stand in for the outside world; one worker
+(``ATOM_WORKER_CONCURRENCY`` processes, the slots the prediction assumes) runs the steps. For
+each workflow and strategy: create the workflow, run it ``--runs`` times one after another,
+analyse, apply, run the applied version as often, and print the predicted change next to the
+measured one (``GET .../results/{id}`` -> ``measured``). A strategy that applies nothing that
+moves the figures is reported without after-runs.
+
+Workflows:
+- crm-enrich: look a contact up, then three enrichment calls and a billing lookup chained one
+  after another, though two read only the contact and one reads nothing; a merge reads all.
+- report: four independent report queries chained, one of them asked twice, an audit read
+  nobody uses; a build step reads the rest, a publish (PUT) sends the report.
+- flaky-relay: a relay (PUT, idempotent) to a service that answers 503 to about one call in
+  four, then a transform of its answer.
+- dependent-chain: four calls each reading the one before (nothing to parallelise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import socket
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench._services import admin_key, serve_api, services, start, stop, wait_ready  # noqa: E402
+from tests.integration.loopback import LoopbackService  # noqa: E402
+
+SLOTS = 8
+PLAN = {
+    "crm-enrich": ("performance", "hybrid"),
+    "report": ("performance", "cost", "hybrid"),
+    "flaky-relay": ("reliability", "hybrid"),
+    "dependent-chain": ("performance",),
+}
+
+
+def _node(node_id: str, path: str, method: str = "GET", **config: Any) -> dict[str, Any]:
+    return {
+        "id": node_id,
+        "type": "action",
+        "config": {"action_type": "http_request", "url": path, "method": method, **config},
+    }
+
+
+def _transform(node_id: str, output: Any) -> dict[str, Any]:
+    return {
+        "id": node_id,
+        "type": "action",
+        "config": {"action_type": "transform", "output": output},
+    }
+
+
+def _read(step: str) -> str:
+    return "{{ steps." + step + ".output.body }}"
+
+
+def _chain(name: str, nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    start_node = {"id": "start", "type": "trigger", "config": {"kind": "manual"}}
+    ids = ["start"] + [n["id"] for n in nodes]
+    return {
+        "name": name,
+        "nodes": [start_node, *nodes],
+        "connections": [{"source": a, "target": b} for a, b in zip(ids, ids[1:], strict=False)],
+    }
+
+
+def workflows(base: str) -> dict[str, dict[str, Any]]:
+    """The bench set, calling the loopback service at ``base``."""
+    contact = "{{ steps.lookup.output.body.email }}"
+    crm = _chain(
+        "crm-enrich",
+        [
+            _node("lookup", f"{base}/crm/contact/{{{{ input.id }}}}"),
+            _node("company", f"{base}/enrich/company", params={"email": contact}),
+            _node("social", f"{base}/enrich/social", params={"email": contact}),
+            _node("billing", f"{base}/billing/{{{{ input.id }}}}"),
+            _transform(
+                "merge",
+                {k: _read(k) for k in ("lookup", "company", "social", "billing")},
+            ),
+        ],
+    )
+    queries = ("sales", "costs", "headcount", "pipeline")
+    report = _chain(
+        "report",
+        [
+            *(_node(q, f"{base}/report/{q}") for q in queries),
+            _node("sales_again", f"{base}/report/sales"),
+            _node("audit", f"{base}/report/audit"),
+            _transform(
+                "build",
+                {q: _read(q) for q in (*queries, "sales_again")},
+            ),
+            _node("publish", f"{base}/publish", method="PUT", json="{{ steps.build.output }}"),
+        ],
+    )
+    relay = _chain(
+        "flaky-relay",
+        [
+            _node("relay", f"{base}/relay", method="PUT", json={"event": "{{ input.id }}"}),
+            _transform("ack", {"ack": "{{ steps.relay.output.body }}"}),
+        ],
+    )
+    dependent = _chain(
+        "dependent-chain",
+        [
+            _node("a", f"{base}/dep/a"),
+            _node("b", f"{base}/dep/b/{{{{ steps.a.output.body.next }}}}"),
+            _node("c", f"{base}/dep/c/{{{{ steps.b.output.body.next }}}}"),
+            _node("d", f"{base}/dep/d/{{{{ steps.c.output.body.next }}}}"),
+        ],
+    )
+    return {"crm-enrich": crm, "report": report, "flaky-relay": relay, "dependent-chain": dependent}
+
+
+def serve(seed: int) -> LoopbackService:
+    """The outside world: delays per route, a relay that fails about one call in four."""
+    rng = random.Random(seed)
+    lock = threading.Lock()
+    service = LoopbackService()
+
+    def slow(ms: int, body: Any):
+        def answer(request, match):
+            time.sleep(ms / 1000)
+            return 200, body
+
+        return answer
+
+    def relay(request, match):
+        with lock:
+            fail = rng.random() < 0.25
+        time.sleep(0.05)
+        return (503, {"error": "busy"}) if fail else (200, {"relayed": True})
+
+    service.route(r"GET /crm/contact/\w+", slow(150, {"email": "a@b.example", "name": "A"}))
+    service.route(r"GET /enrich/company\?.*", slow(250, {"company": "Acme"}))
+    service.route(r"GET /enrich/social\?.*", slow(200, {"followers": 12}))
+    service.route(r"GET /billing/\w+", slow(180, {"plan": "pro"}))
+    for q, ms in (("sales", 300), ("costs", 250), ("headcount", 200), ("pipeline", 350)):
+        service.route(f"GET /report/{q}", slow(ms, {q: 1}))
+    service.route("GET /report/audit", slow(120, {"audit": "ok"}))
+    service.route("PUT /publish", slow(100, {"published": True}))
+    service.route("PUT /relay", relay)
+    for step, nxt in (("a", "x"), ("b", "y"), ("c", "z"), ("d", "end")):
+        service.route(f"GET /dep/{step}(/\\w+)?", slow(150, {"next": nxt}))
+    return service.start()
+
+
+def _gain(before: float | None, after: float | None) -> float | None:
+    if before in (None, 0) or after is None:
+        return None
+    return 1 - after / before
+
+
+def _rise(before: float | None, after: float | None) -> float | None:
+    if before is None or after is None:
+        return None
+    return after - before
+
+
+def _row(metric: str, predicted: dict, measured: dict, kind: str = "gain") -> tuple[str, bool]:
+    change = _gain if kind == "gain" else _rise
+    p = change(predicted["before"].get(metric), predicted["after"].get(metric))
+    m = change(measured["before"].get(metric), measured["after"].get(metric))
+    unit = "%" if kind == "gain" else " pts"
+    scale = 100
+    if p is None or m is None:
+        return f"    {metric:<16} predicted n/a  measured n/a", True
+    significant = abs(p) >= (0.05 if kind == "gain" else 0.02)
+    within = (not significant) or (0.8 * abs(p) <= abs(m) <= 1.2 * abs(p) and p * m > 0)
+    text = (
+        f"    {metric:<16} predicted {p * scale:+6.1f}{unit}   measured {m * scale:+6.1f}{unit}"
+        f"   before {measured['before'].get(metric)} -> after {measured['after'].get(metric)}"
+        + ("" if not significant else ("   within 20 %" if within else "   OFF by > 20 %"))
+    )
+    return text, within
+
+
+def run(runs: int, flaky_runs: int, seed: int) -> int:
+    """Run the bench set; returns the number of predictions off by more than 20 %."""
+    from atom.celery_app import make_celery
+    from atom.client import Client
+
+    data = ROOT / ".atom" / "bench-optimizer"
+    settings, stoppers = services(data, "atom_bench_optimizer")
+    settings = replace(
+        settings,
+        http_allowlist=("127.0.0.0/8",),
+        worker_concurrency=SLOTS,
+        auto_troubleshoot=False,
+        rate_limit_enabled=False,
+        log_level="WARNING",
+    )
+    hostname = f"optbench@{socket.gethostname()}"
+    log = data / "worker.log"
+    worker = start(
+        [sys.executable, "-m", "cli", "worker", f"--concurrency={SLOTS}", f"--hostname={hostname}"],
+        settings,
+        log,
+    )
+    app = make_celery(settings)
+    service = serve(seed)
+    server = None
+    off = 0
+    try:
+        wait_ready(app, worker, hostname, log)
+        server, url = serve_api(settings)
+        client = Client(url, admin_key(settings, "opt-bench"), timeout=60)
+        print(f"bench/optimizer.py --runs {runs} --flaky-runs {flaky_runs} --seed {seed}")
+        print(f"worker slots {SLOTS}; runs one at a time\n")
+        for name, strategies in PLAN.items():
+            count = flaky_runs if name == "flaky-relay" else runs
+            for strategy in strategies:
+                off += _one(client, service.url, name, strategy, count)
+    finally:
+        if server is not None:
+            server.shutdown()
+        service.stop()
+        stop(worker)
+        app.close()
+        for stopper in stoppers:
+            stopper()
+    print(f"\npredictions off by more than 20 %: {off}")
+    return off
+
+
+def _runs(client, workflow_id: str, count: int) -> None:
+    for i in range(count):
+        execution = client.execute(workflow_id, {"id": f"u{i}"})
+        client.wait(execution["id"], timeout=120)
+
+
+def _one(client, base: str, name: str, strategy: str, count: int) -> int:
+    created = client.create_workflow(workflows(base)[name])
+    _runs(client, created["id"], count)
+    result = client.request(
+        "POST",
+        "/api/workflows/optimization/analyze",
+        json={"workflow_id": created["id"], "strategy": strategy},
+    )
+    applied = [
+        f"{s['kind']}({','.join(s['nodes'][:6])})" for s in result["suggestions"] if s["applied"]
+    ]
+    listed = [s["kind"] for s in result["suggestions"] if not s["applied"]]
+    predicted = result["predicted"]
+    print(
+        f"{name} / {strategy}: applied {', '.join(applied) or 'nothing'}"
+        + (f"; listed only: {', '.join(listed)}" if listed else "")
+    )
+    if predicted["after"] == predicted["before"]:
+        print("    no predicted change; not re-run\n")
+        return 0
+    client.request("POST", f"/api/workflows/optimization/results/{result['id']}/apply")
+    _runs(client, created["id"], count)
+    measured = client.request("GET", f"/api/workflows/optimization/results/{result['id']}")[
+        "measured"
+    ]
+    off = 0
+    for metric, kind in (
+        ("duration_p50_ms", "gain"),
+        ("duration_p95_ms", "gain"),
+        ("calls", "gain"),
+        ("success_rate", "rise"),
+    ):
+        text, within = _row(metric, predicted, measured, kind)
+        print(text)
+        off += 0 if within else 1
+    print(
+        f"    predicted p50 {predicted['before']['duration_p50_ms']} -> "
+        f"{predicted['after']['duration_p50_ms']} ms (runs: {count} before, "
+        f"{measured['runs_after']} after)\n"
+    )
+    return off
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the arguments and run."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=8)
+    parser.add_argument("--flaky-runs", type=int, default=24)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    run(args.runs, args.flaky_runs, args.seed)
+
+
+if __name__ == "__main__":
+    main()
