@@ -92,3 +92,37 @@ def test_nested_header_is_counted_not_saved_for_a_polling_join(isolated: Setting
         assert "" not in keys  # but its header is not saved: no join, no 0.5 s poll
     finally:
         app.close()
+
+
+def _nested_run(client, **extra) -> dict:
+    doc = workflow(
+        "nested-join-run",
+        [
+            trigger(),
+            action("a", "transform", output="a"),
+            action("b", "transform", output="{{ input.nothing.here }}"),  # fails
+            action("c", "delay", seconds=0.2),
+            action("d", "transform", output="d"),
+            {**action("m", "transform", output="{{ steps.c.status }}"), **extra},
+        ],
+        [("start", "a"), ("a", "b"), ("a", "c"), ("start", "d")]
+        + [("b", "m"), ("c", "m"), ("d", "m")],
+        on_failure="continue",
+    )
+    return client.wait(client.execute(client.create_workflow(doc)["id"])["id"], timeout=60)
+
+
+def test_a_failed_step_in_a_nested_header_still_reaches_the_body_on_a_real_worker(client):
+    # The counted path hands over to the body after a failed step exactly like the join did:
+    # the trigger rule, not Celery, decides whether the body's step runs.
+    done = _nested_run(client, trigger_rule="all_done")
+    steps = {s["node_id"]: s for s in done["steps"]}
+    assert done["status"] == "failed" and done["error"]["node_id"] == "b"
+    assert steps["b"]["status"] == "failed"
+    assert steps["m"]["status"] == "succeeded" and steps["m"]["output"] == "succeeded"
+
+    done = _nested_run(client)  # all_success: m is skipped, the run still finalizes
+    steps = {s["node_id"]: s for s in done["steps"]}
+    assert done["status"] == "failed"
+    assert steps["m"]["status"] == "skipped"
+    assert "upstream failed: b" in steps["m"]["error"]["message"]
