@@ -6,6 +6,7 @@ The API sends work by task *name* through this app; ``workers/`` registers the b
 from __future__ import annotations
 
 import logging
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
@@ -46,7 +47,27 @@ class NoWaitRedisBackend(RedisBackend):
     ``.get()`` is fast. ATOM never waits on a task result (PostgreSQL holds the truth), so
     that is one wasted Redis round trip per task sent, and subscriptions left behind.
     Chord counting, which ATOM does rely on, is unchanged.
+
+    It also never saves a chord header's result structure (``apply_chord``), so every chord
+    body starts as soon as the header's counter is full, whatever the header's shape.
     """
+
+    def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
+        """Count the header, never join it: do not save its ``GroupResult``.
+
+        Celery's Redis backend saves the header's ``GroupResult`` when a member's result is
+        a group (a chain ending in a group: ``a -> (b || c)`` beside ``d``). When the
+        counter is full, the worker then restores it and calls ``join_native``, which reads
+        the header's ids once with ``get_many(max_iterations=1)``; the inner group's id never
+        has a task result, so ``get_many`` sleeps its 0.5 s interval before giving up: every
+        such body started 0.5 s late (bench/joins.py). The saved structure only shapes the
+        results handed to the body, and ATOM's signatures are immutable (data travels
+        through PostgreSQL), so nothing is lost: with nothing saved, the worker takes the
+        counted path and hands the body the flat list of results it stashed. The counting
+        itself (the header's size, every task of an inner group counted) is Celery's,
+        unchanged; a failed header task still fails the body (``ChordError``).
+        """
+        return None
 
     def on_task_call(self, producer, task_id):
         """Do not subscribe to the task's result channel."""

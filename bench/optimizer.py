@@ -1,6 +1,6 @@
 """Predicted versus measured: the optimizer's strategies on realistic workflows, run for real.
 
-    python bench/optimizer.py [--runs 8] [--flaky-runs 24] [--seed 7]
+    python bench/optimizer.py [--runs 8] [--flaky-runs 24] [--seed 7] [--only crm-enrich ...]
 
 Loopback services with delays and failure rates stand in for the outside world; one worker
 (``ATOM_WORKER_CONCURRENCY`` processes, the slots the prediction assumes) runs the steps. For
@@ -189,7 +189,7 @@ def _row(metric: str, predicted: dict, measured: dict, kind: str = "gain") -> tu
     return text, within
 
 
-def run(runs: int, flaky_runs: int, seed: int) -> int:
+def run(runs: int, flaky_runs: int, seed: int, only: list[str] | None = None) -> int:
     """Run the bench set; returns the number of predictions off by more than 20 %."""
     from atom.celery_app import make_celery
     from atom.client import Client
@@ -222,6 +222,8 @@ def run(runs: int, flaky_runs: int, seed: int) -> int:
         print(f"bench/optimizer.py --runs {runs} --flaky-runs {flaky_runs} --seed {seed}")
         print(f"worker slots {SLOTS}; runs one at a time\n")
         for name, strategies in PLAN.items():
+            if only and name not in only:
+                continue
             count = flaky_runs if name == "flaky-relay" else runs
             for strategy in strategies:
                 off += _one(client, service.url, name, strategy, count)
@@ -292,8 +294,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--flaky-runs", type=int, default=24)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--only", action="append", choices=list(PLAN), help="these workflows")
     args = parser.parse_args(argv)
-    run(args.runs, args.flaky_runs, args.seed)
+    run(args.runs, args.flaky_runs, args.seed, args.only)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@
 - success rate: the product over the steps of each step's success with its retries
   (every step is assumed to run: branches a condition skips are counted as run).
 - calls: the expected outside calls per run, retries included.
-- the compiled plan: a chord whose header holds a group (a branch that ends in parallel
-  steps) is joined by Celery's Redis backend with ``GroupResult.join_native``, which polls
-  every 0.5 s, so its body starts up to ``COMPLEX_JOIN_MS`` late (measured: 0.35-0.45 s more
-  than after a flat header, docs/benchmarks.md); the first steps of such a body get it added.
+- the compiled plan adds no wait of its own: every chord body is sent from the chord's
+  counter, a header holding a group included (``NoWaitRedisBackend.apply_chord`` in
+  ``atom.celery_app``), so it starts one ``overhead`` after its last predecessor like any
+  step (bench/joins.py: the same as after a flat header, where it was 0.5 s later before).
 """
 
 from __future__ import annotations
@@ -28,53 +28,7 @@ import math
 from collections.abc import Mapping
 
 from atom.optimize.figures import Figures, StepFigures
-from atom.workflow.compiler import compile_plan
 from atom.workflow.definition import Definition, Node, NodeType, RetryPolicy
-
-COMPLEX_JOIN_MS = 500.0
-"""Extra wait before the body of a chord whose header holds a group (see the docstring)."""
-
-
-def _has_group(tree: dict) -> bool:
-    if tree["type"] == "group":
-        return True
-    children = tree.get("tasks") or [
-        *tree.get("header", []),
-        *([tree["body"]] if "body" in tree else []),
-    ]
-    return any(_has_group(t) for t in children)
-
-
-def _first_steps(tree: dict) -> list[str]:
-    kind = tree["type"]
-    if kind == "step":
-        return [tree["node"]]
-    if kind == "chain":
-        return _first_steps(tree["tasks"][0]) if tree["tasks"] else []
-    if kind == "chord":
-        return [n for t in tree["header"] for n in _first_steps(t)]
-    if kind == "group":
-        return [n for t in tree["tasks"] for n in _first_steps(t)]
-    return []
-
-
-def join_delays(definition: Definition) -> dict[str, float]:
-    """Steps that start late because of how their chord is joined, and by how much (ms)."""
-    delays: dict[str, float] = {}
-
-    def walk(tree: dict) -> None:
-        if tree["type"] == "chord":
-            if any(_has_group(t) for t in tree["header"]):
-                for node in _first_steps(tree["body"]):
-                    delays[node] = COMPLEX_JOIN_MS
-            for t in tree["header"]:
-                walk(t)
-            walk(tree["body"])
-        for t in tree.get("tasks", []):
-            walk(t)
-
-    walk(compile_plan(definition)["canvas"])
-    return delays
 
 
 def step_success(figures: StepFigures, retry: RetryPolicy) -> float:
@@ -119,16 +73,14 @@ def schedule(
     durations: Mapping[str, float],
     overhead: float,
     slots: int,
-    delays: Mapping[str, float] | None = None,
 ) -> float:
     """Makespan (ms) of the graph on ``slots`` worker slots, longest remaining path first."""
     graph = definition.graph()
     order = graph.topological_order()
     trigger = definition.trigger.id
-    delays = delays or {}
     tail: dict[str, float] = {}
     for v in reversed(order):
-        own = 0.0 if v == trigger else durations.get(v, 0.0) + overhead + delays.get(v, 0.0)
+        own = 0.0 if v == trigger else durations.get(v, 0.0) + overhead
         tail[v] = own + max((tail[w] for w in graph.successors[v]), default=0.0)
     waiting = {v: len(graph.predecessors[v]) for v in order}
     ready_at = {v: 0.0 for v in order}
@@ -143,7 +95,7 @@ def schedule(
             done = 0.0
         else:
             slot = heapq.heappop(free)
-            start = max(at + overhead + delays.get(v, 0.0), slot)
+            start = max(at + overhead, slot)
             done = start + durations.get(v, 0.0)
             heapq.heappush(free, done)
         finish_all = max(finish_all, done)
@@ -160,13 +112,12 @@ def _path_p95(
     p50: Mapping[str, float],
     p95: Mapping[str, float],
     overhead: float,
-    delays: Mapping[str, float],
 ) -> tuple[float, float]:
     """(p50 of the longest path without slot limits, p95 by the path composition)."""
     graph = definition.graph()
     best: dict[str, tuple[float, float]] = {}
     for v in graph.topological_order():
-        own = 0.0 if v == definition.trigger.id else p50.get(v, 0.0) + overhead + delays.get(v, 0.0)
+        own = 0.0 if v == definition.trigger.id else p50.get(v, 0.0) + overhead
         spread = max(0.0, p95.get(v, 0.0) - p50.get(v, 0.0)) ** 2
         options = [best[p] for p in graph.predecessors[v]] or [(0.0, 0.0)]
         mean, var = max(options, key=lambda mv: mv[0] + math.sqrt(mv[1]))
@@ -200,9 +151,8 @@ def predict(
             own = success_override[node.id]
         success *= own
         calls += step_calls(fig, node.retry)
-    delays = join_delays(definition)
-    makespan = schedule(definition, p50, overhead, slots, delays)
-    plain, worst = _path_p95(definition, p50, p95, overhead, delays)
+    makespan = schedule(definition, p50, overhead, slots)
+    plain, worst = _path_p95(definition, p50, p95, overhead)
     return Figures(
         duration_p50_ms=makespan,
         duration_p95_ms=max(worst + (makespan - plain), makespan),
