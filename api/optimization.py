@@ -10,12 +10,21 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from api.context import client_address, page_of, require, session, state, tenant_id
-from atom.errors import AtomError
+from api.context import (
+    check_workflow,
+    client_address,
+    page_of,
+    principal,
+    require,
+    session,
+    state,
+    tenant_id,
+)
 from atom.optimize import results
 from atom.optimize.strategies import STRATEGIES
 from atom.security import audit, permissions
 from atom.security.auth import Role
+from atom.store.models import OptimizationResult
 
 blp = Blueprint(
     "optimization",
@@ -110,17 +119,6 @@ class AppliedVersionSchema(Schema):
     version = fields.Integer()
 
 
-def _may(db: Any, row: Any, kind: str) -> bool:
-    """Whether the request's role may ``kind`` the result's workflow (metadata.permissions)."""
-    if row.workflow_id is None:
-        return True
-    try:
-        permissions.check(db, tenant_id(), row.workflow_id, kind, g.role)
-    except AtomError:
-        return False
-    return True
-
-
 @blp.route("/analyze")
 class Analyze(MethodView):
     """Run an analysis."""
@@ -131,8 +129,7 @@ class Analyze(MethodView):
     def post(self, args: dict[str, Any]):
         """Analyse with a strategy: baseline, suggestions, optimized definition, prediction."""
         db = session()
-        if args.get("workflow_id") is not None:  # its metadata.permissions: view
-            permissions.check(db, tenant_id(), args["workflow_id"], "view", g.role)
+        check_workflow(args.get("workflow_id"))  # its metadata.permissions: view
         row = results.run(
             db,
             tenant_id(),
@@ -156,15 +153,16 @@ class ResultCollection(MethodView):
     @blp.paginate(page=1, page_size=20, max_page_size=100)
     def get(self, args: dict[str, Any], pagination_parameters: Any):
         """Analyses, newest first (``?workflow_id=``)."""
+        check_workflow(args.get("workflow_id"))
         db = session()
-        if args.get("workflow_id") is not None:
-            permissions.check(db, tenant_id(), args["workflow_id"], "view", g.role)
-        query = results.list_query(tenant_id(), args.get("workflow_id"))
-        return [
-            results.view(db, r)
-            for r in page_of(db, query, pagination_parameters)
-            if _may(db, r, "view")
-        ]
+        # only the workflows the key may view (metadata.permissions), before paging
+        query = permissions.restrict(
+            results.list_query(tenant_id(), args.get("workflow_id")),
+            OptimizationResult.workflow_id,
+            tenant_id(),
+            principal(),
+        )
+        return [results.view(db, r) for r in page_of(db, query, pagination_parameters)]
 
 
 @blp.route("/results/<uuid:result_id>")
@@ -175,11 +173,9 @@ class ResultItem(MethodView):
     @blp.response(200, OptimizationResultSchema)
     def get(self, result_id: uuid.UUID):
         """The analysis, with `measured` once its applied version has run."""
+        check_workflow(results.get(session(), tenant_id(), result_id).workflow_id)
         db = session()
-        row = results.get(db, tenant_id(), result_id)
-        if row.workflow_id is not None:
-            permissions.check(db, tenant_id(), row.workflow_id, "view", g.role)
-        return results.view(db, row)
+        return results.view(db, results.get(db, tenant_id(), result_id))
 
 
 @blp.route("/results/<uuid:result_id>/apply")
@@ -195,10 +191,9 @@ class ResultApply(MethodView):
     )
     def post(self, result_id: uuid.UUID):
         """Apply: a new version through the normal update path (version history, audit)."""
+        # saving a version: the workflow's edit permission
+        check_workflow(results.get(session(), tenant_id(), result_id).workflow_id, "edit")
         db = session()
-        row = results.get(db, tenant_id(), result_id)
-        if row.workflow_id is not None:  # saving a version: the workflow's edit permission
-            permissions.check(db, tenant_id(), row.workflow_id, "edit", g.role)
         workflow_id, version = results.apply(db, tenant_id(), result_id)
         audit.record(
             db,
