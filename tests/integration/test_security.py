@@ -1008,7 +1008,7 @@ def test_webhook_deliveries_obey_run_and_are_audited(client: Client, api_url: st
     refused = requests.post(f"{api_url}/api/hooks/{closed_token}", json={}, timeout=30)
     assert refused.status_code == 403 and "webhook" in refused.json()["message"]
     ok = requests.post(f"{api_url}/api/hooks/{allowed_token}", data=b"{not json", timeout=30)
-    assert ok.status_code == 422
+    assert ok.status_code == 400
     ok = requests.post(f"{api_url}/api/hooks/{allowed_token}", json={"a": 1}, timeout=30)
     assert ok.status_code == 202
     assert requests.post(f"{api_url}/api/hooks/whk_nope", json={}, timeout=30).status_code == 404
@@ -1017,8 +1017,8 @@ def test_webhook_deliveries_obey_run_and_are_audited(client: Client, api_url: st
     seen = sorted((e["status"], e["target_id"], e["key_id"], e["client"]) for e in entries)
     assert seen == [
         (202, allowed_id, None, "127.0.0.1"),
+        (400, allowed_id, None, "127.0.0.1"),
         (403, closed_id, None, "127.0.0.1"),
-        (422, allowed_id, None, "127.0.0.1"),
     ]
     assert all(e["target_type"] == "webhook" and e["at"] for e in entries)
     text = json.dumps(client.request("GET", "/api/audit", params={"page_size": 100}))
