@@ -1023,3 +1023,36 @@ def test_webhook_deliveries_obey_run_and_are_audited(client: Client, api_url: st
     assert all(e["target_type"] == "webhook" and e["at"] for e in entries)
     text = json.dumps(client.request("GET", "/api/audit", params={"page_size": 100}))
     assert closed_token not in text and allowed_token not in text
+
+
+def test_optimizer_results_and_metric_series_honour_permissions(client: Client, api_url: str):
+    hidden = client.create_workflow(
+        _chain("hidden-opt", action("a", "transform", output={"x": 1}))
+        | {"metadata": {"permissions": {"view": ["admin"]}}}
+    )
+    shown = client.create_workflow(_chain("shown-opt", action("a", "transform", output={"x": 1})))
+    results = "/api/workflows/optimization/results"
+    for wf in (hidden, shown, hidden):
+        body = {"workflow_id": wf["id"], "strategy": "cost"}
+        client.request("POST", "/api/workflows/optimization/analyze", json=body)
+        point = {"name": "orders.seen", "value": 1.0, "workflow_id": wf["id"]}
+        client.request("POST", "/api/workflows/monitoring/metrics", json=point)
+    viewer = _same_tenant_key(client, "viewer")
+    operator = _same_tenant_key(client, "operator")
+    items, total = _listed(api_url + results, viewer, page_size=1)
+    assert total == 1 and [r["workflow_id"] for r in items] == [shown["id"]]
+    series, total = _listed(
+        api_url + "/api/workflows/monitoring/metrics/series", viewer, kind="custom", page_size=100
+    )
+    assert {s["workflow_id"] for s in series} == {shown["id"]} and total == 1
+    points = f"{api_url}/api/workflows/monitoring/metrics/points"
+    asked = {"kind": "custom", "name": "orders.seen", "workflow_id": hidden["id"]}
+    assert (
+        requests.get(points, headers={"X-API-Key": viewer}, params=asked, timeout=30).status_code
+        == 404
+    )
+    point = {"name": "orders.seen", "value": 2.0, "workflow_id": hidden["id"]}
+    recorded = _raw(f"{api_url}/api/workflows/monitoring/metrics", operator, "POST", json=point)
+    assert recorded.status_code == 404
+    everything, total = _listed(api_url + results, str(client.session.headers["X-API-Key"]))
+    assert total == 3
