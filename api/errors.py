@@ -12,6 +12,7 @@ from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 
+from api import guard
 from atom.errors import AtomError, Conflict, DefinitionError, InvalidInput, Unauthorized
 
 WWW_AUTHENTICATE = 'Bearer realm="atom", ApiKey realm="atom" header="X-API-Key"'
@@ -79,13 +80,12 @@ class AtomApi(Api):
 def _own_words(error: HTTPException) -> str | None:
     """What werkzeug's generic 413 and 404 pages cannot say: the limit and the variable that
     sets it; the id that is not an id."""
-    if error.code == 413:
-        settings = current_app.extensions["atom"].settings
-        if request.path.startswith("/api/hooks/"):
-            limit, variable = settings.webhook_max_bytes, "ATOM_WEBHOOK_MAX_BYTES"
-        else:
-            limit, variable = settings.max_request_bytes, "ATOM_MAX_REQUEST_BYTES"
-        return f"The body is larger than the limit of {limit} bytes; {variable} sets the limit."
+    if error.code == 413:  # a body with no Content-Length (chunked) found too large on reading
+        limit, variable = guard.body_limit(current_app.extensions["atom"].settings)
+        return (
+            f"The request body is over the limit; this endpoint takes at most {limit} bytes "
+            f"({variable})."
+        )
     if isinstance(error, NotFound) and request.url_rule is None:
         shown = request.path if len(request.path) <= 200 else request.path[:200] + "..."
         return _malformed_id() or (

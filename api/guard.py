@@ -119,6 +119,15 @@ def _check_size(settings: Settings) -> None:
             f"The request body is {size} bytes; this endpoint takes at most {limit} bytes "
             f"({variable})."
         )
+    if size is None and request.method in ("POST", "PUT", "PATCH"):
+        # Chunked: werkzeug stops reading at the limit, and the cut body would read as
+        # invalid JSON (a 400 that hides the cause). A chunked body of exactly the limit is
+        # refused too: the cut cannot be told from the end.
+        if len(request.get_data(cache=True)) >= limit:
+            raise PayloadTooLarge(
+                f"The request body is over the limit; this endpoint takes at most {limit} "
+                f"bytes ({variable})."
+            )
 
 
 def check_request(settings: Settings) -> None:

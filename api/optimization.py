@@ -153,9 +153,8 @@ class ResultCollection(MethodView):
     @blp.paginate(page=1, page_size=20, max_page_size=100)
     def get(self, args: dict[str, Any], pagination_parameters: Any):
         """Analyses, newest first (``?workflow_id=``)."""
-        check_workflow(args.get("workflow_id"))
         db = session()
-        # only the workflows the key may view (metadata.permissions), before paging
+        check_workflow(args.get("workflow_id"))
         query = permissions.restrict(
             results.list_query(tenant_id(), args.get("workflow_id")),
             OptimizationResult.workflow_id,
@@ -173,9 +172,10 @@ class ResultItem(MethodView):
     @blp.response(200, OptimizationResultSchema)
     def get(self, result_id: uuid.UUID):
         """The analysis, with `measured` once its applied version has run."""
-        check_workflow(results.get(session(), tenant_id(), result_id).workflow_id)
         db = session()
-        return results.view(db, results.get(db, tenant_id(), result_id))
+        row = results.get(db, tenant_id(), result_id)
+        check_workflow(row.workflow_id)
+        return results.view(db, row)
 
 
 @blp.route("/results/<uuid:result_id>/apply")
@@ -191,9 +191,9 @@ class ResultApply(MethodView):
     )
     def post(self, result_id: uuid.UUID):
         """Apply: a new version through the normal update path (version history, audit)."""
-        # saving a version: the workflow's edit permission
-        check_workflow(results.get(session(), tenant_id(), result_id).workflow_id, "edit")
         db = session()
+        # saving a version: the workflow's edit permission
+        check_workflow(results.get(db, tenant_id(), result_id).workflow_id, "edit")
         workflow_id, version = results.apply(db, tenant_id(), result_id)
         audit.record(
             db,

@@ -119,6 +119,10 @@ def settings(
         # Automatic troubleshooting would retry the failures other tests assert on; its own
         # tests run a platform of their own with it on (tests/integration/test_troubleshoot.py).
         auto_troubleshoot=False,
+        # Beats started by other modules do not fire anomaly scoring (without an ML worker it
+        # would hold a worker slot for ATOM_ML_TIMEOUT); tests/integration/test_anomaly_ops.py
+        # runs a beat of its own that does.
+        anomaly_interval=0,
     )
 
 

@@ -46,7 +46,7 @@ def register(app: Celery, ctx: WorkerContext) -> None:
     @app.task(name=SCORE_METRICS, acks_late=True, ignore_result=True)
     def score_metrics() -> dict:
         settings = ctx.settings
-        if not settings.monitoring_enabled or settings.anomaly_interval <= 0:
+        if not settings.monitoring_enabled:  # how often (or whether) to fire: beat's call
             return {"enabled": False}
         probe, ml, quick = clients()
         return scoring.score_pass(ctx.factory, ml.call, settings, probe.queues, quick.call)

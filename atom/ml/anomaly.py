@@ -102,7 +102,7 @@ PARTS = ("seasonal", "shift", "records", "tails", "lightgbm")
 
 def threshold_for(sensitivity: float) -> float:
     """The score from which a point is an anomaly: 0.9 at sensitivity 0, 0.3 at 1."""
-    return 0.9 - 0.6 * min(1.0, max(0.0, sensitivity))
+    return round(0.9 - 0.6 * min(1.0, max(0.0, sensitivity)), 6)
 
 
 def score_of(z: np.ndarray) -> np.ndarray:
@@ -410,8 +410,8 @@ def score_series(
     expected: list[list[float] | None] = [None] * n
     anomalies = []
     for j, i in enumerate(where.tolist()):
-        s = float(point_scores[j])
-        scores[i] = round(s, 6)
+        s = round(float(point_scores[j]), 6)  # the anomalies agree with the scores as sent
+        scores[i] = s
         if not math.isnan(forecast[j]):
             f, b = float(forecast[j]), float(band[j])
             expected[i] = [f - b, f + b]

@@ -32,6 +32,10 @@ MAX_RETRIES = 5
 FALLBACK_BELOW = 0.95
 """A dependency whose step succeeds less often than this, even with retries, is flaky."""
 MIN_SAMPLES = 3
+MIN_PARALLEL_GAIN = 0.15
+"""Parallelize is offered only when it cuts the predicted p50 by this share at least: below
+it the gain is within the prediction's error on a loaded machine (docs/benchmarks.md), and
+parallel calls raise the peak load on the services and the worker pool."""
 MIN_TIMEOUT = 5
 """No timeout the optimizer sets is shorter (s): a loaded machine slows every step."""
 """Runs of a step needed before a timeout is derived from its measured p99."""
@@ -259,6 +263,13 @@ def drop_unused(definition: Definition, ctx: Context) -> list[Suggestion]:
         effect = dataflow.side_effect(node)
         if node.action_type == "log":
             effect = "writes a log line (the line is its point)"
+        gated = sorted(
+            w
+            for w in graph.reachable_from(node.id) - {node.id}
+            if dataflow.side_effect(definition.node(w))
+        )
+        if not effect and gated:
+            effect = f"gates {', '.join(gated[:5])} (a failed {node.id} stops them from running)"
         blocked = node.id in frozen or any(
             definition.node(s).type is not NodeType.ACTION or s in frozen
             for s in graph.successors[node.id]
@@ -504,7 +515,7 @@ def analyze(definition: Definition, ctx: Context, strategy: str) -> Analysis:
             if expected is None:
                 continue
             if suggestion.kind == "parallelize" and not _faster(expected, ctx.predict(current)):
-                continue  # the plan it compiles to would not finish sooner (predict.py)
+                continue  # its compiled plan would not finish clearly sooner (predict.py)
             if candidate is not None and not suggestion.changes_behaviour:
                 doc, current = candidate
             shown.append(
@@ -528,7 +539,8 @@ def analyze(definition: Definition, ctx: Context, strategy: str) -> Analysis:
 
 
 def _faster(expected: Figures, now: Figures) -> bool:
-    return (expected.duration_p50_ms or 0) < (now.duration_p50_ms or 0)
+    before, after = now.duration_p50_ms or 0, expected.duration_p50_ms or 0
+    return after < before * (1 - MIN_PARALLEL_GAIN)
 
 
 def _try(

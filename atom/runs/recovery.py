@@ -58,8 +58,9 @@ _PROGRESS = text("""
 """)
 
 
-def _still_stalled(settings: Settings) -> Callable[[Session, Execution], bool]:
-    """The stall test of ``_STALLED`` for one execution, under its row lock (``redrive``)."""
+def still_stalled(settings: Settings) -> Callable[[Session, Execution], bool]:
+    """The stall test of ``_STALLED`` for one execution, under its row lock (``redrive``, and
+    the troubleshooter before it records a re-drive)."""
 
     def check(session: Session, execution: Execution) -> bool:
         stamp = db_now(session)
@@ -183,7 +184,7 @@ def reconcile(
             app,
             execution_id,
             f"no progress for {settings.stall_seconds:g} s and no message in the broker",
-            _still_stalled(settings),
+            still_stalled(settings),
         ):
             redriven.append(str(execution_id))
     return Report(len(candidates), redriven, waiting)

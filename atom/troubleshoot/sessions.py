@@ -23,7 +23,7 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from atom.alerts import channels
 from atom.celery_app import MAINTENANCE_QUEUE, TROUBLESHOOT_RETRY
-from atom.clock import now
+from atom.clock import db_now, now
 from atom.config import Settings
 from atom.errors import Conflict, InvalidInput, NotFound
 from atom.runs import engine, events, lifecycle
@@ -473,7 +473,7 @@ def retry_now(
             _decide(row, "not_redriven", reason=f"the execution is {execution.status}")
             return None
         execution.epoch += 1
-        execution.updated_at = now()
+        execution.updated_at = db_now(session)  # the reconciler compares it on that clock
         for step in engine.steps_of(session, execution):
             if step.status == StepStatus.RUNNING.value:
                 step.heartbeat_at = None  # its worker is gone: the next delivery takes over

@@ -35,9 +35,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
 
 from atom.celery_app import STEPS_QUEUE
-from atom.clock import now
+from atom.clock import db_now, now
 from atom.config import Settings
-from atom.runs import engine
+from atom.runs import engine, recovery
 from atom.statuses import ExecutionStatus, StepStatus
 from atom.store.models import Execution, TroubleshootingSession
 from atom.troubleshoot import gather, resolutions, sessions
@@ -211,6 +211,8 @@ def _redrive(
     settings: Settings,
     reserved: Any = None,
 ) -> TroubleshootingSession | None:
+    if not recovery.still_stalled(settings)(session, execution):
+        return None  # it moved on since the reconciler looked: it will not be re-driven
     held = reserved() if callable(reserved) else reserved
     if held and str(execution.id) in held:
         # A live worker holds its message (prefetched behind busy processes, or taken a
@@ -327,7 +329,10 @@ def _waiting(
     if not unserved:
         return None  # a backlog: every queue it needs has a worker
     node_id, queue = unserved[0]
-    waited = (now() - execution.updated_at).total_seconds() if execution.updated_at else 0.0
+    # updated_at is the database's time: measure on its clock, not this process's.
+    waited = (
+        (db_now(session) - execution.updated_at).total_seconds() if execution.updated_at else 0.0
+    )
     summary = (
         f"step {node_id!r} has waited {waited:.0f} s in queue {queue!r}, and no worker "
         "consumes that queue"

@@ -269,19 +269,24 @@ def test_chaos_two_beats_with_the_active_one_killed(stack: Stack, service: Loopb
         },
     )
     path = f"/api/schedules/{schedule['id']}/fires?page_size=100"
-    wait_until(lambda: len(client.request("GET", path)) >= 5, 30, "five fires")
-    stack.kill(active)
-    took = wait_until(
-        lambda: (
-            "Acquired lock" in Path(standby.log_path).read_text()
-            or "acquired the lock" in Path(standby.log_path).read_text()
-        ),
-        LOCK_TIMEOUT + 20,
-        "the standby to take over",
-    )
-    fired_at_takeover = len(client.request("GET", path))
-    wait_until(lambda: len(client.request("GET", path)) >= fired_at_takeover + 5, 30, "fires again")
-    client.request("PATCH", f"/api/schedules/{schedule['id']}", json={"enabled": False})
+    disable = {"enabled": False}
+    try:
+        wait_until(lambda: len(client.request("GET", path)) >= 5, 30, "five fires")
+        stack.kill(active)
+        took = wait_until(
+            lambda: (
+                "Acquired lock" in Path(standby.log_path).read_text()
+                or "acquired the lock" in Path(standby.log_path).read_text()
+            ),
+            LOCK_TIMEOUT + 20,
+            "the standby to take over",
+        )
+        fired_at_takeover = len(client.request("GET", path))
+        wait_until(
+            lambda: len(client.request("GET", path)) >= fired_at_takeover + 5, 30, "fires again"
+        )
+    finally:  # the session's database is shared: leave no schedule firing for later beats
+        client.request("PATCH", f"/api/schedules/{schedule['id']}", json=disable)
     time.sleep(1)
     fires = client.request("GET", path)
     started = [f for f in fires if f["status"] == "started"]

@@ -88,6 +88,8 @@ def test_beat_rides_out_a_long_redis_outage_logs_it_once_and_resumes(stack: Stac
     wait_until(lambda: broker.keys("atom:redbeat:atom-reconcile*"), 10, "entries restored")
     assert time.monotonic() - back < 30
     assert beat.poll() is None
+    # The line is written once the first good tick has ended (just after the entries).
+    wait_until(lambda: "reachable again after" in log_of(beat), 10, "the end of the outage")
     log = log_of(beat)
     assert log.count("a service is unreachable") == 1, log[-3000:]
     assert log.count("reachable again after") == 1, log[-3000:]

@@ -298,6 +298,35 @@ def test_anomaly_rule_validation_and_the_builtin_rule(client: Client, api_url: s
         assert caught.value.status == 422
 
 
+def test_run_metrics_are_derived_from_runs_and_steps(client: Client, settings_with):
+    from atom.anomaly import derive
+
+    flaky = client.create_workflow(
+        workflow(
+            "flaky",
+            [trigger(), action("charge", "transform", output="{{ input.card.number }}")],
+            [("start", "charge")],
+        )
+    )
+    runs = [client.execute(flaky["id"], {"card": {"number": 1}}), client.execute(flaky["id"])]
+    assert [client.wait(r["id"])["status"] for r in runs] == ["succeeded", "failed"]
+    time.sleep(1.1)  # the runs' one-second buckets are over
+    quick = settings_with(anomaly_bucket=1, anomaly_settle=0)
+    factory = _factory(quick)
+    try:
+        added = derive.derive(factory, quick)
+    finally:
+        factory.kw["bind"].dispose()
+    assert added["workflow_duration"] >= 2 and added["workflow_error_rate"] >= 1
+    durations = _points(client, kind="workflow_duration", workflow_id=flaky["id"])
+    assert len(durations) == 2 and all(p["unit"] == "ms" and p["value"] >= 0 for p in durations)
+    rates = _points(client, kind="workflow_error_rate", workflow_id=flaky["id"])
+    # One bucket with both runs (0.5), or two buckets (1.0 and 0.0).
+    assert sorted(p["value"] for p in rates) in ([0.5], [0.0, 1.0])
+    steps = _points(client, kind="step_duration", name="transform")
+    assert len(steps) >= 2
+
+
 @pytest.fixture(scope="module")
 def scoring_beat(processes: Processes, worker) -> Iterator[subprocess.Popen]:
     """A real beat firing scoring and alert evaluation every second (defaults: 30 s)."""

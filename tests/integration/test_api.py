@@ -155,12 +155,26 @@ def test_body_over_the_limit_is_413_naming_the_limit_and_its_variable(
     huge = {**VALID, "description": "x" * (2 * 1024 * 1024)}
     response = call(api_url, "POST", "/api/workflows", make_key("editor"), json=huge)
     assert response.status_code == 413 and response.json()["code"] == 413
+    size = int(response.request.headers["Content-Length"])
     assert response.json()["message"] == (
-        "The body is larger than the limit of 1048576 bytes; ATOM_MAX_REQUEST_BYTES sets the limit."
+        f"The request body is {size} bytes; this endpoint takes at most 1048576 bytes "
+        "(ATOM_MAX_REQUEST_BYTES)."
     )
     hook = call(api_url, "POST", "/api/hooks/some-token", data=b"[" + b"1," * 200_000 + b"1]")
     assert hook.status_code == 413
-    assert "262144 bytes; ATOM_WEBHOOK_MAX_BYTES" in hook.json()["message"]
+    assert "at most 262144 bytes (ATOM_WEBHOOK_MAX_BYTES)" in hook.json()["message"]
+    # no Content-Length (chunked): found too large while reading, and said the same way
+    chunks = iter([b'{"name": "', b"x" * 700_000, b"x" * 700_000, b'"}'])
+    chunked = call(
+        api_url,
+        "POST",
+        "/api/workflows",
+        make_key("editor"),
+        data=chunks,
+        headers={"Content-Type": "application/json"},
+    )
+    assert chunked.status_code == 413, chunked.text
+    assert "at most 1048576 bytes (ATOM_MAX_REQUEST_BYTES)" in chunked.json()["message"]
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,11 @@ def test_the_engine_learns_which_action_pays_from_outcomes_alone(api: Api):
     assert model["outcomes"] == 1000 and model["samples"] > 0
     active = next(v for v in model["versions"] if v["version"] == model["version"])
     assert active["metrics"]["metric"] == "rmse" and active["metrics"]["holdout"] > 0
+    # The off-policy value decides publishing and is shown beside the holdout error.
+    assert 0 < active["metrics"]["policy_value"] <= 1 and active["metrics"]["policy_value_se"] > 0
+    judged = [v for v in model["versions"] if v["metrics"].get("champion")]
+    assert judged and all("versus_champion" in v["metrics"] for v in judged)
+    assert any(v["reason"].startswith("off-policy value") for v in judged), judged
     assert active["reason"]
     assert {"customer.tier", "amount", "region", "noise"} <= {f["name"] for f in active["features"]}
 

@@ -22,6 +22,9 @@ ANALYZE = "/api/workflows/optimization/analyze"
 RESULTS = "/api/workflows/optimization/results"
 
 
+RUNS = 5
+"""Runs before and after applying: the median of five rides out one or two slow runs on a
+loaded machine."""
 SLOTS = 6
 """Worker processes of this module's platform: six independent calls fit in one wave."""
 
@@ -100,11 +103,11 @@ def test_independent_calls_run_in_parallel_with_the_same_outputs_and_half_the_ti
 
     service.route(r"GET /slow/(\d)", slow)
     created = client.create_workflow(_six_calls(service.url))
-    before = _runs(client, created["id"], 3)
+    before = _runs(client, created["id"], RUNS)
     assert all(r["status"] == "succeeded" for r in before)
 
     result = _analyze(client, workflow_id=created["id"], strategy="performance")
-    assert result["baseline"]["source"] == "history" and result["baseline"]["runs"] == 3
+    assert result["baseline"]["source"] == "history" and result["baseline"]["runs"] == RUNS
     parallel = [s for s in result["suggestions"] if s["kind"] == "parallelize"]
     assert parallel and parallel[0]["applied"] and not parallel[0]["changes_behaviour"]
     assert {f"c{i}" for i in range(1, 7)} <= set(parallel[0]["nodes"])
@@ -118,13 +121,20 @@ def test_independent_calls_run_in_parallel_with_the_same_outputs_and_half_the_ti
 
     applied = client.request("POST", f"{RESULTS}/{result['id']}/apply")
     assert applied == {"workflow_id": created["id"], "version": 2}
-    after = _runs(client, created["id"], 3)
+    after = _runs(client, created["id"], RUNS)
     assert all(r["status"] == "succeeded" for r in after)
     assert all(r["output"] == before[0]["output"] for r in before + after)  # same outputs
 
     measured = client.request("GET", f"{RESULTS}/{result['id']}")["measured"]
-    assert measured["runs_after"] == 3 and measured["before"]["runs"] == 3
-    assert measured["after"]["duration_p50_ms"] < 0.5 * measured["before"]["duration_p50_ms"]
+    assert measured["runs_after"] == RUNS and measured["before"]["runs"] == RUNS
+    timings = [
+        {s["node_id"]: (s["started_at"][17:23], s["finished_at"][17:23]) for s in r["steps"]}
+        for r in after
+    ]
+    assert measured["after"]["duration_p50_ms"] < 0.5 * measured["before"]["duration_p50_ms"], (
+        measured,
+        timings,
+    )
     assert measured["after"]["calls"] == measured["before"]["calls"] == 6
     # applying went through the normal update path: a second apply is refused
     with pytest.raises(ApiError) as again:

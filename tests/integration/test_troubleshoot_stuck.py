@@ -322,3 +322,47 @@ def test_worker_killed_mid_step_is_redriven_and_recorded(
     assert session["decisions"][1]["by"] == "reconciler"
     keys = {c.headers["Idempotency-Key"] for c in service.calls("POST", "/work")}
     assert keys == {f"{execution_id}:work"}
+
+
+def test_redrives_are_bounded_then_a_person_is_asked(client, service, platform: Settings) -> None:
+    """The run's message is lost again and again (its queue emptied, as a flushed broker
+    would): the reconciler re-drives it each time; after ATOM_TROUBLESHOOT_MAX_RETRIES
+    re-drives the session ends needs_attention, and the reconciler goes on by itself."""
+    import redis
+
+    broker = redis.Redis.from_url(platform.broker_url or "")
+    node = action("work", "transform", output={"done": True})
+    node["queue"] = "ts-gone"  # no worker: the message would wait there, but it is lost
+    created = client.create_workflow(workflow("ts-gone", [trigger(), node], [("start", "work")]))
+
+    def lose() -> int:
+        return sum(broker.delete(key) for key in broker.scan_iter(match="ts-gone*"))
+
+    execution_id = client.execute(created["id"])["id"]
+    deadline = time.monotonic() + 90
+    ended = None
+    try:
+        while time.monotonic() < deadline and ended is None:
+            lose()
+            found = _session_of(client, execution_id)
+            if found and found["status"] == "needs_attention":
+                ended = found
+            time.sleep(0.2)
+    finally:
+        lose()
+        client.request("POST", f"/api/executions/{execution_id}/cancel")
+        broker.close()
+    assert ended is not None, "the session did not end within 90 s"
+    assert ended["origin"] == "reconciler"
+    root = ended["issues"][0]
+    assert (root["category"], root["node_id"]) == ("worker_lost", "work")
+    assert root["evidence"][0] == {
+        "kind": "no_progress",
+        "stall_seconds": platform.stall_seconds,
+        "message_in_broker": False,
+    }
+    redrives = [d for d in ended["decisions"] if d["decision"] == "retried"]
+    assert [d["redrive"] for d in redrives] == [1, 2, 3]
+    assert all(d["by"] == "reconciler" for d in redrives)
+    why = next(d for d in ended["decisions"] if d["decision"] == "needs_attention")["reason"]
+    assert why.startswith("re-driven 3 times and it stalled again")

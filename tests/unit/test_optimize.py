@@ -206,8 +206,10 @@ def test_cost_dedupes_and_drops_unused_reads():
         [
             http("a", "http://svc/a"),
             http("a2", "http://svc/a"),
-            http("unused", "http://svc/u"),
+            http("gate", "http://svc/health"),
             http("notify", "http://svc/n", method="POST"),
+            http("unused", "http://svc/u"),
+            http("a3", "http://svc/a"),  # the same read after a write: not a duplicate
             {
                 "id": "out",
                 "type": "action",
@@ -222,13 +224,15 @@ def test_cost_dedupes_and_drops_unused_reads():
     by_kind = {}
     for s in result.suggestions:
         by_kind.setdefault(s["kind"], []).append(s)
-    assert by_kind["dedupe"][0]["nodes"] == ["a", "a2"]
+    assert [s["nodes"] for s in by_kind["dedupe"]] == [["a", "a2"]]
     dropped = {s["nodes"][0]: s for s in by_kind["drop_unused"]}
     assert dropped["unused"]["applied"]
     assert dropped["notify"]["changes_behaviour"] and not dropped["notify"]["applied"]
+    # a read nobody uses that runs before a write gates it: cutting it is a change
+    assert dropped["gate"]["changes_behaviour"] and "gates notify" in dropped["gate"]["rationale"]
     ids = {n["id"] for n in result.optimized["nodes"]}
-    assert "unused" not in ids and "notify" in ids
-    assert result.predicted["after"]["calls"] == result.predicted["before"]["calls"] - 2
+    assert not {"unused", "a3"} & ids and {"notify", "gate"} <= ids
+    assert result.predicted["after"]["calls"] == result.predicted["before"]["calls"] - 3
 
 
 def test_hybrid_states_trade_offs():
