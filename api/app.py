@@ -124,8 +124,8 @@ def create_app(settings: Settings) -> Flask:
     api.cap_pages(guard.MAX_PAGE)
     optimization.document_exactly_one(api)
     _observe_requests(app)  # first: the clock starts before anything can answer
+    _protect(app)  # then a webhook delivery is counted and attributed, whatever its body
     guard.install(app, settings)
-    _protect(app)
     generation.warm_up(settings)
 
     assets = swagger_ui_dist()

@@ -40,7 +40,7 @@ from atom.security import permissions
 from atom.security.auth import Role
 from atom.statuses import AlertStatus
 from atom.store import workflows
-from atom.store.models import Alert, AlertRule
+from atom.store.models import Alert, AlertRule, MetricSeries
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,8 @@ class MetricsBatch(MethodView):
 
 
 def _record(points: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
+    for workflow_id in {p["workflow_id"] for p in points if p.get("workflow_id")}:
+        check_workflow(workflow_id)  # one the key may not view is a 404, like a foreign one
     db = session()
     stored = metric_series.record(db, tenant_id(), points, state().settings.metric_retention_days)
     db.commit()
@@ -135,16 +137,22 @@ class MetricPoints(MethodView):
     def get(self, args: dict[str, Any], pagination_parameters: Any):
         """The points of one series, oldest first, each with its anomaly score and expected
         range once scored (``?kind=custom&name=&workflow_id=&since=&until=&min_score=``)."""
+        check_workflow(args.get("workflow_id"))
         db = session()
-        query = metric_series.points_query(
-            db,
+        query = permissions.restrict(
+            metric_series.points_query(
+                db,
+                tenant_id(),
+                args["kind"],
+                args.get("name"),
+                args.get("workflow_id"),
+                args.get("since"),
+                args.get("until"),
+                args.get("min_score"),
+            ),
+            MetricSeries.workflow_id,
             tenant_id(),
-            args["kind"],
-            args.get("name"),
-            args.get("workflow_id"),
-            args.get("since"),
-            args.get("until"),
-            args.get("min_score"),
+            principal(),
         )
         pagination_parameters.item_count = db.scalar(
             select(func.count()).select_from(query.order_by(None).subquery())
@@ -165,9 +173,15 @@ class MetricSeriesCollection(MethodView):
     @blp.paginate(page=1, page_size=20, max_page_size=100)
     def get(self, args: dict[str, Any], pagination_parameters: Any):
         """Your custom metrics and run-metric series, and the platform's queue depths."""
+        check_workflow(args.get("workflow_id"))
         db = session()
-        query = metric_series.series_query(
-            db, tenant_id(), args.get("kind"), args.get("workflow_id"), args.get("name")
+        query = permissions.restrict(
+            metric_series.series_query(
+                db, tenant_id(), args.get("kind"), args.get("workflow_id"), args.get("name")
+            ),
+            MetricSeries.workflow_id,
+            tenant_id(),
+            principal(),
         )
         return [metric_series.series_view(s) for s in page_of(db, query, pagination_parameters)]
 

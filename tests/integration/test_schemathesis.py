@@ -92,16 +92,17 @@ def _excluded(label: str) -> list:
 @pytest.fixture
 def key(api_url: str, make_key) -> Iterator[str]:
     """An admin key of a tenant of its own; the schedules the run made are deleted after it
-    (they would fire for the rest of the session)."""
+    (they would fire for the rest of the session), with a fresh key of the tenant (the run
+    may have revoked its own: ``DELETE /api/keys/{id}`` with an id from ``GET /api/keys``)."""
     tenant = f"schemathesis-{uuid.uuid4().hex[:12]}"
-    key = make_key("admin", tenant)
-    yield key
-    # A key made now: the run may have revoked its own (it lists keys and deletes them).
-    headers = {"X-API-Key": make_key("admin", tenant)}
-    while made := requests.get(
-        api_url + "/api/schedules?page_size=100", headers=headers, timeout=30
-    ).json():
-        for schedule in made:
+    yield make_key("admin", tenant=tenant)
+    headers = {"X-API-Key": make_key("admin", tenant=tenant)}
+    while True:
+        listed = requests.get(api_url + "/api/schedules?page_size=100", headers=headers, timeout=30)
+        assert listed.status_code == 200, listed.text
+        if not listed.json():
+            break
+        for schedule in listed.json():
             gone = requests.delete(
                 f"{api_url}/api/schedules/{schedule['id']}", headers=headers, timeout=30
             )

@@ -1008,7 +1008,7 @@ def test_webhook_deliveries_obey_run_and_are_audited(client: Client, api_url: st
     refused = requests.post(f"{api_url}/api/hooks/{closed_token}", json={}, timeout=30)
     assert refused.status_code == 403 and "webhook" in refused.json()["message"]
     ok = requests.post(f"{api_url}/api/hooks/{allowed_token}", data=b"{not json", timeout=30)
-    assert ok.status_code == 422
+    assert ok.status_code == 400
     ok = requests.post(f"{api_url}/api/hooks/{allowed_token}", json={"a": 1}, timeout=30)
     assert ok.status_code == 202
     assert requests.post(f"{api_url}/api/hooks/whk_nope", json={}, timeout=30).status_code == 404
@@ -1017,9 +1017,42 @@ def test_webhook_deliveries_obey_run_and_are_audited(client: Client, api_url: st
     seen = sorted((e["status"], e["target_id"], e["key_id"], e["client"]) for e in entries)
     assert seen == [
         (202, allowed_id, None, "127.0.0.1"),
+        (400, allowed_id, None, "127.0.0.1"),
         (403, closed_id, None, "127.0.0.1"),
-        (422, allowed_id, None, "127.0.0.1"),
     ]
     assert all(e["target_type"] == "webhook" and e["at"] for e in entries)
     text = json.dumps(client.request("GET", "/api/audit", params={"page_size": 100}))
     assert closed_token not in text and allowed_token not in text
+
+
+def test_optimizer_results_and_metric_series_honour_permissions(client: Client, api_url: str):
+    hidden = client.create_workflow(
+        _chain("hidden-opt", action("a", "transform", output={"x": 1}))
+        | {"metadata": {"permissions": {"view": ["admin"]}}}
+    )
+    shown = client.create_workflow(_chain("shown-opt", action("a", "transform", output={"x": 1})))
+    results = "/api/workflows/optimization/results"
+    for wf in (hidden, shown, hidden):
+        body = {"workflow_id": wf["id"], "strategy": "cost"}
+        client.request("POST", "/api/workflows/optimization/analyze", json=body)
+        point = {"name": "orders.seen", "value": 1.0, "workflow_id": wf["id"]}
+        client.request("POST", "/api/workflows/monitoring/metrics", json=point)
+    viewer = _same_tenant_key(client, "viewer")
+    operator = _same_tenant_key(client, "operator")
+    items, total = _listed(api_url + results, viewer, page_size=1)
+    assert total == 1 and [r["workflow_id"] for r in items] == [shown["id"]]
+    series, total = _listed(
+        api_url + "/api/workflows/monitoring/metrics/series", viewer, kind="custom", page_size=100
+    )
+    assert {s["workflow_id"] for s in series} == {shown["id"]} and total == 1
+    points = f"{api_url}/api/workflows/monitoring/metrics/points"
+    asked = {"kind": "custom", "name": "orders.seen", "workflow_id": hidden["id"]}
+    assert (
+        requests.get(points, headers={"X-API-Key": viewer}, params=asked, timeout=30).status_code
+        == 404
+    )
+    point = {"name": "orders.seen", "value": 2.0, "workflow_id": hidden["id"]}
+    recorded = _raw(f"{api_url}/api/workflows/monitoring/metrics", operator, "POST", json=point)
+    assert recorded.status_code == 404
+    everything, total = _listed(api_url + results, str(client.session.headers["X-API-Key"]))
+    assert total == 3
