@@ -109,3 +109,35 @@ def serve_api(settings: Settings):
     server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_port}"
+
+
+def wait_http(base: str, proc: subprocess.Popen, log: Path) -> None:
+    """Until the API at ``base`` answers its health check (60 s at most)."""
+    import requests
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited; see {log}")
+        try:
+            requests.get(f"{base}/api/workflows/monitoring/health", timeout=2)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the API did not answer within 60 s; see {log}")
+
+
+def api_process(settings: Settings, log: Path) -> tuple[subprocess.Popen, str]:
+    """``atom api`` (gunicorn) in its own process on a free loopback port, as deployed:
+    (process, base URL); ``stop(process)`` ends it."""
+    from cli.embedded import free_port
+
+    port = free_port()
+    proc = start(
+        [sys.executable, "-m", "cli", "api", "--port", str(port)],
+        replace(settings, log_level="WARNING"),
+        log,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base, proc, log)
+    return proc, base

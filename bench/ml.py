@@ -13,7 +13,6 @@ PostgreSQL, so the training time measures LightGBM and the store, not 20,000 HTT
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import random
@@ -25,7 +24,7 @@ from datetime import UTC, datetime
 
 import psutil
 import requests
-from _services import ROOT, admin_key, serve_api, services, start, stop, wait_ready
+from _services import ROOT, admin_key, api_process, serve_api, services, start, stop, wait_ready
 
 sys.path.insert(0, str(ROOT))
 
@@ -77,20 +76,6 @@ def seed_outcomes(settings, http, base: str, n: int) -> str:
         db.execute(update(MLModel).where(MLModel.id == model.id).values(outcomes=n))
     engine.dispose()
     return "bench"
-
-
-def wait_http(base: str, proc, log) -> None:
-    """Until the API answers its health check (60 s at most)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the API exited; see {log}")
-        try:
-            requests.get(f"{base}/api/workflows/monitoring/health", timeout=2)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    raise RuntimeError(f"the API did not answer within 60 s; see {log}")
 
 
 def profile_api(settings, key: str, name: str, n: int) -> None:
@@ -164,16 +149,7 @@ def main() -> int:
 
         wait_ready(app, worker, f"ml@{socket.gethostname()}", data / "ml-worker.log")
         if args.server == "gunicorn":
-            from cli.embedded import free_port
-
-            port = free_port()
-            api_proc = start(
-                [sys.executable, "-m", "cli", "api", "--port", str(port)],
-                dataclasses.replace(settings, log_level="WARNING"),
-                data / "api.log",
-            )
-            base = f"http://127.0.0.1:{port}"
-            wait_http(base, api_proc, data / "api.log")
+            api_proc, base = api_process(settings, data / "api.log")
         else:
             server, base = serve_api(settings)
         http = requests.Session()

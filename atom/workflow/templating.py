@@ -150,25 +150,38 @@ def expression_error(expression: str) -> str | None:
     return None
 
 
+def _reads(tree: Any) -> tuple[tuple[str, ...], bool]:
+    """The step ids one syntax tree reads as ``steps.X`` / ``steps['X']`` (in order, once),
+    and whether it also uses ``steps`` in a way that names no fixed id (``steps[input.k]``,
+    a loop over ``steps``, ``steps`` passed whole)."""
+    found: list[str] = []
+    resolved: set[int] = set()
+    dynamic = False
+    for node in tree.find_all((ast.Getattr, ast.Getitem)):
+        owner = node.node
+        if not (isinstance(owner, ast.Name) and owner.name == "steps"):
+            continue
+        resolved.add(id(owner))
+        if isinstance(node, ast.Getattr):
+            found.append(node.attr)
+        elif isinstance(node.arg, ast.Const) and isinstance(node.arg.value, str):
+            found.append(node.arg.value)
+        else:
+            dynamic = True
+    dynamic = dynamic or any(
+        name.name == "steps" and id(name) not in resolved for name in tree.find_all(ast.Name)
+    )
+    return tuple(dict.fromkeys(found)), dynamic
+
+
 @lru_cache(maxsize=4096)
 def _steps_read(source: str) -> tuple[str, ...]:
-    """The step ids a template reads as ``steps.<id>`` or ``steps['<id>']`` (in order, once)."""
+    """The step ids a template reads by a fixed id (in order, once)."""
     try:
         tree = _ENV.parse(source)
     except _COMPILE_ERRORS:
         return ()  # syntax_errors reports it
-    found: list[str] = []
-    for node in tree.find_all((ast.Getattr, ast.Getitem)):
-        owner = getattr(node, "node", None)
-        if not (isinstance(owner, ast.Name) and owner.name == "steps"):
-            continue
-        if isinstance(node, ast.Getattr):
-            found.append(node.attr)
-        elif isinstance(node, ast.Getitem):
-            key = node.arg
-            if isinstance(key, ast.Const) and isinstance(key.value, str):
-                found.append(key.value)
-    return tuple(dict.fromkeys(found))
+    return _reads(tree)[0]
 
 
 def step_references(value: Any, where: str) -> list[tuple[str, str, str]]:
@@ -208,29 +221,6 @@ def _parse_all(value: Any, found: list[Any]) -> None:
             _parse_all(v, found)
 
 
-def _tree_steps_read(tree: Any) -> set[str] | None:
-    """Step ids read as ``steps.X`` / ``steps['X']`` in one tree; None for any other use of
-    ``steps`` (``steps[input.k]``, a loop over ``steps``, ``steps`` passed whole)."""
-    from jinja2 import nodes
-
-    read: set[str] = set()
-    resolved: set[int] = set()
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        inner = node.node
-        if isinstance(inner, nodes.Name) and inner.name == "steps":
-            if isinstance(node, nodes.Getattr):
-                read.add(node.attr)
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                read.add(node.arg.value)
-            else:
-                return None
-            resolved.add(id(inner))
-    for name in tree.find_all(nodes.Name):
-        if name.name == "steps" and id(name) not in resolved:
-            return None
-    return read
-
-
 def steps_needed(value: Any, expression: str | None = None) -> frozenset[str] | None:
     """The ids of the steps whose output (or status) the templates inside ``value`` and the
     bare ``expression`` (a condition's) read: what a step needs from the steps before it.
@@ -247,8 +237,8 @@ def steps_needed(value: Any, expression: str | None = None) -> frozenset[str] | 
             pass
     read: set[str] = set()
     for tree in trees:
-        found = _tree_steps_read(tree)
-        if found is None:
+        found, dynamic = _reads(tree)
+        if dynamic:
             return None
-        read |= found
+        read.update(found)
     return frozenset(read)
