@@ -344,7 +344,10 @@ class StepRunner:
                 return node, context, secrets
             engine.mark_running(s, execution)
             logs.update(tenant=str(execution.tenant_id), attempt=step.attempts + 1)
-            if node.action_type in ("python", "email"):  # scoped by tenant name / settings
+            # scoped by tenant name / settings; a cached http step keys its entries by tenant
+            if node.action_type in ("python", "email") or (
+                node.action_type == "http_request" and "cache_ttl" in node.config
+            ):
                 tenant = s.get(Tenant, execution.tenant_id)
                 self.tenant = tenant.name if tenant else ""
                 domains = ((tenant.settings or {}) if tenant else {}).get("email_allowed_domains")

@@ -10,6 +10,7 @@ import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
+from atom.actions import http_cache
 from atom.actions.base import Action, ActionContext, ActionSpec, is_template, is_type
 from atom.errors import PermanentError, RetryableError
 
@@ -44,11 +45,10 @@ def _body(response: requests.Response) -> Any:
 
 
 def run(config: dict[str, Any], ctx: ActionContext) -> Any:
-    """Send the request; the output is ``{status_code, headers, body}``."""
-    import requests
-
+    """Send the request (or answer from the response cache when ``cache_ttl`` is set); the
+    output is ``{status_code, headers, body}``."""
     from atom.security.netguard import parse, redact_url
-    from atom.security.transport import pinned_session
+    from atom.security.redaction import redact_step_output
 
     method = str(config.get("method", "GET")).upper()
     url = str(config["url"])
@@ -64,6 +64,53 @@ def run(config: dict[str, Any], ctx: ActionContext) -> Any:
     }
     if "json" in config:
         kwargs["json"] = config["json"]
+    key = _cache_key(config, ctx, method, url)
+    if key is not None:
+        parse(url)  # an ambiguous URL is refused whether or not an answer is cached
+        cached = http_cache.lookup(ctx.settings.events_redis, key, redact_url(url))
+        if cached is not None:
+            return cached
+    output = _send(method, url, kwargs, ctx)
+    if key is not None:
+        # What the step records anyway (atom.security.redaction): Redis gets no Set-Cookie,
+        # and no credential the answer repeats, in clear; a hit then records the same output.
+        kept = redact_step_output(output, _secrets(config, ctx))
+        http_cache.store(
+            ctx.settings.events_redis, key, kept, float(config["cache_ttl"]), redact_url(url)
+        )
+    return output
+
+
+def _secrets(config: dict[str, Any], ctx: ActionContext) -> set[str]:
+    """The values the worker masks in this step's output: its credential headers' values and
+    the vault values it was given."""
+    from atom.security.redaction import secret_header_values
+
+    found = secret_header_values(config)
+    for value in ctx.credentials.values():
+        parts = value.values() if isinstance(value, dict) else [value]
+        found.update(str(p) for p in parts if p)
+    return found
+
+
+def _cache_key(config: dict[str, Any], ctx: ActionContext, method: str, url: str) -> str | None:
+    """The response cache's key for this step, or None when it does not cache: no
+    ``cache_ttl``, a method that is not a read, or no tenant to keep entries apart."""
+    if config.get("cache_ttl") is None or method not in http_cache.CACHEABLE_METHODS:
+        return None
+    if not ctx.tenant:
+        return None
+    return http_cache.cache_key(ctx.tenant, method, url, config)
+
+
+def _send(method: str, url: str, kwargs: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    """Send the request, following redirects; a 2xx-3xx answer's output, else an error."""
+    import requests
+
+    from atom.security.netguard import parse, redact_url
+    from atom.security.transport import pinned_session
+
+    timeout = kwargs["timeout"]
     # Each hop is checked and pinned by the session's adapter (atom.security.transport).
     with pinned_session(ctx.settings.http_allowlist) as session:
         for _ in range(MAX_REDIRECTS + 1):
@@ -114,7 +161,8 @@ def run(config: dict[str, Any], ctx: ActionContext) -> Any:
 
 
 def check(config: dict, where: str) -> list[str]:
-    """A known method, an http(s) URL and a timeout within five minutes."""
+    """A known method, an http(s) URL, a timeout within five minutes, an ``auth`` naming a
+    credential, and a ``cache_ttl`` only on reads."""
     errors = []
     method = config.get("method", "GET")
     if not is_template(method) and str(method).upper() not in HTTP_METHODS:
@@ -130,6 +178,32 @@ def check(config: dict, where: str) -> list[str]:
         set(auth) != {"credential"} or not isinstance(auth["credential"], str)
     ):
         errors.append("auth must be {credential: NAME}, naming one of the tenant's credentials")
+    if "cache_ttl" in config:
+        errors.extend(_check_cache_ttl(config["cache_ttl"], method))
+    return errors
+
+
+def _check_cache_ttl(ttl: Any, method: Any) -> list[str]:
+    """``cache_ttl``: a literal number of seconds within a day, on a GET or HEAD step."""
+    errors = []
+    if is_template(ttl):
+        errors.append("cache_ttl must be a number of seconds, not a template")
+    elif not 0 < ttl <= http_cache.MAX_TTL_SECONDS:
+        errors.append(
+            f"cache_ttl must be more than 0 and at most {http_cache.MAX_TTL_SECONDS} seconds "
+            f"(one day), not {ttl!r}"
+        )
+    reads = " or ".join(http_cache.CACHEABLE_METHODS)
+    if is_template(method):
+        errors.append(
+            f"cache_ttl needs a fixed method ({reads}): with a template method {method!r} "
+            "a request that changes something could be answered from the cache"
+        )
+    elif str(method).upper() not in http_cache.CACHEABLE_METHODS:
+        errors.append(
+            f"cache_ttl is only for reads ({reads}): a {str(method).upper()} request changes "
+            "something, and answering it from the cache would skip the change"
+        )
     return errors
 
 
@@ -144,6 +218,7 @@ ACTION = Action(
             "json": None,
             "timeout": float,
             "auth": dict,
+            "cache_ttl": float,
         },
         check=check,
     ),
@@ -152,6 +227,9 @@ ACTION = Action(
         {"url": "https://example.com/api"},
         {"url": "{{ input.url }}", "method": "post", "json": {"a": 1}, "timeout": 5},
         {"url": "http://x.test", "headers": {"A": "b"}, "params": {"q": "1"}},
+        {"url": "https://example.com/api/{{ input.id }}", "cache_ttl": 300},
+        {"url": "https://example.com/api", "method": "head", "cache_ttl": 0.5},
+        {"url": "https://example.com/api", "method": "GET", "cache_ttl": 86400},
     ),
     bad=(
         ({}, "is required"),
@@ -160,5 +238,13 @@ ACTION = Action(
         ({"url": "http://x.test", "timeout": 0}, "between 0 and 300"),
         ({"url": "http://x.test", "headers": "A: b"}, "must be an object"),
         ({"url": "http://x.test", "auth": {"token": "x"}}, "auth must be {credential: NAME}"),
+        ({"url": "http://x.test", "cache_ttl": 0}, "cache_ttl must be more than 0"),
+        ({"url": "http://x.test", "cache_ttl": -5}, "cache_ttl must be more than 0"),
+        ({"url": "http://x.test", "cache_ttl": 86401}, "at most 86400 seconds"),
+        ({"url": "http://x.test", "cache_ttl": "60"}, "must be a number"),
+        ({"url": "http://x.test", "cache_ttl": True}, "must be a number"),
+        ({"url": "http://x.test", "cache_ttl": "{{ input.ttl }}"}, "not a template"),
+        ({"url": "http://x.test", "method": "POST", "cache_ttl": 60}, "only for reads"),
+        ({"url": "http://x.test", "method": "{{ input.m }}", "cache_ttl": 60}, "fixed method"),
     ),
 )
