@@ -88,6 +88,16 @@ class OptimizationSuggestionSchema(Schema):
     expected = fields.Nested(ExpectedFiguresSchema)
     changes_behaviour = fields.Boolean()
     applied = fields.Boolean(metadata={"description": "Whether `optimized` includes it"})
+    patch = fields.List(
+        fields.Dict(),
+        metadata={
+            "description": "For a change that changes behaviour and that ATOM can make: the "
+            "edits, `[{op: set, node, path, value}]`; name its index in `accept` when applying"
+        },
+    )
+    accepted = fields.Boolean(
+        metadata={"description": "Made when the result was applied, because `accept` named it"}
+    )
 
 
 class OptimizationResultSchema(Schema):
@@ -101,7 +111,12 @@ class OptimizationResultSchema(Schema):
     baseline = fields.Dict()
     suggestions = fields.List(fields.Nested(OptimizationSuggestionSchema))
     optimized = fields.Dict()
-    predicted = fields.Dict(metadata={"description": "{before, after}, each like `expected`"})
+    predicted = fields.Dict(
+        metadata={
+            "description": "{before, after}, each like `expected`; `applied` too when "
+            "suggestions were accepted at apply: the figures of the version saved"
+        }
+    )
     trade_offs = fields.List(fields.String())
     applied_version = fields.Integer(allow_none=True)
     applied_at = fields.String(allow_none=True)
@@ -110,6 +125,20 @@ class OptimizationResultSchema(Schema):
         metadata={"description": "{before, after, runs_after} once the applied version ran"},
     )
     created_at = fields.String()
+
+
+class ApplyResultSchema(Schema):
+    """Which behaviour-changing suggestions to make as well (optional body)."""
+
+    accept = fields.List(
+        fields.Integer(validate=validate.Range(min=0, max=1000)),
+        load_default=list,
+        validate=validate.Length(max=100),
+        metadata={
+            "description": "Indexes (from 0) in `suggestions` of listed suggestions with a "
+            "`patch` to make too; the others are never applied"
+        },
+    )
 
 
 class AppliedVersionSchema(Schema):
@@ -183,18 +212,22 @@ class ResultApply(MethodView):
     """Save an analysis's optimized definition as the workflow's new version."""
 
     @require(Role.EDITOR)
+    @blp.arguments(ApplyResultSchema)
     @blp.response(200, AppliedVersionSchema)
     @blp.alt_response(
         409,
         description="The workflow changed since the analysis, it was applied already, or "
         "the analysis was of an inline definition",
     )
-    def post(self, result_id: uuid.UUID):
-        """Apply: a new version through the normal update path (version history, audit)."""
+    def post(self, args: dict[str, Any], result_id: uuid.UUID):
+        """Apply: a new version through the normal update path (version history, audit),
+        with the listed suggestions `accept` names made too."""
         db = session()
         # saving a version: the workflow's edit permission
         check_workflow(results.get(db, tenant_id(), result_id).workflow_id, "edit")
-        workflow_id, version = results.apply(db, tenant_id(), result_id)
+        workflow_id, version = results.apply(
+            db, tenant_id(), result_id, args["accept"], state().settings
+        )
         audit.record(
             db,
             tenant_id=tenant_id(),

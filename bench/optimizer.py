@@ -17,11 +17,17 @@ Workflows:
 - flaky-relay: a relay (PUT, idempotent) to a service that answers 503 to about one call in
   four, then a transform of its answer.
 - dependent-chain: four calls each reading the one before (nothing to parallelise).
+- quote: exchange rates (the same GET every run, the same answer) and two items of one
+  catalogue collection, chained; a price step reads all three. Performance lists a response
+  cache for the rates (it changes behaviour: a run may see rates up to the TTL old), which the
+  bench accepts when applying and measures; cost lists a batch of the two item reads.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
 import random
 import socket
 import sys
@@ -35,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._services import admin_key, serve_api, services, start, stop, wait_ready  # noqa: E402
+from bench._services import admin_key, api_process, services, start, stop, wait_ready  # noqa: E402
 from tests.integration.loopback import LoopbackService  # noqa: E402
 
 SLOTS = 8
@@ -44,7 +50,10 @@ PLAN = {
     "report": ("performance", "cost", "hybrid"),
     "flaky-relay": ("reliability", "hybrid"),
     "dependent-chain": ("performance",),
+    "quote": ("performance", "cost"),
 }
+ACCEPT = {"quote": ("cache",)}
+"""Behaviour-changing suggestions the bench accepts when applying (by kind), per workflow."""
 
 
 def _node(node_id: str, path: str, method: str = "GET", **config: Any) -> dict[str, Any]:
@@ -123,14 +132,32 @@ def workflows(base: str) -> dict[str, dict[str, Any]]:
             _node("d", f"{base}/dep/d/{{{{ steps.c.output.body.next }}}}"),
         ],
     )
-    return {"crm-enrich": crm, "report": report, "flaky-relay": relay, "dependent-chain": dependent}
+    quote = _chain(
+        "quote",
+        [
+            _node("rates", f"{base}/fx/rates"),
+            _node("item_a", f"{base}/catalog/items/{{{{ input.id }}}}-a"),
+            _node("item_b", f"{base}/catalog/items/{{{{ input.id }}}}-b"),
+            _transform(
+                "price",
+                {"rates": _read("rates"), "a": _read("item_a"), "b": _read("item_b")},
+            ),
+        ],
+    )
+    return {
+        "crm-enrich": crm,
+        "report": report,
+        "flaky-relay": relay,
+        "dependent-chain": dependent,
+        "quote": quote,
+    }
 
 
-def serve(seed: int) -> LoopbackService:
+def serve(seed: int, port: int = 0) -> LoopbackService:
     """The outside world: delays per route, a relay that fails about one call in four."""
     rng = random.Random(seed)
     lock = threading.Lock()
-    service = LoopbackService()
+    service = LoopbackService(port=port)
 
     def slow(ms: int, body: Any):
         def answer(request, match):
@@ -154,9 +181,33 @@ def serve(seed: int) -> LoopbackService:
     service.route("GET /report/audit", slow(120, {"audit": "ok"}))
     service.route("PUT /publish", slow(100, {"published": True}))
     service.route("PUT /relay", relay)
+    service.route("GET /fx/rates", slow(400, {"EUR": 1.0, "USD": 1.08}))
+    service.route(r"GET /catalog/items/[\w-]+", slow(120, {"price": 10}))
     for step, nxt in (("a", "x"), ("b", "y"), ("c", "z"), ("d", "end")):
         service.route(f"GET /dep/{step}(/\\w+)?", slow(150, {"next": nxt}))
     return service.start()
+
+
+def serve_process(seed: int) -> tuple[multiprocessing.process.BaseProcess, str]:
+    """``serve`` in a process of its own (forked), so that its threads share no interpreter
+    lock with the client: (process, base URL); ``process.terminate()`` ends it."""
+    from cli.embedded import free_port
+
+    port = free_port()
+    context = multiprocessing.get_context("fork")
+    ready = context.Event()
+
+    def child() -> None:
+        serve(seed, port)
+        ready.set()
+        threading.Event().wait()
+
+    process = context.Process(target=child, name="optbench-services", daemon=True)
+    process.start()
+    if not ready.wait(10):
+        process.terminate()
+        raise RuntimeError("the loopback services did not start within 10 s")
+    return process, f"http://127.0.0.1:{port}"
 
 
 def _gain(before: float | None, after: float | None) -> float | None:
@@ -212,12 +263,12 @@ def run(runs: int, flaky_runs: int, seed: int, only: list[str] | None = None) ->
         log,
     )
     app = make_celery(settings)
-    service = serve(seed)
-    server = None
+    services_proc, base = serve_process(seed)
+    api = None
     off = 0
     try:
         wait_ready(app, worker, hostname, log)
-        server, url = serve_api(settings)
+        api, url = api_process(settings, data / "api.log")
         client = Client(url, admin_key(settings, "opt-bench"), timeout=60)
         print(f"bench/optimizer.py --runs {runs} --flaky-runs {flaky_runs} --seed {seed}")
         print(f"worker slots {SLOTS}; runs one at a time\n")
@@ -226,50 +277,77 @@ def run(runs: int, flaky_runs: int, seed: int, only: list[str] | None = None) ->
                 continue
             count = flaky_runs if name == "flaky-relay" else runs
             for strategy in strategies:
-                off += _one(client, service.url, name, strategy, count)
+                off += _one(client, base, name, strategy, count)
     finally:
-        if server is not None:
-            server.shutdown()
-        service.stop()
+        if api is not None:
+            stop(api)
+        services_proc.terminate()
         stop(worker)
         app.close()
         for stopper in stoppers:
             stopper()
-    print(f"\npredictions off by more than 20 %: {off}")
+    print(f"\npredictions off by more than 20 % (or outputs changed): {off}")
     return off
 
 
-def _runs(client, workflow_id: str, count: int) -> None:
+def _runs(client, workflow_id: str, count: int) -> set[str]:
+    """Run ``count`` times, one after another; the distinct outputs of the succeeded runs,
+    without response headers (a Date header differs on every call)."""
+    outputs = set()
     for i in range(count):
-        execution = client.execute(workflow_id, {"id": f"u{i}"})
-        client.wait(execution["id"], timeout=120)
+        execution = client.execute(workflow_id, {"id": f"u{i % 4}"})
+        done = client.wait(execution["id"], timeout=120)
+        if done["status"] == "succeeded":
+            outputs.add(json.dumps(_without_headers(done["output"]), sort_keys=True))
+    return outputs
+
+
+def _without_headers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_headers(v) for k, v in value.items() if k != "headers"}
+    if isinstance(value, list):
+        return [_without_headers(v) for v in value]
+    return value
 
 
 def _one(client, base: str, name: str, strategy: str, count: int) -> int:
     created = client.create_workflow(workflows(base)[name])
-    _runs(client, created["id"], count)
+    outputs_before = _runs(client, created["id"], count)
     result = client.request(
         "POST",
         "/api/workflows/optimization/analyze",
         json={"workflow_id": created["id"], "strategy": strategy},
     )
-    applied = [
-        f"{s['kind']}({','.join(s['nodes'][:6])})" for s in result["suggestions"] if s["applied"]
+    suggestions = result["suggestions"]
+    applied = [f"{s['kind']}({','.join(s['nodes'][:6])})" for s in suggestions if s["applied"]]
+    accept = [
+        i for i, s in enumerate(suggestions) if s.get("patch") and s["kind"] in ACCEPT.get(name, ())
     ]
-    listed = [s["kind"] for s in result["suggestions"] if not s["applied"]]
-    predicted = result["predicted"]
+    accepted = [f"{suggestions[i]['kind']}({','.join(suggestions[i]['nodes'])})" for i in accept]
+    listed = [
+        f"{s['kind']}({','.join(s['nodes'][:6])})"
+        for i, s in enumerate(suggestions)
+        if not s["applied"] and i not in accept
+    ]
     print(
         f"{name} / {strategy}: applied {', '.join(applied) or 'nothing'}"
+        + (f"; accepted (changes behaviour): {', '.join(accepted)}" if accepted else "")
         + (f"; listed only: {', '.join(listed)}" if listed else "")
     )
-    if predicted["after"] == predicted["before"]:
+    for s in suggestions:
+        if not s["applied"] and s["kind"] in ("batch", "cache"):
+            print(f"    {s['kind']}: {s['rationale'][:160]}... expected {s['expected']}")
+    if result["predicted"]["after"] == result["predicted"]["before"] and not accept:
         print("    no predicted change; not re-run\n")
         return 0
-    client.request("POST", f"/api/workflows/optimization/results/{result['id']}/apply")
-    _runs(client, created["id"], count)
-    measured = client.request("GET", f"/api/workflows/optimization/results/{result['id']}")[
-        "measured"
-    ]
+    url = f"/api/workflows/optimization/results/{result['id']}"
+    client.request("POST", f"{url}/apply", json={"accept": accept})
+    outputs_after = _runs(client, created["id"], count)
+    row = client.request("GET", url)
+    measured = row["measured"]
+    predicted = row["predicted"]
+    if accept:  # the version saved: optimized plus the accepted suggestions
+        predicted = {"before": predicted["before"], "after": predicted["applied"]}
     off = 0
     for metric, kind in (
         ("duration_p50_ms", "gain"),
@@ -280,6 +358,12 @@ def _one(client, base: str, name: str, strategy: str, count: int) -> int:
         text, within = _row(metric, predicted, measured, kind)
         print(text)
         off += 0 if within else 1
+    same = outputs_after == outputs_before
+    print(
+        f"    outputs: {len(outputs_before)} distinct before, {len(outputs_after)} after, "
+        + ("the same" if same else "DIFFERENT")
+    )
+    off += 0 if same else 1
     print(
         f"    predicted p50 {predicted['before']['duration_p50_ms']} -> "
         f"{predicted['after']['duration_p50_ms']} ms (runs: {count} before, "

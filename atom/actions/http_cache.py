@@ -4,8 +4,10 @@ HEAD) answered from Redis for a while instead of calling the service again.
 An entry is ``atom:httpcache:<tenant>:<sha256>`` in the events Redis (``REDIS_URL``): the hash
 covers the fully rendered request (method, URL, params, JSON body and every header but
 ``Idempotency-Key``, credentials included, so two credentials never share an entry and no
-secret is stored in clear), and the value is the step's output as JSON, exactly as the handler
-returned it. Only 2xx outputs of at most :data:`MAX_ENTRY_BYTES` are stored.
+secret is stored in clear), and the value is the step's output as JSON, as the handler
+returned it; a hit answers it with two headers added, ``Age`` and ``X-Atom-Cache: hit``, so a
+run shows which answers came from the cache. Only 2xx outputs of at most
+:data:`MAX_ENTRY_BYTES` are stored.
 
 The cache is best effort: a Redis error is logged (at most once a minute) and the step calls
 the service as if there were no cache; after an error this process leaves Redis alone for
@@ -24,6 +26,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "atom:httpcache:"
+HIT_HEADER = "X-Atom-Cache"
+"""Added (value ``hit``) to the headers of an output the cache answered."""
 MAX_TTL_SECONDS = 86400
 MAX_ENTRY_BYTES = 1024 * 1024
 CACHEABLE_METHODS = ("GET", "HEAD")
@@ -97,15 +101,19 @@ def _failed(error: Exception, what: str, shown_url: str) -> None:
         )
 
 
-def lookup(redis_url: str, key: str, shown_url: str) -> dict[str, Any] | None:
-    """The stored output under ``key``, or None (a miss, a bad entry, or Redis failing)."""
+def lookup(redis_url: str, key: str, ttl: float, shown_url: str) -> dict[str, Any] | None:
+    """The stored output under ``key``, or None (a miss, a bad entry, or Redis failing).
+
+    A hit says so in its headers, as an HTTP cache does: ``Age`` (seconds since it was
+    stored, RFC 9111) and ``X-Atom-Cache: hit`` (what the optimizer counts as no call)."""
     import redis
 
     client = _available(redis_url)
     if client is None:
         return None
     try:
-        raw = client.get(key)
+        with client.pipeline(transaction=False) as pipe:
+            raw, left_ms = pipe.get(key).pttl(key).execute()
     except (redis.RedisError, OSError) as e:
         _failed(e, "read an entry", shown_url)
         return None
@@ -118,6 +126,9 @@ def lookup(redis_url: str, key: str, shown_url: str) -> dict[str, Any] | None:
     if not isinstance(output, dict) or set(output) != _OUTPUT_KEYS:
         logger.warning("http_request: response cache: ignoring a malformed entry for %s", shown_url)
         return None
+    age = max(0, round(ttl - max(0, left_ms or 0) / 1000))
+    headers = output["headers"] if isinstance(output["headers"], dict) else {}
+    output["headers"] = {**headers, "Age": str(age), HIT_HEADER: "hit"}
     return output
 
 

@@ -67,7 +67,8 @@ def run(config: dict[str, Any], ctx: ActionContext) -> Any:
     key = _cache_key(config, ctx, method, url)
     if key is not None:
         parse(url)  # an ambiguous URL is refused whether or not an answer is cached
-        cached = http_cache.lookup(ctx.settings.events_redis, key, redact_url(url))
+        ttl = float(config["cache_ttl"])
+        cached = http_cache.lookup(ctx.settings.events_redis, key, ttl, redact_url(url))
         if cached is not None:
             return cached
     output = _send(method, url, kwargs, ctx)

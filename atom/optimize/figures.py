@@ -27,6 +27,12 @@ class StepFigures:
     """Failed attempts a later attempt could get past (timeouts, 5xx, connection, 429)."""
     wasted_retries: dict[int, int] = field(default_factory=dict)
     """Retries spent on an HTTP status that never recovered, by status."""
+    outputs: int = 0
+    """Succeeded runs whose output body was compared (oldest to newest)."""
+    output_changes: int = 0
+    """How often the body differed from the run before's."""
+    output_span_s: float = 0.0
+    """Seconds from the first to the last of those runs."""
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form shown in ``baseline.steps``."""

@@ -3,6 +3,7 @@ retries) and per run (duration percentiles, success rate). Tenant-scoped reads."
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from atom.actions.http_cache import HIT_HEADER
 from atom.optimize.estimates import HOP_OVERHEAD_MS, calls_per_attempt
 from atom.optimize.figures import Figures, StepFigures, percentile
 from atom.statuses import ExecutionStatus, StepStatus
@@ -33,6 +35,8 @@ class History:
     steps: dict[str, StepFigures] = field(default_factory=dict)
     overhead_ms: float = HOP_OVERHEAD_MS
     overhead_source: str = "estimate"
+    run_interval_s: float | None = None
+    """Median seconds between one run's start and the next's (None: fewer than two runs)."""
 
 
 def _ms(step: Any) -> float | None:
@@ -128,7 +132,35 @@ def read(
         steps=steps,
         overhead_ms=overhead if overhead is not None else HOP_OVERHEAD_MS,
         overhead_source="history" if overhead is not None else "estimate",
+        run_interval_s=_interval(runs),
     )
+
+
+def _interval(runs: list[Execution]) -> float | None:
+    starts = sorted(r.created_at for r in runs if r.created_at is not None)
+    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
+    return percentile(gaps, 0.5) if gaps else None
+
+
+def _body_changes(rows: list[StepRun]) -> tuple[int, int, float]:
+    """(succeeded runs compared, times the body changed from one to the next, their span s)."""
+    done = sorted(
+        (
+            (r.finished_at, r.output.get("body") if isinstance(r.output, dict) else r.output)
+            for r in rows
+            if r.status == StepStatus.SUCCEEDED and r.finished_at is not None
+        ),
+        key=lambda pair: pair[0],
+    )
+    bodies = [json.dumps(body, sort_keys=True, default=str) for _, body in done]
+    changes = sum(1 for a, b in zip(bodies, bodies[1:], strict=False) if a != b)
+    span = (done[-1][0] - done[0][0]).total_seconds() if len(done) > 1 else 0.0
+    return len(done), changes, span
+
+
+def _cache_hit(step: StepRun) -> bool:
+    headers = step.output.get("headers") if isinstance(step.output, dict) else None
+    return isinstance(headers, dict) and headers.get(HIT_HEADER) == "hit"
 
 
 def _step_figures(rows: list[StepRun], calls: float) -> StepFigures:
@@ -151,6 +183,10 @@ def _step_figures(rows: list[StepRun], calls: float) -> StepFigures:
         status = r.output.get("status_code") if isinstance(r.output, dict) else None
         if r.attempts > 1 and category not in TRANSIENT and isinstance(status, int):
             wasted[status] += r.attempts - 1
+    outputs, changes, span = _body_changes(rows)
+    hits = sum(1 for r in rows if _cache_hit(r))
+    if attempts:
+        calls *= (attempts - hits) / attempts  # an answer from the cache called nothing
     return StepFigures(
         p50_ms=percentile(durations, 0.5),
         p95_ms=percentile(durations, 0.95),
@@ -162,6 +198,9 @@ def _step_figures(rows: list[StepRun], calls: float) -> StepFigures:
         failures=dict(failures),
         transient_failures=transient,
         wasted_retries=dict(wasted),
+        outputs=outputs,
+        output_changes=changes,
+        output_span_s=span,
     )
 
 

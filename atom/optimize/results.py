@@ -5,17 +5,19 @@ Tenant-scoped: every query filters by tenant; another tenant's result is NotFoun
 
 from __future__ import annotations
 
+import copy
 import uuid
 from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from atom.actions.http_cache import HIT_HEADER
 from atom.clock import now
 from atom.config import Settings
-from atom.errors import Conflict, NotFound
+from atom.errors import Conflict, InvalidInput, NotFound, Problem
 from atom.optimize import estimates, history
-from atom.optimize.strategies import Context, analyze
+from atom.optimize.strategies import Context, analyze, apply_patch
 from atom.security import vault
 from atom.store import workflows as store
 from atom.store.models import Execution, OptimizationResult, StepRun
@@ -50,13 +52,7 @@ def run(
         definition, _ = store.validate(document)
         vault.check_references(session, tenant_id, list(definition.nodes))
         past, measured = history.History(0), None
-    ctx = Context(
-        original=definition,
-        measured=past.steps,
-        overhead_ms=past.overhead_ms,
-        slots=max(1, settings.worker_concurrency),
-        step_timeout=settings.step_timeout,
-    )
+    ctx = _context(definition, past, settings)
     analysis = analyze(definition, ctx, strategy)
     row = OptimizationResult(
         id=uuid.uuid4(),
@@ -75,6 +71,17 @@ def run(
     session.add(row)
     session.flush()
     return row
+
+
+def _context(definition: Definition, past: history.History, settings: Settings) -> Context:
+    return Context(
+        original=definition,
+        measured=past.steps,
+        overhead_ms=past.overhead_ms,
+        slots=max(1, settings.worker_concurrency),
+        step_timeout=settings.step_timeout,
+        run_interval_s=past.run_interval_s,
+    )
 
 
 def _baseline(
@@ -124,16 +131,20 @@ def get(session: Session, tenant_id: uuid.UUID, result_id: uuid.UUID) -> Optimiz
 
 
 def _calls_per_run(session: Session, runs: list[Execution]) -> float | None:
+    """Outside calls per run: the attempts of calling steps, less the last attempt of a step
+    the response cache answered (it called nothing)."""
     if not runs:
         return None
-    attempts = session.scalars(
-        select(StepRun.attempts).where(
+    cache = StepRun.output["headers"][HIT_HEADER].as_string()
+    rows = session.execute(
+        select(StepRun.attempts, cache).where(
             StepRun.tenant_id == runs[0].tenant_id,
             StepRun.execution_id.in_([r.id for r in runs]),
             StepRun.action_type.in_(CALL_ACTIONS),
         )
     )
-    return round(sum(attempts) / len(runs), 2)
+    calls = sum(attempts - (1 if hit == "hit" else 0) for attempts, hit in rows)
+    return round(calls / len(runs), 2)
 
 
 def measure(session: Session, row: OptimizationResult) -> dict[str, Any] | None:
@@ -156,9 +167,46 @@ def measure(session: Session, row: OptimizationResult) -> dict[str, Any] | None:
     return {"before": before, "after": after, "runs_after": len(after_runs)}
 
 
-def apply(session: Session, tenant_id: uuid.UUID, result_id: uuid.UUID) -> tuple[uuid.UUID, int]:
+def _accepted(row: OptimizationResult, accept: list[int]) -> list[dict[str, Any]]:
+    """The suggestions ``accept`` names; InvalidInput lists every index that cannot be."""
+    problems = []
+    for at, index in enumerate(accept):
+        where = f"accept[{at}]"
+        if not 0 <= index < len(row.suggestions):
+            problems.append(
+                Problem(
+                    where,
+                    f"there is no suggestion {index} (this result has "
+                    f"{len(row.suggestions)}, numbered from 0)",
+                )
+            )
+        elif row.suggestions[index].get("applied"):
+            problems.append(Problem(where, f"suggestion {index} is applied already"))
+        elif not row.suggestions[index].get("patch"):
+            problems.append(
+                Problem(
+                    where,
+                    f"suggestion {index} ({row.suggestions[index]['kind']}) has no change "
+                    "ATOM can make for you: make it by hand in the definition",
+                )
+            )
+    if len(set(accept)) != len(accept):
+        problems.append(Problem("accept", "names a suggestion more than once"))
+    if problems:
+        raise InvalidInput(problems)
+    return [row.suggestions[i] for i in accept]
+
+
+def apply(
+    session: Session,
+    tenant_id: uuid.UUID,
+    result_id: uuid.UUID,
+    accept: list[int] | None = None,
+    settings: Settings | None = None,
+) -> tuple[uuid.UUID, int]:
     """Save the result's ``optimized`` as its workflow's new version (the normal update
-    path); Conflict when the workflow changed since the analysis or there is no workflow."""
+    path), with the behaviour-changing suggestions ``accept`` names (by index) made too;
+    Conflict when the workflow changed since the analysis or there is no workflow."""
     row = get(session, tenant_id, result_id)
     if row.workflow_id is None:
         raise Conflict(
@@ -173,7 +221,30 @@ def apply(session: Session, tenant_id: uuid.UUID, result_id: uuid.UUID) -> tuple
             f"the workflow changed since the analysis (version {row.workflow_version} was "
             f"analysed, it is now at version {workflow.version}); analyse it again"
         )
-    _, version = store.update_workflow(session, tenant_id, workflow.id, row.optimized)
+    chosen = _accepted(row, accept or [])
+    document = copy.deepcopy(row.optimized)
+    for suggestion in chosen:
+        try:
+            document = apply_patch(document, suggestion["patch"])
+        except KeyError as missing:
+            raise Conflict(
+                f"suggestion {suggestion['kind']} changes node {missing}, which the optimized "
+                "definition no longer has"
+            ) from None
+    _, version = store.update_workflow(session, tenant_id, workflow.id, document)
+    if chosen:
+        indexes = set(accept or [])
+        row.suggestions = [
+            s | {"accepted": True} if i in indexes else s for i, s in enumerate(row.suggestions)
+        ]
+        if settings is not None:
+            analysed, _ = store.validate(
+                store.get_version(session, workflow, row.workflow_version).definition
+            )
+            past = history.read(session, tenant_id, workflow.id, analysed, row.workflow_version)
+            saved, _ = store.validate(document)
+            ctx = _context(analysed, past, settings)
+            row.predicted = row.predicted | {"applied": ctx.predict(saved).as_dict()}
     row.applied_version = version.version
     row.applied_at = now()
     session.flush()

@@ -13,13 +13,14 @@ import copy
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from atom.actions.http_request import DEFAULT_TIMEOUT
 from atom.errors import DefinitionError
 from atom.optimize import dataflow
-from atom.optimize.estimates import estimate
+from atom.optimize.estimates import CACHE_HIT_MS, estimate
 from atom.optimize.figures import Figures, StepFigures
 from atom.optimize.predict import predict, step_success
 from atom.workflow.compiler import compile_plan
@@ -41,25 +42,53 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 Document = dict[str, Any]
 
 
+def hit_rate(ttl: float, interval: float | None) -> float:
+    """Share of runs a response cache of ``ttl`` s answers when runs come every ``interval``
+    s: each miss stores a response that the next ``ttl / interval`` runs read."""
+    if interval is None or ttl <= 0:
+        return 0.0
+    return ttl / (ttl + max(interval, 1e-3))
+
+
+def cached(figures: StepFigures, hits: float) -> StepFigures:
+    """A step's figures when a share ``hits`` of its runs are answered from the cache."""
+    hit_p50, hit_p95 = CACHE_HIT_MS
+    return replace(
+        figures,
+        p50_ms=hit_p50 if hits >= 0.5 else figures.p50_ms,
+        p95_ms=hit_p95 if hits >= 0.95 else figures.p95_ms,
+        success=1 - (1 - hits) * (1 - figures.success),
+        calls=figures.calls * (1 - hits),
+    )
+
+
 @dataclass(frozen=True)
 class Context:
-    """What an analysis knows: the step figures, the overhead per step, the worker slots."""
+    """What an analysis knows: the step figures, the overhead per step, the worker slots,
+    how often the workflow runs."""
 
     original: Definition
     measured: dict[str, StepFigures]
     overhead_ms: float
     slots: int
     step_timeout: float
+    run_interval_s: float | None = None
 
     def figures(self, definition: Definition) -> dict[str, StepFigures]:
-        """Each node's figures: measured when the node is the one that ran, else estimated."""
+        """Each node's figures: measured when the node is the one that ran, else estimated;
+        a response cache the node did not have when it ran answers its share of runs."""
         out: dict[str, StepFigures] = {}
         before = {n.id: n for n in self.original.nodes}
         for node in definition.nodes:
             was = before.get(node.id)
             same = was is not None and was.action_type == node.action_type
             measured = self.measured.get(node.id) if same else None
-            out[node.id] = measured or estimate(node)
+            figures = measured or estimate(node)
+            ttl = node.config.get("cache_ttl")
+            had = was is not None and same and was.config.get("cache_ttl") == ttl
+            if isinstance(ttl, int | float) and not (had and measured):
+                figures = cached(figures, hit_rate(float(ttl), self.run_interval_s))
+            out[node.id] = figures
         return out
 
     def predict(self, definition: Definition, **kw: Any) -> Figures:
@@ -73,6 +102,21 @@ class Context:
         )
 
 
+def apply_patch(doc: Document, patch: list[dict[str, Any]]) -> Document:
+    """``doc`` with each ``{op: set, node, path, value}`` done (``path`` is dotted, under the
+    node); KeyError names a node that is not there."""
+    for edit in patch:
+        spec = next((n for n in doc["nodes"] if n["id"] == edit["node"]), None)
+        if spec is None:
+            raise KeyError(edit["node"])
+        *parents, last = str(edit["path"]).split(".")
+        target = spec
+        for key in parents:
+            target = target.setdefault(key, {})
+        target[last] = copy.deepcopy(edit["value"])
+    return doc
+
+
 @dataclass
 class Suggestion:
     """One proposed change."""
@@ -83,6 +127,16 @@ class Suggestion:
     changes_behaviour: bool = False
     change: Callable[[Document], Document] | None = None
     success_override: dict[str, float] = field(default_factory=dict)
+    patch: list[dict[str, Any]] | None = None
+    """The change as data (``apply_patch``), for one that changes behaviour: the user may
+    accept it when applying the result."""
+    figures_override: dict[str, StepFigures] = field(default_factory=dict)
+    """Step figures the suggestion would give, for one that is described but not built."""
+
+    def __post_init__(self) -> None:
+        if self.patch is not None and self.change is None:
+            edits = self.patch
+            self.change = lambda doc: apply_patch(doc, edits)
 
 
 Generator = Callable[[Definition, Context], list[Suggestion]]
@@ -186,6 +240,64 @@ def tighten_timeouts(definition: Definition, ctx: Context) -> list[Suggestion]:
     return out
 
 
+DEFAULT_CACHE_TTL = 300.0
+"""The TTL proposed for a response that did not change over the runs read (s)."""
+MIN_CACHE_TTL = 30.0
+"""A response that changes more often than twice this is not worth caching (s)."""
+MIN_CACHE_SAVING_MS = 20.0
+
+
+def _constant_request(node: Node) -> bool:
+    """True when the request is the same every run (no template in what is sent)."""
+    sent = {k: v for k, v in node.config.items() if k not in ("description", "timeout")}
+    return "{{" not in json.dumps(sent, default=str) and "{%" not in json.dumps(sent, default=str)
+
+
+def cache(definition: Definition, ctx: Context) -> list[Suggestion]:
+    """A read that sends the same request every run and gets the same answer is cached."""
+    out = []
+    for node in definition.nodes:
+        fig = ctx.measured.get(node.id)
+        if node.action_type != "http_request" or fig is None or fig.outputs < MIN_SAMPLES:
+            continue
+        method = str(node.config.get("method", "GET")).upper()
+        if method not in ("GET", "HEAD") or "cache_ttl" in node.config:
+            continue
+        if not _constant_request(node) or fig.p50_ms - CACHE_HIT_MS[0] < MIN_CACHE_SAVING_MS:
+            continue
+        if fig.output_changes == 0:
+            ttl = DEFAULT_CACHE_TTL
+            seen = f"its response body was the same in all {fig.outputs} runs read"
+        else:
+            every = fig.output_span_s / fig.output_changes
+            ttl = float(min(DEFAULT_CACHE_TTL, math.floor(every / 2)))
+            seen = (
+                f"its response body changed {fig.output_changes} times in {fig.outputs} runs "
+                f"over {fig.output_span_s:.0f} s (about every {every:.0f} s)"
+            )
+            if ttl < MIN_CACHE_TTL:
+                continue
+        hits = hit_rate(ttl, ctx.run_interval_s)
+        if hits < 0.5:
+            continue
+        out.append(
+            Suggestion(
+                "cache",
+                [node.id],
+                f"{node.id} sends the same {method} every run (nothing in its request is "
+                f"templated) and {seen}. Runs start about every "
+                f"{ctx.run_interval_s:.3g} s, so a response cache of {ttl:g} s (cache_ttl) "
+                f"would answer about {hits:.0%} of runs from Redis (~{CACHE_HIT_MS[0]:g} ms, "
+                f"an estimate) instead of a {_ms(fig.p50_ms)} call. A run may then see a "
+                f"response up to {ttl:g} s old, so this changes behaviour: it is listed, not "
+                "applied; accept it when applying if that is fine.",
+                changes_behaviour=True,
+                patch=[{"op": "set", "node": node.id, "path": "config.cache_ttl", "value": ttl}],
+            )
+        )
+    return out
+
+
 # -- cost --------------------------------------------------------------------------------------
 
 
@@ -240,6 +352,53 @@ def dedupe(definition: Definition, ctx: Context) -> list[Suggestion]:
                 f"{node_id} now takes {keeper}'s response instead of calling again "
                 "(one call less per run; its output is the same).",
                 change=change,
+            )
+        )
+    return out
+
+
+def _endpoint(node: Node) -> tuple[str, str] | None:
+    """(method host/path-without-its-last-segment, last segment) of a plain read."""
+    if node.action_type != "http_request" or dataflow.side_effect(node):
+        return None
+    method = str(node.config.get("method", "GET")).upper()
+    parts = urlsplit(str(node.config.get("url", "")))
+    if not parts.netloc or "{" in parts.netloc:
+        return None
+    head, _, last = parts.path.rstrip("/").rpartition("/")
+    return f"{method} {parts.scheme}://{parts.netloc}{head}/", last
+
+
+def batch(definition: Definition, ctx: Context) -> list[Suggestion]:
+    """Reads of the same collection of a service (``.../items/1``, ``.../items/2``), none
+    reading another, could be one call if the service has a batch endpoint."""
+    groups: dict[str, list[Node]] = {}
+    for node in definition.nodes:
+        found = _endpoint(node)
+        if found is not None:
+            groups.setdefault(found[0], []).append(node)
+    figures = ctx.figures(definition)
+    out = []
+    for endpoint, nodes in groups.items():
+        ids = [n.id for n in nodes]
+        independent = [n for n in nodes if not (dataflow.reads(n) or set()) & set(ids) - {n.id}]
+        if len(independent) < 2 or len({_endpoint(n) for n in independent}) < 2:
+            continue  # one read, reads that depend on each other, or the same read (dedupe)
+        chosen = [n.id for n in independent]
+        saved = sum(figures[i].calls for i in chosen[1:])
+        out.append(
+            Suggestion(
+                "batch",
+                chosen,
+                f"{', '.join(chosen)} read the same collection ({endpoint}...) one item per "
+                f"call, and none reads another's output. If the service answers several items "
+                f"in one request (a batch or multi-get endpoint: ids=a,b,c), one call replaces "
+                f"{len(chosen)} ({saved:g} call(s) less per run). ATOM cannot tell from the "
+                "definition whether the service offers that, and the step outputs would take "
+                "another shape, so this is listed for you to make, not applied; its figures "
+                "count the calls saved and leave the durations as they are.",
+                changes_behaviour=True,
+                figures_override={i: replace(figures[i], calls=0.0) for i in chosen[1:]},
             )
         )
     return out
@@ -395,15 +554,21 @@ def retries(definition: Definition, ctx: Context) -> list[Suggestion]:
             text += (
                 f" It is not idempotent ({dataflow.side_effect(node)}): a retry after a "
                 "timeout may repeat it (the http action sends a stable Idempotency-Key, which "
-                "helps only if the service honours it), so this is listed, not applied."
+                "helps only if the service honours it), so this is listed, not applied; accept it "
+                "when applying if the service tolerates a repeat."
             )
+        patch = [
+            {"op": "set", "node": node.id, "path": f"retry.{key}", "value": value}
+            for key, value in policy.items()
+        ]
         out.append(
             Suggestion(
                 "retry",
                 [node.id],
                 text,
                 changes_behaviour=unsafe,
-                change=change,
+                change=None if unsafe else change,
+                patch=patch if unsafe else None,
             )
         )
     return out
@@ -473,11 +638,12 @@ def fallback(definition: Definition, ctx: Context) -> list[Suggestion]:
 
 
 PLANS: dict[str, tuple[Generator, ...]] = {
-    "performance": (parallelize, tighten_timeouts),
-    "cost": (dedupe, drop_unused, no_retry),
+    "performance": (parallelize, tighten_timeouts, cache),
+    "cost": (dedupe, batch, drop_unused, no_retry),
     "reliability": (retries, timeouts_missing, fallback),
     "hybrid": (
         dedupe,
+        batch,
         drop_unused,
         no_retry,
         retries,
@@ -485,6 +651,7 @@ PLANS: dict[str, tuple[Generator, ...]] = {
         parallelize,
         tighten_timeouts,
         timeouts_missing,
+        cache,
     ),
 }
 
@@ -523,6 +690,7 @@ def analyze(definition: Definition, ctx: Context, strategy: str) -> Analysis:
                     "changes_behaviour": suggestion.changes_behaviour,
                     "applied": candidate is not None and not suggestion.changes_behaviour,
                 }
+                | ({"patch": suggestion.patch} if suggestion.patch and candidate else {})
             )
     after = ctx.predict(current)
     trade_offs = _trade_offs(shown, before, after) if strategy == "hybrid" else None
@@ -543,7 +711,17 @@ def _try(
 ) -> tuple[Figures | None, tuple[Document, Definition] | None]:
     """The figures with the suggestion applied, and the new (document, definition)."""
     if suggestion.change is None:
-        return ctx.predict(current, success_override=suggestion.success_override), None
+        figures = ctx.figures(current) | suggestion.figures_override
+        return (
+            predict(
+                current,
+                figures,
+                overhead=ctx.overhead_ms,
+                slots=ctx.slots,
+                success_override=suggestion.success_override,
+            ),
+            None,
+        )
     changed = suggestion.change(copy.deepcopy(doc))
     try:
         definition = parse_definition(changed)

@@ -213,6 +213,61 @@ def test_a_transient_failure_gets_a_retry_and_the_runs_succeed(client, service):
     assert measured["before"]["success_rate"] < 0.7
 
 
+def test_a_cache_is_made_only_when_accepted_and_then_calls_once(client, service):
+    def rates(request, match):
+        time.sleep(0.15)
+        return 200, {"EUR": 1.0, "USD": 1.08}
+
+    service.route("GET /fx/rates", rates)
+    definition = workflow(
+        "quote",
+        [
+            trigger(),
+            action("rates", "http_request", url=f"{service.url}/fx/rates"),
+            action("price", "transform", output={"usd": "{{ steps.rates.output.body.USD }}"}),
+        ],
+        [("start", "rates"), ("rates", "price")],
+    )
+    created = client.create_workflow(definition)
+    before = _runs(client, created["id"], 3)
+    result = _analyze(client, workflow_id=created["id"], strategy="performance")
+    index, cache = next((i, s) for i, s in enumerate(result["suggestions"]) if s["kind"] == "cache")
+    assert cache["changes_behaviour"] and not cache["applied"] and cache["nodes"] == ["rates"]
+    assert "same in all 3 runs" in cache["rationale"]
+    assert cache["patch"][0]["path"] == "config.cache_ttl"
+    rates_node = next(n for n in result["optimized"]["nodes"] if n["id"] == "rates")
+    assert "cache_ttl" not in rates_node["config"]  # never applied on its own
+
+    def refused(accept: list[Any]) -> dict[str, Any]:
+        with pytest.raises(ApiError) as error:
+            client.request("POST", f"{RESULTS}/{result['id']}/apply", json={"accept": accept})
+        assert error.value.status == 422, error.value.body
+        return error.value.body
+
+    applied_index = next((i for i, s in enumerate(result["suggestions"]) if s["applied"]), None)
+    body = refused(
+        [len(result["suggestions"]) + 3, *([applied_index] if applied_index is not None else [])]
+    )
+    assert "there is no suggestion" in str(body) and "accept[0]" in str(body)
+    if applied_index is not None:
+        assert "applied already" in str(body["errors"]["accept[1]"])
+    assert client.request("GET", f"/api/workflows/{created['id']}")["version"] == 1
+
+    calls_before = len(service.calls("GET", "/fx/rates"))
+    applied = client.request("POST", f"{RESULTS}/{result['id']}/apply", json={"accept": [index]})
+    assert applied["version"] == 2
+    saved = client.request("GET", f"/api/workflows/{created['id']}")["definition"]
+    assert next(n for n in saved["nodes"] if n["id"] == "rates")["config"]["cache_ttl"] > 0
+    after = _runs(client, created["id"], 4)
+    assert len(service.calls("GET", "/fx/rates")) == calls_before + 1  # one miss, three hits
+    assert all(r["output"] == before[0]["output"] for r in before + after)
+    row = client.request("GET", f"{RESULTS}/{result['id']}")
+    assert row["suggestions"][index]["accepted"] is True
+    assert row["predicted"]["applied"]["calls"] < row["predicted"]["before"]["calls"]
+    assert row["measured"]["before"]["calls"] == 1
+    assert row["measured"]["after"]["calls"] == pytest.approx(0.25)  # 1 call in 4 runs
+
+
 def test_errors_roles_and_tenants(api, make_key, client):
     tenant = f"opt-{time.monotonic_ns()}"
     editor = Client(api, make_key("editor", tenant))

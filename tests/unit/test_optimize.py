@@ -15,7 +15,7 @@ from atom.optimize.predict import (
     step_duration,
     step_success,
 )
-from atom.optimize.strategies import Context, analyze
+from atom.optimize.strategies import Context, analyze, apply_patch, cached, hit_rate
 from atom.workflow.compiler import compile_plan
 from atom.workflow.definition import RetryPolicy, parse_definition
 from atom.workflow.templating import steps_needed
@@ -285,3 +285,102 @@ def test_a_chord_joining_a_nested_group_is_predicted_without_a_join_wait():
     steps["m"] = measured(0.0)
     # a, then b (or c), then m: 200 ms of steps and 4 hops of 10 ms (m and finalize included)
     assert predict(d, steps, overhead=10.0, slots=8).duration_p50_ms == pytest.approx(240.0)
+
+
+def stable(p50: float, outputs: int = 6, changes: int = 0, span: float = 60.0) -> StepFigures:
+    """Figures of a read whose answer changed ``changes`` times over ``outputs`` runs."""
+    return StepFigures(
+        p50,
+        p50 * 1.2,
+        p50 * 1.3,
+        1.0,
+        1.0,
+        "history",
+        outputs,
+        outputs=outputs,
+        output_changes=changes,
+        output_span_s=span,
+    )
+
+
+def test_hit_rate_follows_the_ttl_and_the_run_interval():
+    assert hit_rate(300, 3) == pytest.approx(300 / 303)
+    assert hit_rate(300, 86_400) < 0.01  # a daily run never finds a 5-minute entry
+    assert hit_rate(300, None) == 0.0
+    hot = cached(stable(400.0), 0.99)
+    assert hot.p50_ms < 10 and hot.p95_ms < 30 and hot.calls == pytest.approx(0.01)
+    cold = cached(stable(400.0), 0.3)
+    assert cold.p50_ms == 400.0 and cold.calls == pytest.approx(0.7)
+
+
+def test_cache_is_listed_for_a_constant_read_with_a_stable_answer_and_can_be_accepted():
+    d = chain([http("rates", "http://svc/rates"), http("who", "http://svc/u/{{ input.id }}")])
+    ctx = Context(d, {"rates": stable(400.0), "who": stable(400.0)}, 20.0, 8, 300.0, 2.0)
+    result = analyze(d, ctx, "performance")
+    found = [s for s in result.suggestions if s["kind"] == "cache"]
+    assert [s["nodes"] for s in found] == [["rates"]]  # "who" is templated: differs per run
+    suggestion = found[0]
+    assert suggestion["changes_behaviour"] and not suggestion["applied"]
+    assert suggestion["patch"] == [
+        {"op": "set", "node": "rates", "path": "config.cache_ttl", "value": 300.0}
+    ]
+    assert "cache_ttl" not in {k for n in result.optimized["nodes"] for k in n["config"]}
+    assert suggestion["expected"]["calls"] == pytest.approx(2 - 300 / 302, abs=0.01)
+    assert suggestion["expected"]["duration_p50_ms"] < result.predicted["after"]["duration_p50_ms"]
+    accepted = parse_definition(apply_patch(result.optimized, suggestion["patch"]))
+    assert accepted.node("rates").config["cache_ttl"] == 300.0
+    with pytest.raises(KeyError):
+        apply_patch(result.optimized, [{"op": "set", "node": "gone", "path": "x", "value": 1}])
+
+
+def test_cache_ttl_follows_how_often_the_answer_changed_and_is_not_offered_when_useless():
+    d = chain([http("rates", "http://svc/rates")])
+
+    def cache_of(figures: StepFigures, interval: float | None = 2.0) -> list[dict[str, Any]]:
+        ctx = Context(d, {"rates": figures}, 20.0, 8, 300.0, interval)
+        return [s for s in analyze(d, ctx, "performance").suggestions if s["kind"] == "cache"]
+
+    changing = cache_of(stable(400.0, outputs=20, changes=4, span=800.0))  # every 200 s
+    assert changing[0]["patch"][0]["value"] == 100.0
+    assert cache_of(stable(400.0, outputs=20, changes=10, span=300.0)) == []  # every 30 s
+    assert cache_of(stable(10.0)) == []  # a 10 ms call: nothing to save
+    assert cache_of(stable(400.0), interval=3600.0) == []  # runs hourly: no hits
+    assert cache_of(stable(400.0, outputs=2)) == []  # too few runs to know
+    post = chain([http("rates", "http://svc/rates", method="POST")])
+    ctx = Context(post, {"rates": stable(400.0)}, 20.0, 8, 300.0, 2.0)
+    assert not [s for s in analyze(post, ctx, "performance").suggestions if s["kind"] == "cache"]
+
+
+def test_batch_lists_reads_of_one_collection_with_the_calls_saved():
+    d = chain(
+        [
+            http("u1", "http://svc/users/1"),
+            http("u2", "http://svc/users/2"),
+            http("u3", "http://svc/users/{{ steps.u1.output.body.next }}"),
+            http("o", "http://svc/orders/1"),
+            {
+                "id": "merge",
+                "type": "action",
+                "config": {
+                    "action_type": "transform",
+                    "output": {k: "{{ steps." + k + ".output }}" for k in ("u1", "u2", "u3", "o")},
+                },
+            },
+        ]
+    )
+    figures = {n: measured(100.0) for n in ("u1", "u2", "u3", "o")}
+    result = analyze(d, Context(d, figures, 20.0, 8, 300.0), "cost")
+    found = [s for s in result.suggestions if s["kind"] == "batch"]
+    assert [s["nodes"] for s in found] == [["u1", "u2"]]  # u3 reads u1; orders is another
+    assert found[0]["changes_behaviour"] and not found[0]["applied"] and "patch" not in found[0]
+    assert found[0]["expected"]["calls"] == pytest.approx(3.0)
+    assert result.predicted["after"]["calls"] == pytest.approx(4.0)  # listed, not made
+
+
+def test_a_retry_that_may_repeat_a_write_carries_a_patch_to_accept():
+    d = chain([http("b", "http://svc/b", method="POST")])
+    ctx = Context(d, {"b": measured(success=2 / 3, transient=3)}, 30.0, 8, 300.0)
+    retry = next(s for s in analyze(d, ctx, "reliability").suggestions if s["kind"] == "retry")
+    assert retry["changes_behaviour"] and not retry["applied"]
+    made = parse_definition(apply_patch(d.to_dict(), retry["patch"]))
+    assert made.node("b").retry.max_retries >= 3
