@@ -358,15 +358,24 @@ def dedupe(definition: Definition, ctx: Context) -> list[Suggestion]:
 
 
 def _endpoint(node: Node) -> tuple[str, str] | None:
-    """(method host/path-without-its-last-segment, last segment) of a plain read."""
+    """(the collection, the item) a plain read fetches: ``GET host/items/{id}`` and the id
+    when the last path segment is an id (it has a digit or a template), else ``GET
+    host/path?name=`` and the values when the query names the item; None otherwise."""
     if node.action_type != "http_request" or dataflow.side_effect(node):
         return None
     method = str(node.config.get("method", "GET")).upper()
     parts = urlsplit(str(node.config.get("url", "")))
     if not parts.netloc or "{" in parts.netloc:
         return None
+    params = node.config.get("params")
+    query = json.dumps(params, sort_keys=True, default=str) if params else ""
     head, _, last = parts.path.rstrip("/").rpartition("/")
-    return f"{method} {parts.scheme}://{parts.netloc}{head}/", last
+    if "{{" in last or any(c.isdigit() for c in last):
+        return f"{method} {parts.scheme}://{parts.netloc}{head}/{{id}}{query}", last
+    if isinstance(params, dict) and params:
+        names = "&".join(f"{k}=" for k in sorted(params))
+        return f"{method} {parts.scheme}://{parts.netloc}{parts.path}?{names}", query
+    return None
 
 
 def batch(definition: Definition, ctx: Context) -> list[Suggestion]:
@@ -390,7 +399,7 @@ def batch(definition: Definition, ctx: Context) -> list[Suggestion]:
             Suggestion(
                 "batch",
                 chosen,
-                f"{', '.join(chosen)} read the same collection ({endpoint}...) one item per "
+                f"{', '.join(chosen)} read items of one collection ({endpoint}) one per "
                 f"call, and none reads another's output. If the service answers several items "
                 f"in one request (a batch or multi-get endpoint: ids=a,b,c), one call replaces "
                 f"{len(chosen)} ({saved:g} call(s) less per run). ATOM cannot tell from the "

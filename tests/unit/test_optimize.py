@@ -377,6 +377,34 @@ def test_batch_lists_reads_of_one_collection_with_the_calls_saved():
     assert result.predicted["after"]["calls"] == pytest.approx(4.0)  # listed, not made
 
 
+def test_batch_needs_items_of_one_collection_not_different_endpoints():
+    def batches(*nodes: dict[str, Any]) -> list[list[str]]:
+        ids = [n["id"] for n in nodes]
+        merge = {
+            "id": "merge",
+            "type": "action",
+            "config": {
+                "action_type": "transform",
+                "output": {k: "{{ steps." + k + ".output }}" for k in ids},
+            },
+        }
+        d = chain([*nodes, merge])
+        ctx = Context(d, {k: measured(100.0) for k in ids}, 20.0, 8, 300.0)
+        return [s["nodes"] for s in analyze(d, ctx, "cost").suggestions if s["kind"] == "batch"]
+
+    # different reports of one service are different endpoints, not items
+    assert batches(http("s", "http://svc/report/sales"), http("c", "http://svc/report/costs")) == []
+    # items named by a template or a number, or by the query
+    assert batches(
+        http("a", "http://svc/items/{{ input.id }}-a"),
+        http("b", "http://svc/items/{{ input.id }}-b"),
+    ) == [["a", "b"]]
+    assert batches(
+        http("a", "http://svc/search", params={"email": "a@x"}),
+        http("b", "http://svc/search", params={"email": "b@x"}),
+    ) == [["a", "b"]]
+
+
 def test_a_retry_that_may_repeat_a_write_carries_a_patch_to_accept():
     d = chain([http("b", "http://svc/b", method="POST")])
     ctx = Context(d, {"b": measured(success=2 / 3, transient=3)}, 30.0, 8, 300.0)
