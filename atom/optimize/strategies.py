@@ -775,6 +775,17 @@ def _trade_offs(shown: list[dict[str, Any]], before: Figures, after: Figures) ->
             "Tighter timeouts free workers from hung calls sooner, but fail a call that is "
             "only unusually slow."
         )
+    if any(s["kind"] == "cache" for s in shown):
+        out.append(
+            "A response cache (listed) trades freshness for time and calls: a cached read "
+            "answers in milliseconds and calls nothing, but a run may see an answer up to its "
+            "TTL old."
+        )
+    if any(s["kind"] == "batch" for s in shown):
+        out.append(
+            "A batch call (listed) saves calls but makes one request's failure fail every "
+            "item in it, and needs the service to offer it."
+        )
     if any(s["changes_behaviour"] for s in shown):
         out.append(
             "Suggestions marked changes_behaviour (listed, not applied) would change what "

@@ -92,6 +92,19 @@ def _runs(client: Client, workflow_id: str, count: int) -> list[dict[str, Any]]:
     return [client.wait(client.execute(workflow_id)["id"], timeout=60) for _ in range(count)]
 
 
+def _read_then_use(name: str, read: str, url: str) -> dict[str, Any]:
+    """A GET of ``url`` (step ``read``) and a step using its body."""
+    return workflow(
+        name,
+        [
+            trigger(),
+            action(read, "http_request", url=url),
+            action("use", "transform", output={"got": "{{ steps." + read + ".output.body }}"}),
+        ],
+        [("start", read), (read, "use")],
+    )
+
+
 def _analyze(client: Client, **body: Any) -> dict[str, Any]:
     return client.request("POST", ANALYZE, json=body)
 
@@ -183,16 +196,7 @@ def test_a_transient_failure_gets_a_retry_and_the_runs_succeed(client, service):
         return (503, {"error": "busy"}) if third else (200, {"ok": True})
 
     service.route("GET /flaky", flaky)
-    definition = workflow(
-        "flaky relay",
-        [
-            trigger(),
-            action("fetch", "http_request", url=f"{service.url}/flaky"),
-            action("use", "transform", output={"got": "{{ steps.fetch.output.body }}"}),
-        ],
-        [("start", "fetch"), ("fetch", "use")],
-    )
-    created = client.create_workflow(definition)
+    created = client.create_workflow(_read_then_use("flaky relay", "fetch", f"{service.url}/flaky"))
     before = _runs(client, created["id"], 6)
     assert sum(r["status"] == "failed" for r in before) == 2
 
@@ -219,16 +223,7 @@ def test_a_cache_is_made_only_when_accepted_and_then_calls_once(client, service)
         return 200, {"EUR": 1.0, "USD": 1.08}
 
     service.route("GET /fx/rates", rates)
-    definition = workflow(
-        "quote",
-        [
-            trigger(),
-            action("rates", "http_request", url=f"{service.url}/fx/rates"),
-            action("price", "transform", output={"usd": "{{ steps.rates.output.body.USD }}"}),
-        ],
-        [("start", "rates"), ("rates", "price")],
-    )
-    created = client.create_workflow(definition)
+    created = client.create_workflow(_read_then_use("quote", "rates", f"{service.url}/fx/rates"))
     before = _runs(client, created["id"], 3)
     result = _analyze(client, workflow_id=created["id"], strategy="performance")
     index, cache = next((i, s) for i, s in enumerate(result["suggestions"]) if s["kind"] == "cache")

@@ -327,6 +327,14 @@ def test_cache_is_listed_for_a_constant_read_with_a_stable_answer_and_can_be_acc
     assert "cache_ttl" not in {k for n in result.optimized["nodes"] for k in n["config"]}
     assert suggestion["expected"]["calls"] == pytest.approx(2 - 300 / 302, abs=0.01)
     assert suggestion["expected"]["duration_p50_ms"] < result.predicted["after"]["duration_p50_ms"]
+    use = {
+        "id": "use",
+        "type": "action",
+        "config": {"action_type": "transform", "output": "{{ steps.rates.output }}"},
+    }
+    read = chain([http("rates", "http://svc/rates"), use])
+    hybrid = analyze(read, Context(read, {"rates": stable(400.0)}, 20.0, 8, 300.0, 2.0), "hybrid")
+    assert any("freshness" in t for t in hybrid.trade_offs or [])
     accepted = parse_definition(apply_patch(result.optimized, suggestion["patch"]))
     assert accepted.node("rates").config["cache_ttl"] == 300.0
     with pytest.raises(KeyError):
