@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
 from atom.ml.simulation import ACTIONS, World
+from tests.conftest import Processes
 
 pytestmark = pytest.mark.integration
 
@@ -39,35 +42,75 @@ def api(api_url: str, make_key: Callable[..., str], ml_worker) -> Api:
     return Api(api_url, make_key("admin"))
 
 
+@pytest.fixture(scope="module")
+def served_api(processes: Processes) -> Iterator[str]:
+    """``atom api`` (gunicorn) in its own process, as deployed: a loop of 2,000 requests does
+    not share the test process's interpreter lock with the server."""
+    from cli.embedded import free_port
+
+    port = free_port()
+    proc = processes.start("api", "--port", str(port), name="api-ml")
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.get(base + "/api/workflows/monitoring/health", timeout=5)
+            break
+        except requests.ConnectionError:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.log_path
+            time.sleep(0.3)
+    yield base
+    processes.stop(proc)
+
+
 @pytest.mark.timeout(900)  # 2,000 requests and ~25 trainings on a shared 2-core machine
-def test_the_engine_learns_which_action_pays_from_outcomes_alone(api: Api):
+def test_the_engine_learns_which_action_pays_from_outcomes_alone(
+    served_api: str, make_key: Callable[..., str], ml_worker
+):
+    key = make_key("admin")
     world = World(seed=11)
     picks, explored, engine_value, fixed_value = [], [], [], {a: [] for a in ACTIONS}
     scores_seen = set()
-    for _ in range(1000):
-        context = world.context()
-        status, decision, _ = api(
-            "POST",
-            "/api/decisions",
-            json={"model": "triage", "context": context, "actions": ACTIONS},
-        )
-        assert status == 201, decision
-        chosen = decision["action"]["type"]
-        assert 0 < decision["propensity"] <= 1
-        assert {a["type"] for a in decision["alternatives"]} == set(ACTIONS)
-        picks.append(chosen == world.best(context))
-        explored.append(bool(decision["explored"]))
-        engine_value.append(world.expected(context, chosen))
-        for a in ACTIONS:
-            fixed_value[a].append(world.expected(context, a))
-        if decision["confidence"] is not None:
-            scores_seen.add(round(decision["confidence"], 6))
-        status, _, _ = api(
-            "POST",
-            f"/api/decisions/{decision['id']}/outcome",
-            json={"reward": world.reward(context, chosen)},
-        )
-        assert status == 200
+    lock = threading.Lock()
+    rounds = iter(range(1000))
+
+    def play() -> None:
+        # Callers at once, as a service's would be: at most four decisions wait for their
+        # outcome at any moment (retraining counts outcomes, not rounds).
+        api = Api(served_api, key)
+        while True:
+            with lock:
+                if next(rounds, None) is None:
+                    return
+                context = world.context()
+            status, decision, _ = api(
+                "POST",
+                "/api/decisions",
+                json={"model": "triage", "context": context, "actions": ACTIONS},
+            )
+            assert status == 201, decision
+            chosen = decision["action"]["type"]
+            assert 0 < decision["propensity"] <= 1
+            assert {a["type"] for a in decision["alternatives"]} == set(ACTIONS)
+            with lock:
+                picks.append(chosen == world.best(context))
+                explored.append(bool(decision["explored"]))
+                engine_value.append(world.expected(context, chosen))
+                for a in ACTIONS:
+                    fixed_value[a].append(world.expected(context, a))
+                if decision["confidence"] is not None:
+                    scores_seen.add(round(decision["confidence"], 6))
+                reward = world.reward(context, chosen)
+            status, _, _ = api(
+                "POST", f"/api/decisions/{decision['id']}/outcome", json={"reward": reward}
+            )
+            assert status == 200
+
+    with ThreadPoolExecutor(4) as pool:
+        for player in [pool.submit(play) for _ in range(4)]:
+            player.result()
+    assert len(picks) == 1000
+    api = Api(served_api, key)
     last = slice(-200, None)
     best_rate = sum(picks[last]) / 200
     greedy = [p for p, e in zip(picks[last], explored[last], strict=True) if not e]
