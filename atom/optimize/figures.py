@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ class StepFigures:
     """Failed attempts a later attempt could get past (timeouts, 5xx, connection, 429)."""
     wasted_retries: dict[int, int] = field(default_factory=dict)
     """Retries spent on an HTTP status that never recovered, by status."""
+    attempts: int = 0
+    """Attempts the success rate was measured on (0: an estimate)."""
     outputs: int = 0
     """Succeeded runs whose output body was compared (oldest to newest)."""
     output_changes: int = 0
@@ -80,3 +83,14 @@ def percentile(values: list[float], q: float) -> float:
     low = int(rank)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def wilson(successes: float, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson interval of a success rate measured on ``trials`` attempts."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    centre = p + z * z / (2 * trials)
+    spread = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    scale = 1 + z * z / trials
+    return max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)

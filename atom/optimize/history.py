@@ -195,6 +195,7 @@ def _step_figures(rows: list[StepRun], calls: float) -> StepFigures:
         calls=calls,
         source="history",
         samples=len(rows),
+        attempts=attempts,
         failures=dict(failures),
         transient_failures=transient,
         wasted_retries=dict(wasted),

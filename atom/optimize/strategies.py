@@ -21,7 +21,7 @@ from atom.actions.http_request import DEFAULT_TIMEOUT
 from atom.errors import DefinitionError
 from atom.optimize import dataflow
 from atom.optimize.estimates import CACHE_HIT_MS, estimate
-from atom.optimize.figures import Figures, StepFigures
+from atom.optimize.figures import Figures, StepFigures, wilson
 from atom.optimize.predict import predict, step_success
 from atom.workflow.compiler import compile_plan
 from atom.workflow.definition import Definition, Node, NodeType, parse_definition
@@ -519,6 +519,18 @@ def no_retry(definition: Definition, ctx: Context) -> list[Suggestion]:
 # -- reliability -------------------------------------------------------------------------------
 
 
+def _interval(fig: StepFigures) -> str:
+    """The uncertainty of a measured success rate, in words (the calls and p95 a retry
+    policy is predicted to cost follow it)."""
+    if fig.attempts <= 0:
+        return ""
+    low, high = wilson(fig.success * fig.attempts, fig.attempts)
+    return (
+        f" ({fig.attempts} attempts; 95 % interval {low:.0%}-{high:.0%}, which the predicted "
+        "calls and p95 below inherit)"
+    )
+
+
 def _retries_for(success: float) -> int:
     for n in range(MAX_RETRIES + 1):
         if 1 - (1 - success) ** (n + 1) >= TARGET_STEP_SUCCESS:
@@ -556,8 +568,9 @@ def retries(definition: Definition, ctx: Context) -> list[Suggestion]:
         text = (
             f"{node.id} failed {fig.transient_failures} of its attempts over {fig.samples} "
             f"runs on transient causes ({kinds}); an attempt succeeds {fig.success:.0%} of the "
-            f"time. {wanted} retries with backoff ({policy['retry_delay']:g} s, x2) raise the "
-            f"step's success from {step_success(fig, node.retry):.1%} to {after:.1%}."
+            f"time{_interval(fig)}. {wanted} retries with backoff "
+            f"({policy['retry_delay']:g} s, x2) raise the step's success from "
+            f"{step_success(fig, node.retry):.1%} to {after:.1%}."
         )
         if unsafe:
             text += (

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from atom.errors import DefinitionError
 from atom.optimize.dataflow import relax
-from atom.optimize.figures import StepFigures
+from atom.optimize.figures import StepFigures, wilson
 from atom.optimize.predict import (
     predict,
     step_calls,
@@ -420,3 +421,17 @@ def test_a_retry_that_may_repeat_a_write_carries_a_patch_to_accept():
     assert retry["changes_behaviour"] and not retry["applied"]
     made = parse_definition(apply_patch(d.to_dict(), retry["patch"]))
     assert made.node("b").retry.max_retries >= 3
+
+
+def test_a_retry_states_how_sure_the_measured_success_rate_is():
+    assert wilson(150, 200) == pytest.approx((0.686, 0.805), abs=0.002)
+    low, high = wilson(6, 10)
+    assert low < 0.35 and high > 0.8  # ten attempts say little
+    d = chain([http("a", "http://svc/a")])
+    few = replace(measured(success=0.75, transient=50), attempts=200)
+    retry = next(
+        s
+        for s in analyze(d, Context(d, {"a": few}, 30.0, 8, 300.0), "reliability").suggestions
+        if s["kind"] == "retry"
+    )
+    assert "(200 attempts; 95 % interval 69%-8" in retry["rationale"]
