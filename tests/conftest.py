@@ -170,6 +170,29 @@ class Processes:
             self.stop(proc)
 
 
+def start_api(
+    processes: Processes, *args: str, name: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """``atom api ARGS`` on a free loopback port, once it answers: (process, base URL)."""
+    import requests
+
+    from cli.embedded import free_port
+
+    port = free_port()
+    proc = processes.start("api", *args, "--port", str(port), env=env, name=name)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.get(base + "/api/workflows/monitoring/health", timeout=5)
+            return proc, base
+        except requests.ConnectionError:
+            assert proc.poll() is None and time.monotonic() < deadline, Path(
+                proc.log_path  # type: ignore[attr-defined]
+            ).read_text()
+            time.sleep(0.3)
+
+
 def wait_for_worker(
     settings: Settings, proc: subprocess.Popen, timeout: float = 60, hostname: str | None = None
 ) -> str:

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from atom.ml.simulation import ACTIONS, World
-from tests.conftest import Processes
+from tests.conftest import Processes, start_api
 
 pytestmark = pytest.mark.integration
 
@@ -46,19 +46,7 @@ def api(api_url: str, make_key: Callable[..., str], ml_worker) -> Api:
 def served_api(processes: Processes) -> Iterator[str]:
     """``atom api`` (gunicorn) in its own process, as deployed: a loop of 2,000 requests does
     not share the test process's interpreter lock with the server."""
-    from cli.embedded import free_port
-
-    port = free_port()
-    proc = processes.start("api", "--port", str(port), name="api-ml")
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            requests.get(base + "/api/workflows/monitoring/health", timeout=5)
-            break
-        except requests.ConnectionError:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.log_path
-            time.sleep(0.3)
+    proc, base = start_api(processes, name="api-ml")
     yield base
     processes.stop(proc)
 

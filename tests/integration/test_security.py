@@ -21,7 +21,7 @@ from werkzeug.serving import make_server
 
 from atom.client import ApiError, Client
 from atom.config import Settings
-from tests.conftest import Processes
+from tests.conftest import Processes, start_api
 from tests.integration.functions import SCOPED_TENANT
 from tests.integration.helpers import action, by_node, trigger, workflow
 from tests.integration.loopback import LoopbackService
@@ -53,21 +53,7 @@ def _raw(url: str, key: str, method: str = "GET", **kwargs) -> requests.Response
 def test_webhook_tokens_never_reach_the_access_log(
     processes: Processes, settings: Settings, make_key, worker
 ):
-    from cli.embedded import free_port
-
-    port = free_port()
-    proc = processes.start("api", "--dev", "--port", str(port), name="api-dev")
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            requests.get(base + "/api/workflows/monitoring/health", timeout=5)
-            break
-        except requests.ConnectionError:
-            assert proc.poll() is None and time.monotonic() < deadline, Path(
-                proc.log_path
-            ).read_text()
-            time.sleep(0.3)
+    proc, base = start_api(processes, "--dev", name="api-dev")
     client = Client(base, make_key("admin"))
     wf = client.create_workflow(
         workflow("hooked", [trigger(kind="webhook"), action("a", "log", message="hi")], [])
@@ -229,25 +215,6 @@ def test_credentials_are_used_by_steps_and_never_shown(
     assert "credential 'crm_token' does not exist" in by_node(failed)["tpl"]["error"]["message"]
 
 
-def _serve_api(processes: Processes, *args: str, env: dict | None = None) -> tuple[str, object]:
-    """``atom api ARGS`` on a free port, once it answers: (base URL, process)."""
-    from cli.embedded import free_port
-
-    port = free_port()
-    proc = processes.start("api", "--port", str(port), *args, env=env, name="api-scan")
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            requests.get(base + "/api/workflows/monitoring/health", timeout=5)
-            return base, proc
-        except requests.ConnectionError:
-            assert proc.poll() is None and time.monotonic() < deadline, Path(
-                proc.log_path
-            ).read_text()
-            time.sleep(0.3)
-
-
 def test_a_full_run_leaks_no_secret(
     processes: Processes,
     settings: Settings,
@@ -262,7 +229,7 @@ def test_a_full_run_leaks_no_secret(
 
     _echo(service)
     debug = {"ATOM_LOG_LEVEL": "DEBUG"}
-    base, api = _serve_api(processes, "--workers", "1", env=debug)
+    api, base = start_api(processes, "--workers", "1", env=debug, name="api-scan")
     scan_worker = processes.start(
         "worker", "--concurrency=1", "--loglevel=DEBUG", "-n", "scan@%h", env=debug, name="w-scan"
     )
