@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from atom.actions.base import is_template
 from atom.actions.http_request import DEFAULT_TIMEOUT
 from atom.errors import DefinitionError
 from atom.optimize import dataflow
@@ -250,7 +251,15 @@ MIN_CACHE_SAVING_MS = 20.0
 def _constant_request(node: Node) -> bool:
     """True when the request is the same every run (no template in what is sent)."""
     sent = {k: v for k, v in node.config.items() if k not in ("description", "timeout")}
-    return "{{" not in json.dumps(sent, default=str) and "{%" not in json.dumps(sent, default=str)
+    return not any(is_template(v) for v in _strings(sent))
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
 
 
 def cache(definition: Definition, ctx: Context) -> list[Suggestion]:
